@@ -1,0 +1,112 @@
+"""Envelope encryption: a fresh data key per backup, wrapped by a key-encryption key.
+
+``KeyWrapper`` is the pluggable part. ``PassphraseKeyWrapper`` derives the key-encryption key from
+``BACKUP_ENCRYPTION_KEY`` with scrypt; a KMS wrapper (GenerateDataKey / Decrypt) implements the same
+protocol. Wrapped keys are JSON-safe dicts stored in the manifest.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from questboard_backup.crypto.stream import DATA_KEY_SIZE
+from questboard_backup.errors import IntegrityError
+
+WrappedKey = dict[str, str | int]
+
+
+class KeyWrapper(Protocol):
+    """Creates and recovers per-backup data keys.
+
+    ``generate`` returns a fresh 32-byte data key and its wrapped form; ``unwrap`` returns the key
+    only if the wrapped form is authentic for ``context`` (the backup id), else raises IntegrityError.
+    """
+
+    scheme: str
+
+    def generate(self, context: str) -> tuple[bytes, WrappedKey]: ...
+
+    def unwrap(self, wrapped: WrappedKey, context: str) -> bytes: ...
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: object, field: str) -> bytes:
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except ValueError:
+        raise IntegrityError(f"wrapped data key: field {field!r} is not base64") from None
+
+
+class PassphraseKeyWrapper:
+    """Wraps data keys with AES-256-GCM under scrypt(passphrase, per-backup salt)."""
+
+    scheme = "passphrase-scrypt-aes256gcm"
+    SCRYPT_N = 2**15
+    SCRYPT_R = 8
+    SCRYPT_P = 1
+
+    def __init__(self, passphrase: str) -> None:
+        if len(passphrase) < 16:
+            raise ValueError("passphrase must be at least 16 characters")
+        self._passphrase = passphrase.encode("utf-8")
+
+    def __repr__(self) -> str:  # never show the passphrase
+        return "PassphraseKeyWrapper(<redacted>)"
+
+    def _kek(self, salt: bytes, n: int, r: int, p: int) -> AESGCM:
+        return AESGCM(Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(self._passphrase))
+
+    def generate(self, context: str) -> tuple[bytes, WrappedKey]:
+        data_key = os.urandom(DATA_KEY_SIZE)
+        salt, nonce = os.urandom(16), os.urandom(12)
+        kek = self._kek(salt, self.SCRYPT_N, self.SCRYPT_R, self.SCRYPT_P)
+        wrapped = kek.encrypt(nonce, data_key, context.encode("utf-8"))
+        return data_key, {
+            "scheme": self.scheme,
+            "scrypt_n": self.SCRYPT_N,
+            "scrypt_r": self.SCRYPT_R,
+            "scrypt_p": self.SCRYPT_P,
+            "salt": _b64(salt),
+            "nonce": _b64(nonce),
+            "wrapped_key": _b64(wrapped),
+        }
+
+    def unwrap(self, wrapped: WrappedKey, context: str) -> bytes:
+        if wrapped.get("scheme") != self.scheme:
+            raise IntegrityError(
+                f"the data key was wrapped with {wrapped.get('scheme')!r}, not {self.scheme!r}"
+            )
+        try:
+            n, r, p = int(wrapped["scrypt_n"]), int(wrapped["scrypt_r"]), int(wrapped["scrypt_p"])
+        except (KeyError, ValueError):
+            raise IntegrityError("wrapped data key: missing or invalid scrypt parameters") from None
+        if not (2**10 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
+            raise IntegrityError("wrapped data key: scrypt parameters out of range")
+        kek = self._kek(_unb64(wrapped.get("salt"), "salt"), n, r, p)
+        try:
+            return kek.decrypt(
+                _unb64(wrapped.get("nonce"), "nonce"),
+                _unb64(wrapped.get("wrapped_key"), "wrapped_key"),
+                context.encode("utf-8"),
+            )
+        except InvalidTag:
+            raise IntegrityError(
+                "the data key cannot be unwrapped: wrong BACKUP_ENCRYPTION_KEY or tampered manifest"
+            ) from None
+
+
+def derive_subkey(data_key: bytes, purpose: str) -> bytes:
+    """A key for one purpose (the manifest MAC) derived from the backup's data key."""
+    info = b"questboard-backup/" + purpose.encode("utf-8")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(data_key)

@@ -1,0 +1,65 @@
+"""The exception hierarchy: every error an operator can meet, each with its exit code.
+
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; Lambda handlers let the
+errors propagate so Step Functions can match on the class name. Messages never carry secrets.
+"""
+
+from __future__ import annotations
+
+
+class BackupError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigurationError(BackupError):
+    """A setting is missing or invalid; nothing was done."""
+
+    exit_code = 2
+
+
+class LockedError(BackupError):
+    """Another backup holds the lock."""
+
+    exit_code = 3
+
+
+class SourceUnreachableError(BackupError):
+    """PostgreSQL, Redis or a file path cannot be read (or a restore target cannot be reached)."""
+
+    exit_code = 4
+
+
+class SourceError(BackupError):
+    """A source tool (pg_dump, pg_restore, Redis) failed while working."""
+
+    exit_code = 4
+
+
+class StorageError(BackupError):
+    """A storage backend failed permanently (permissions, missing bucket, disk full)."""
+
+    exit_code = 5
+
+
+class TransientStorageError(StorageError):
+    """A storage call failed in a way worth retrying (throttling, timeouts, 5xx)."""
+
+
+class IntegrityError(BackupError):
+    """Stored bytes do not authenticate, hash, or match the manifest: a wrong key, corruption, truncation."""
+
+    exit_code = 6
+
+
+class NotFoundError(BackupError):
+    """The named backup, component or object does not exist."""
+
+    exit_code = 7
+
+
+class RestoreVerificationError(BackupError):
+    """A restore completed but the restored data does not match the manifest; the target was not swapped."""
+
+    exit_code = 8

@@ -1,0 +1,1 @@
+"""Backup sources: PostgreSQL, Redis, application files and configuration, one module each."""

@@ -1,0 +1,91 @@
+"""The storage contract every backend implements (local disk, S3).
+
+Keys are relative, '/'-separated paths such as ``daily/questboard_full_20240101_020000/redis.zst.enc``.
+A backend maps them to its own namespace (a folder, a bucket prefix). Callers may rely on:
+
+- ``open_write`` returns a writer whose object becomes readable only after ``close()`` returned;
+  ``abort()`` discards it. The backend never buffers a whole object in memory.
+- ``open_read`` raises NotFoundError for a missing key and returns a stream the caller closes.
+- ``list_keys`` yields every key under a prefix (recursively), in no particular order.
+- Backup sets are written under ``staging_prefix(tier, id)`` and made final by ``promote``; a set
+  is a backup only once its manifest is there (the manifest is written last, before ``promote``).
+- Permanent failures raise StorageError; retryable ones TransientStorageError.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol
+
+
+class ObjectWriter(Protocol):
+    def write(self, data: bytes) -> int: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Storage(ABC):
+    #: Human-readable location, for messages and listings (a folder or an s3:// URI). No secrets.
+    description: str
+    #: Short name of the backend kind ("local", "s3").
+    kind: str
+
+    @abstractmethod
+    def open_write(self, key: str, tier: str | None = None) -> ObjectWriter:
+        """Start writing ``key``; ``tier`` labels the object (S3 tags it for lifecycle expiry)."""
+
+    @abstractmethod
+    def open_read(self, key: str) -> BinaryIO:
+        """Open ``key`` for streaming reads."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """Stored size of ``key`` in bytes (NotFoundError when missing)."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (missing is fine)."""
+
+    @abstractmethod
+    def staging_prefix(self, tier: str, backup_id: str) -> str:
+        """Where a backup set in progress is written."""
+
+    @abstractmethod
+    def promote(self, staging_prefix: str, final_prefix: str) -> None:
+        """Make a complete set (manifest included) visible at ``final_prefix``."""
+
+    @abstractmethod
+    def uri(self, key: str) -> str:
+        """Where ``key`` is, as an operator would type it (a path or an s3:// URI)."""
+
+    def write_bytes(self, key: str, data: bytes, tier: str | None = None) -> None:
+        writer = self.open_write(key, tier)
+        try:
+            writer.write(data)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+
+    def read_bytes(self, key: str) -> bytes:
+        stream = self.open_read(key)
+        try:
+            return stream.read()
+        finally:
+            stream.close()
+
+    def exists(self, key: str) -> bool:
+        from questboard_backup.errors import NotFoundError
+
+        try:
+            self.size(key)
+        except NotFoundError:
+            return False
+        return True

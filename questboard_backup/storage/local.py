@@ -1,0 +1,150 @@
+"""Local-disk storage in the seed's layout: BACKUP_DIR/{daily,weekly,monthly,incremental,temp,logs}.
+
+Objects are written to a hidden temporary file beside their key, fsynced, then renamed into place;
+a backup set is written under ``temp/{id}/`` and renamed into its tier folder when complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from questboard_backup.errors import NotFoundError, StorageError
+from questboard_backup.storage.base import Storage
+
+LAYOUT = ("daily", "weekly", "monthly", "incremental", "temp", "logs")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(action: str, path: Path, error: OSError) -> StorageError:
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    return StorageError(f"cannot {action} {path}: {reason}")
+
+
+class _LocalWriter:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._tmp = path.with_name(f".{path.name}.partial")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: BinaryIO | None = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        except OSError as error:
+            raise _storage_error("write", path, error) from None
+
+    def write(self, data: bytes) -> int:
+        assert self._file is not None, "write after close"
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            raise _storage_error("write", self._path, error) from None
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self._tmp, self._path)
+            _fsync_dir(self._path.parent)
+        except OSError as error:
+            self.abort()
+            raise _storage_error("write", self._path, error) from None
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._tmp.unlink(missing_ok=True)
+
+
+class LocalStorage(Storage):
+    kind = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.description = str(self.root)
+
+    def ensure_layout(self) -> None:
+        """Create the seed's folders; an unwritable BACKUP_DIR fails here, before any work."""
+        try:
+            for name in LAYOUT:
+                (self.root / name).mkdir(parents=True, exist_ok=True)
+            probe = self.root / "temp" / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise _storage_error("write to BACKUP_DIR", self.root, error) from None
+
+    def _path(self, key: str) -> Path:
+        parts = [part for part in key.split("/") if part]
+        if any(part in (".", "..") for part in parts) or not parts:
+            raise StorageError(f"invalid storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def open_write(self, key: str, tier: str | None = None) -> _LocalWriter:
+        return _LocalWriter(self._path(key))
+
+    def open_read(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} does not exist") from None
+        except OSError as error:
+            raise _storage_error("read", path, error) from None
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(base):
+            for filename in filenames:
+                if filename.startswith(".") and filename.endswith(".partial"):
+                    continue
+                yield Path(dirpath, filename).relative_to(self.root).as_posix()
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} does not exist") from None
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def staging_prefix(self, tier: str, backup_id: str) -> str:
+        return f"temp/{backup_id}"
+
+    def promote(self, staging_prefix: str, final_prefix: str) -> None:
+        source, target = self._path(staging_prefix), self._path(final_prefix)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                raise StorageError(f"cannot promote: {target} already exists")
+            os.rename(source, target)
+            _fsync_dir(target.parent)
+        except OSError as error:
+            raise _storage_error("promote", target, error) from None
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))

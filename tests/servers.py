@@ -1,0 +1,176 @@
+"""Throwaway PostgreSQL and Redis servers on free ports, for the tests, the demo and the benchmark.
+
+Each server lives in its own temporary folder, listens on 127.0.0.1 only, and is waited for (never
+slept for) until it answers.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+READY_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def postgres_bindir() -> Path:
+    """The newest PostgreSQL server binaries: $PG_BINDIR, else Debian's /usr/lib/postgresql/N/bin."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name)
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    raise RuntimeError("PostgreSQL server binaries not found (install Debian's postgresql or set PG_BINDIR)")
+
+
+def _wait_until(check: object, what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception as error:  # noqa: BLE001 - anything means "not ready yet"
+            last = error
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not become ready within {READY_TIMEOUT}s: {last}")
+
+
+@dataclass
+class PostgresServer:
+    root: Path
+    port: int = field(default_factory=free_port)
+    user: str = "postgres"
+
+    @classmethod
+    def in_new_folder(cls) -> PostgresServer:
+        """A server in a fresh folder under /tmp, which the 'postgres' user can reach when we are root
+        (pytest's own temporary folders are private to root)."""
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="qb-pg-"))
+        root.chmod(0o755)
+        return cls(root)
+
+    def __post_init__(self) -> None:
+        self.bindir = postgres_bindir()
+        self.data = self.root / "data"
+        self.socket_dir = self.root / "sock"
+
+    def _run_as_owner(self, args: list[str]) -> None:
+        # initdb/postgres refuse to run as root: drop to the folder's owner when we are root.
+        preexec = None
+        if os.geteuid() == 0:
+            import pwd
+
+            owner = pwd.getpwnam("postgres") if _has_user("postgres") else None
+            if owner is None:
+                raise RuntimeError("running as root needs a 'postgres' system user")
+            uid, gid = owner.pw_uid, owner.pw_gid
+            for path in (self.root, self.data, self.socket_dir):
+                path.mkdir(parents=True, exist_ok=True)
+                os.chown(path, uid, gid)
+
+            def preexec() -> None:
+                os.setgid(gid)
+                os.setuid(uid)
+
+        subprocess.run(args, check=True, capture_output=True, preexec_fn=preexec)  # noqa: PLW1509
+
+    def start(self) -> PostgresServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self._run_as_owner(
+            [str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "-A", "trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]
+        )
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.socket_dir} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+        )
+        self._run_as_owner(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "60",
+             "-l", str(self.root / "server.log"), "start"]
+        )
+        _wait_until(self._ready, f"PostgreSQL on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        import psycopg2
+
+        psycopg2.connect(self.url("postgres"), connect_timeout=2).close()
+        return True
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        if self.data.exists():
+            try:
+                self._run_as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"])
+            except subprocess.CalledProcessError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass
+class RedisServer:
+    root: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("redis-server not found (install Debian's redis-server)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.root), "--databases", "16", "--logfile", str(self.root / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_until(self._ready, f"Redis on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        import redis
+
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+        return bool(redis.Redis(port=self.port, socket_timeout=2).ping())
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None

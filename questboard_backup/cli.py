@@ -1,0 +1,310 @@
+"""The operator CLI (``questboard-backup``), wrapped by scripts/backup.sh.
+
+Settings are read once here; errors become one line on stderr and an exit code (see EXIT_CODES).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from questboard_backup import __version__
+from questboard_backup.backup import run_backup
+from questboard_backup.catalog import CatalogEntry, incomplete_sets, list_backups, resolve
+from questboard_backup.crypto.keys import PassphraseKeyWrapper
+from questboard_backup.errors import BackupError, ConfigurationError
+from questboard_backup.lock import BackupLock
+from questboard_backup.restore import run_restore, verify_backup
+from questboard_backup.retention import prune
+from questboard_backup.runlog import run_log
+from questboard_backup.settings import Settings
+from questboard_backup.sources.base import Component, RestoreOptions
+from questboard_backup.storage.base import Storage
+from questboard_backup.storage.local import LocalStorage
+
+logger = logging.getLogger(__name__)
+
+EXIT_CODES = """exit codes:
+  0  success (also: backups disabled by BACKUP_ENABLED=false, nothing done)
+  1  unexpected error
+  2  bad usage or configuration (nothing done)
+  3  locked: another backup is running
+  4  a source or restore target (PostgreSQL, Redis, files) is unreachable or failed
+  5  storage failed (BACKUP_DIR, S3)
+  6  integrity: wrong key, corrupted, truncated or missing data
+  7  backup not found
+  8  restored data does not match the manifest (nothing was swapped in)
+  130 interrupted"""
+
+
+def _read_env(env_file: str | None) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    path = Path(env_file) if env_file else Path(".env")
+    values: dict[str, str] = {}
+    if env_file and not path.is_file():
+        raise ConfigurationError(f"--env-file {env_file} does not exist")
+    if path.is_file():
+        values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    values.update(os.environ)  # the real environment wins over the file
+    return values
+
+
+def _s3_storage(bucket: str, prefix: str) -> Storage:
+    from questboard_backup.storage.s3 import S3Storage
+
+    return S3Storage(bucket, prefix)
+
+
+def _storages(settings: Settings, local: bool = True) -> list[Storage]:
+    storages: list[Storage] = []
+    if local:
+        storages.append(LocalStorage(settings.backup_dir))
+    if settings.s3_bucket:
+        storages.append(_s3_storage(settings.s3_bucket, settings.hostname))
+    return storages
+
+
+def _source_components(settings: Settings) -> list[Component]:
+    from questboard_backup.sources.files import FilesComponent
+    from questboard_backup.sources.postgres import PostgresComponent
+    from questboard_backup.sources.redis import RedisComponent
+
+    components: list[Component] = [PostgresComponent(settings.require_database_url(), settings.pg_bin_dir)]
+    if settings.redis_url:
+        components.append(RedisComponent(settings.redis_url))
+    if settings.files_paths:
+        components.append(FilesComponent("files", settings.files_paths))
+    if settings.config_paths:
+        components.append(FilesComponent("config", settings.config_paths))
+    return components
+
+
+def _restore_targets(settings: Settings, args: argparse.Namespace) -> dict[str, Component]:
+    from questboard_backup.sources.files import FilesComponent
+    from questboard_backup.sources.postgres import PostgresComponent
+    from questboard_backup.sources.redis import RedisComponent
+
+    targets: dict[str, Component] = {}
+    database_url = args.to_database_url or settings.database_url
+    if database_url:
+        targets["postgres"] = PostgresComponent(database_url, settings.pg_bin_dir)
+    redis_url = args.to_redis_url or settings.redis_url
+    if redis_url:
+        targets["redis"] = RedisComponent(redis_url)
+    # Files and config restore to the paths recorded in the manifest (or beneath --to-files-root).
+    targets["files"] = FilesComponent("files", ())
+    targets["config"] = FilesComponent("config", ())
+    return targets
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def _emit(args: argparse.Namespace, body: Mapping[str, Any], text: str) -> None:
+    print(json.dumps(body, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.enabled:
+        _emit(args, {"status": "disabled"}, "backups are disabled (BACKUP_ENABLED=false); nothing done")
+        return 0
+    wrapper = PassphraseKeyWrapper(settings.require_encryption_key())
+    components = _source_components(settings)
+    local = LocalStorage(settings.backup_dir)
+    local.ensure_layout()
+    storages = _storages(settings, local=not args.no_local)
+    now = datetime.now(UTC)
+    with BackupLock(settings.backup_dir, f"{args.command} backup"), run_log(local.root / "logs", "backup", now) as log:
+        for storage in storages:
+            for prefix in incomplete_sets(storage):
+                logger.warning("removing leftovers of an interrupted run location=%s", storage.uri(prefix))
+                storage.delete_prefix(prefix)
+        result = run_backup(args.command, components, storages, wrapper, settings.hostname, now)
+        if not args.no_local:
+            prune(local, now, settings.retention_days)
+    manifest = result.manifest
+    lines = [f"backup {manifest.backup_id} complete ({manifest.tier}, {_human_size(manifest.stored_bytes)}, {result.seconds:.1f} s)"]
+    lines += [f"  {c.name:9} {_human_size(c.raw_bytes):>10} -> {_human_size(c.stored_bytes):>10}" for c in manifest.components]
+    lines += [f"  stored at {location}" for location in result.locations]
+    lines.append(f"  log: {log}")
+    _emit(args, {"status": "ok", "backup_id": manifest.backup_id, "tier": manifest.tier,
+                 "stored_bytes": manifest.stored_bytes, "seconds": round(result.seconds, 1),
+                 "locations": list(result.locations), "log": str(log)}, "\n".join(lines))
+    return 0
+
+
+def _all_entries(settings: Settings) -> list[CatalogEntry]:
+    entries: list[CatalogEntry] = []
+    for storage in _storages(settings):
+        entries.extend(list_backups(storage))
+    return entries
+
+
+def _listing_text(entries: Sequence[CatalogEntry]) -> str:
+    if not entries:
+        return "no backups found"
+    lines = [f"{'BACKUP':36} {'TIER':11} {'FINISHED (UTC)':21} {'SIZE':>10}  LOCATION"]
+    for entry in entries:
+        if entry.manifest is None:
+            lines.append(f"{entry.backup_id:36} {'?':11} {'?':21} {'?':>10}  {entry.location}  DAMAGED: {entry.problem}")
+            continue
+        m = entry.manifest
+        lines.append(f"{m.backup_id:36} {m.tier:11} {m.finished_at:21} {_human_size(m.stored_bytes):>10}  {entry.location}")
+    return "\n".join(lines)
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    entries = _all_entries(settings)
+    _emit(args, {"backups": [e.summary() for e in entries]}, _listing_text(entries))
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    entries = _all_entries(settings)
+    good = [e for e in entries if e.manifest is not None]
+    last = good[0].manifest if good else None
+    running = BackupLock(settings.backup_dir, "status").is_held_elsewhere()
+    body = {
+        "hostname": settings.hostname,
+        "enabled": settings.enabled,
+        "running": running,
+        "storages": [s.description for s in _storages(settings)],
+        "backups": len(good),
+        "damaged": len(entries) - len(good),
+        "last_success": good[0].summary() if good else None,
+        "last_success_at": last.finished_at if last else None,
+    }
+    lines = [
+        f"host {settings.hostname}: backups {'enabled' if settings.enabled else 'DISABLED'}",
+        f"running now: {running or 'no'}",
+        f"storage: {', '.join(str(s) for s in body['storages'])}",  # type: ignore[union-attr]
+        f"last success: {f'{last.backup_id} at {last.finished_at}' if last else 'never'}",
+        "",
+        _listing_text(entries),
+    ]
+    _emit(args, body, "\n".join(lines))
+    return 0
+
+
+def _wrapper(settings: Settings) -> PassphraseKeyWrapper:
+    return PassphraseKeyWrapper(settings.require_encryption_key())
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    wrapper = _wrapper(settings)
+    entry = resolve(args.backup, _storages(settings), _s3_storage if settings.s3_bucket or args.backup.startswith("s3://") else None)
+    report = verify_backup(entry, wrapper)
+    _emit(args, {"status": "ok", "backup_id": report.manifest.backup_id, "checked": report.checked},
+          f"{report.manifest.backup_id} verified: manifest authentic, "
+          + ", ".join(f"{name} {_human_size(size)}" for name, size in report.checked.items()) + " read back and authenticated")
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.backup:
+        return cmd_list(settings, args)
+    wrapper = _wrapper(settings)
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    targets = _restore_targets(settings, args)
+    entry = resolve(args.backup, _storages(settings), _s3_storage if settings.s3_bucket or args.backup.startswith("s3://") else None)
+    now = datetime.now(UTC)
+    options = RestoreOptions(timestamp=f"{now:%Y%m%d_%H%M%S}", files_root=Path(args.to_files_root).absolute() if args.to_files_root else None)
+    logs = settings.backup_dir / "logs"
+    with run_log(logs, "restore", now) if os.access(settings.backup_dir, os.W_OK) else _nullcontext():
+        report = run_restore(entry, wrapper, targets, options, only)
+        for name in report["components"]:
+            targets[name].check()  # the seed's first post-restore check: the target answers
+    lines = [f"restore of {report['backup_id']} complete"]
+    for name, result in report["components"].items():
+        lines.append(f"  {name:9} ok  " + ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, dict | list)))
+    lines.append("  checks: connectivity ok; row/key/file counts match the manifest")
+    _emit(args, {"status": "ok", **report}, "\n".join(lines))
+    return 0
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="questboard-backup",
+        description="Back up and restore Quest Board: PostgreSQL, Redis, files and config, encrypted, to local disk and S3.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--env-file", help="read settings from this file (default: ./.env if present); the environment wins")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for kind, text in (("full", "take a full backup now"), ("incremental", "take an incremental backup now (24 h retention)")):
+        sub = commands.add_parser(kind, help=text, description=text, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--no-local", action="store_true", help="keep no local copy (needs BACKUP_S3_BUCKET)")
+        sub.add_argument("--json", action="store_true", help="print the result as JSON")
+        sub.set_defaults(handler=cmd_backup)
+    sub = commands.add_parser("status", help="show the last backups and whether one is running")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_status)
+    sub = commands.add_parser("list", help="list restorable backups (local and S3)")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_list)
+    sub = commands.add_parser("verify", help="read a backup back in full and check it; restores nothing")
+    sub.add_argument("backup", help="backup id, 'latest', a backup folder or an s3:// URI")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_verify)
+    sub = commands.add_parser(
+        "restore", help="restore a backup (without BACKUP: list restorable backups)",
+        description="Restore a backup. PostgreSQL goes into a staging database swapped in only after it checks out; "
+        "the previous database is kept as {db}_pre_restore_{timestamp}.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("backup", nargs="?", help="backup id, 'latest', a backup folder or an s3:// URI")
+    sub.add_argument("--to-database-url", help="restore PostgreSQL into this database instead of DATABASE_URL")
+    sub.add_argument("--to-redis-url", help="restore Redis here instead of REDIS_URL (source db k goes to db N+k)")
+    sub.add_argument("--to-files-root", help="re-create the backed-up files and config beneath this folder")
+    sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_restore)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(_read_env(args.env_file))
+        if getattr(args, "no_local", False) and not settings.s3_bucket:
+            raise ConfigurationError("--no-local needs BACKUP_S3_BUCKET: the backup would be stored nowhere")
+        return int(args.handler(settings, args))
+    except BackupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line for the operator, the traceback to the log
+        logger.debug("unexpected error", exc_info=True)
+        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""One backup at a time per BACKUP_DIR: an flock-held lock file naming its holder.
+
+The kernel releases an flock when its process dies, so a lock left by a killed run is stale by
+construction and simply taken over (and said so in the log).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+
+from questboard_backup.errors import LockedError, StorageError
+
+logger = logging.getLogger(__name__)
+LOCK_NAME = "backup.lock"
+
+
+class BackupLock:
+    def __init__(self, backup_dir: Path, holder: str) -> None:
+        self.path = Path(backup_dir) / LOCK_NAME
+        self._holder = holder
+        self._fd: int | None = None
+
+    def _describe_holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return "unknown holder"
+        return f"{info.get('holder', '?')}, pid {info.get('pid', '?')}, since {info.get('since', '?')}"
+
+    def __enter__(self) -> BackupLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StorageError(f"cannot open lock file {self.path}: {error.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(
+                f"locked: another backup is running ({self._describe_holder()}); lock file {self.path}"
+            ) from None
+        previous = os.read(fd, 4096)
+        if previous.strip():
+            logger.warning("took over a stale lock left by a dead run: %s", previous.decode(errors="replace"))
+        record = {"holder": self._holder, "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            # Empty the file before unlocking so the next holder sees a clean release, not a stale lock.
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def is_held_elsewhere(self) -> str | None:
+        """For `status`: the holder's description if another process holds the lock, else None."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self._describe_holder()
+        finally:
+            os.close(fd)
+        return None

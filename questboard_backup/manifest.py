@@ -1,0 +1,128 @@
+"""The manifest: the truth of a backup set, written last, authenticated with a key only its owner has.
+
+It records what was backed up (format version, id, type, tier, times, hostname, source versions), each
+component's stored object, sizes and SHA-256, cheap verification facts, and the wrapped data key.
+An HMAC-SHA256 under a subkey of the data key covers everything, so a tampered manifest is detected
+once the data key has been unwrapped (which itself authenticates the backup id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from questboard_backup.crypto.keys import KeyWrapper, WrappedKey, derive_subkey
+from questboard_backup.crypto.stream import DEFAULT_CHUNK_SIZE
+from questboard_backup.errors import IntegrityError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+CIPHER = "AES-256-GCM STREAM, HKDF-SHA256 per component, zstd inside"
+BACKUP_ID = re.compile(r"^questboard_(full|incremental)_(\d{8}_\d{6})$")
+TIERS = ("daily", "weekly", "monthly", "incremental")
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    name: str
+    object: str
+    raw_bytes: int
+    stored_bytes: int
+    sha256: str
+    seconds: float
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    backup_id: str
+    type: str
+    tier: str
+    hostname: str
+    started_at: str
+    finished_at: str
+    tool_version: str
+    key: WrappedKey
+    components: tuple[ComponentEntry, ...]
+    format_version: int = FORMAT_VERSION
+    cipher: str = CIPHER
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def component(self, name: str) -> ComponentEntry:
+        for entry in self.components:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(entry.stored_bytes for entry in self.components)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["components"] = [asdict(entry) for entry in self.components]
+        return body
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _mac(data_key: bytes, body: dict[str, Any]) -> str:
+    return hmac.new(derive_subkey(data_key, "manifest/v1"), _canonical(body), hashlib.sha256).hexdigest()
+
+
+def seal_manifest(manifest: Manifest, data_key: bytes) -> bytes:
+    """The manifest's stored bytes: the body and its MAC."""
+    body = manifest.to_dict()
+    document = {"manifest": body, "hmac_sha256": _mac(data_key, body)}
+    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise IntegrityError(f"manifest is malformed: {what}")
+
+
+def parse_manifest(data: bytes) -> tuple[Manifest, dict[str, Any], str]:
+    """Parse without authenticating (for listings): the manifest, its raw body and its MAC."""
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IntegrityError("manifest is not valid JSON (corrupted or not a manifest)") from None
+    _require(isinstance(document, dict), "not an object")
+    body, mac = document.get("manifest"), document.get("hmac_sha256")
+    _require(isinstance(body, dict) and isinstance(mac, str), "missing body or MAC")
+    assert isinstance(body, dict) and isinstance(mac, str)
+    version = body.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IntegrityError(f"manifest format version {version!r} is not supported (expected {FORMAT_VERSION})")
+    try:
+        components = tuple(ComponentEntry(**entry) for entry in body["components"])
+        fields = {k: v for k, v in body.items() if k != "components"}
+        manifest = Manifest(components=components, **fields)
+    except (KeyError, TypeError):
+        raise IntegrityError("manifest is malformed: unexpected or missing fields") from None
+    _require(bool(BACKUP_ID.match(manifest.backup_id)), f"bad backup id {manifest.backup_id!r}")
+    _require(manifest.tier in TIERS, f"bad tier {manifest.tier!r}")
+    for entry in manifest.components:
+        _require(re.fullmatch(r"[a-z]+(\.[a-z]+)*", entry.object) is not None, f"bad object {entry.object!r}")
+    return manifest, body, mac
+
+
+def open_manifest(data: bytes, wrapper: KeyWrapper, expected_id: str | None = None) -> tuple[Manifest, bytes]:
+    """Parse and authenticate a manifest; return it with the unwrapped data key."""
+    manifest, body, mac = parse_manifest(data)
+    if expected_id is not None and manifest.backup_id != expected_id:
+        raise IntegrityError(
+            f"manifest belongs to {manifest.backup_id}, not to {expected_id} (moved or tampered)"
+        )
+    data_key = wrapper.unwrap(manifest.key, manifest.backup_id)
+    if not hmac.compare_digest(_mac(data_key, body), mac):
+        raise IntegrityError(f"manifest of {manifest.backup_id} failed authentication (tampered)")
+    return manifest, data_key

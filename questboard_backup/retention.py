@@ -1,0 +1,44 @@
+"""Local retention: prune backup sets past their tier's age, never the newest full backup.
+
+Tiers keep incremental 1 day, daily 7, weekly 30, monthly 365 (the seed's policy); on local disk no
+set outlives BACKUP_RETENTION_DAYS either, since long-term copies belong in S3 (lifecycle rules).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from questboard_backup.catalog import list_backups
+from questboard_backup.storage.base import Storage
+
+logger = logging.getLogger(__name__)
+
+TIER_RETENTION_DAYS = {"incremental": 1, "daily": 7, "weekly": 30, "monthly": 365}
+
+
+def _finished(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def expired_sets(storage: Storage, now: datetime, max_days: int | None = None) -> list[str]:
+    """Prefixes of sets past their retention; the newest complete full backup is always kept."""
+    entries = [entry for entry in list_backups(storage) if entry.manifest is not None]
+    newest_full = next((e.prefix for e in entries if e.manifest and e.manifest.type == "full"), None)
+    expired = []
+    for entry in entries:
+        assert entry.manifest is not None
+        days = TIER_RETENTION_DAYS[entry.manifest.tier]
+        if max_days is not None:
+            days = min(days, max_days)
+        if entry.prefix != newest_full and now - _finished(entry.manifest.finished_at) > timedelta(days=days):
+            expired.append(entry.prefix)
+    return expired
+
+
+def prune(storage: Storage, now: datetime, max_days: int | None = None) -> list[str]:
+    removed = expired_sets(storage, now, max_days)
+    for prefix in removed:
+        storage.delete_prefix(prefix)
+        logger.info("expired backup removed location=%s", storage.uri(prefix))
+    return removed

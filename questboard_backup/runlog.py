@@ -1,0 +1,35 @@
+"""Per-run log files: each backup or restore writes BACKUP_DIR/logs/{action}_{timestamp}.log."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def run_log(logs_dir: Path, action: str, now: datetime | None = None) -> Iterator[Path]:
+    """Send the engine's log records to a new file for the duration of one run."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    path = logs_dir / f"{action}_{moment:%Y%m%d_%H%M%S}.log"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setLevel(logging.INFO)
+    engine = logging.getLogger("questboard_backup")
+    previous_level = engine.level
+    engine.setLevel(logging.INFO)
+    engine.addHandler(handler)
+    try:
+        yield path
+    except BaseException as error:
+        logging.getLogger(__name__).error("run failed: %s: %s", type(error).__name__, error)
+        raise
+    finally:
+        engine.removeHandler(handler)
+        engine.setLevel(previous_level)
+        handler.close()

@@ -1,0 +1,127 @@
+"""Settings read once from the environment (and an optional .env file) into a frozen object.
+
+The names are the seed's and the operators' contract: DATABASE_URL, REDIS_URL, BACKUP_FILES_PATHS,
+BACKUP_CONFIG_PATHS, BACKUP_ENABLED, BACKUP_DIR, BACKUP_S3_BUCKET, BACKUP_HOSTNAME,
+BACKUP_RETENTION_DAYS, BACKUP_ENCRYPTION, BACKUP_ENCRYPTION_KEY (plus BACKUP_PG_BIN_DIR).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from questboard_backup.errors import ConfigurationError
+
+DEFAULT_BACKUP_DIR = "/var/backups/questboard"
+DEFAULT_RETENTION_DAYS = 30
+MIN_KEY_LENGTH = 16
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
+
+
+def _paths(environ: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    raw = environ.get(name, "")
+    paths = tuple(Path(part.strip()) for part in raw.split(",") if part.strip())
+    for path in paths:
+        if not path.is_absolute():
+            raise ConfigurationError(f"{name} must list absolute paths, not {str(path)!r}")
+    return paths
+
+
+def _url(environ: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return ""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigurationError(f"{name} is not a valid URL") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigurationError(f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL with a host")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = ""
+    redis_url: str = ""
+    files_paths: tuple[Path, ...] = ()
+    config_paths: tuple[Path, ...] = ()
+    enabled: bool = True
+    backup_dir: Path = Path(DEFAULT_BACKUP_DIR)
+    s3_bucket: str = ""
+    hostname: str = "localhost"
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    encryption_key: str = field(default="", repr=False)
+    pg_bin_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Parse and validate every setting; the first problem is raised by name."""
+        hostname = environ.get("BACKUP_HOSTNAME", "").strip() or socket.gethostname().split(".")[0]
+        if not _HOSTNAME.match(hostname):
+            raise ConfigurationError(
+                f"BACKUP_HOSTNAME must be letters, digits, '.', '_' or '-', not {hostname!r}"
+            )
+        bucket = environ.get("BACKUP_S3_BUCKET", "").strip()
+        if bucket and not _BUCKET.match(bucket):
+            raise ConfigurationError(f"BACKUP_S3_BUCKET is not a valid bucket name: {bucket!r}")
+        raw_days = environ.get("BACKUP_RETENTION_DAYS", "").strip() or str(DEFAULT_RETENTION_DAYS)
+        try:
+            days = int(raw_days)
+        except ValueError:
+            raise ConfigurationError(f"BACKUP_RETENTION_DAYS must be a whole number, not {raw_days!r}") from None
+        if not 1 <= days <= 3650:
+            raise ConfigurationError(f"BACKUP_RETENTION_DAYS must be between 1 and 3650, not {days}")
+        if not _flag(environ, "BACKUP_ENCRYPTION", True):
+            raise ConfigurationError(
+                "BACKUP_ENCRYPTION=false is not supported: backups are always encrypted"
+            )
+        key = environ.get("BACKUP_ENCRYPTION_KEY", "")
+        if key and len(key) < MIN_KEY_LENGTH:
+            raise ConfigurationError(f"BACKUP_ENCRYPTION_KEY must be at least {MIN_KEY_LENGTH} characters")
+        backup_dir = environ.get("BACKUP_DIR", "").strip() or DEFAULT_BACKUP_DIR
+        if not Path(backup_dir).is_absolute():
+            raise ConfigurationError(f"BACKUP_DIR must be an absolute path, not {backup_dir!r}")
+        pg_bin = environ.get("BACKUP_PG_BIN_DIR", "").strip()
+        return cls(
+            database_url=_url(environ, "DATABASE_URL", ("postgresql", "postgres")),
+            redis_url=_url(environ, "REDIS_URL", ("redis", "rediss")),
+            files_paths=_paths(environ, "BACKUP_FILES_PATHS"),
+            config_paths=_paths(environ, "BACKUP_CONFIG_PATHS"),
+            enabled=_flag(environ, "BACKUP_ENABLED", True),
+            backup_dir=Path(backup_dir),
+            s3_bucket=bucket,
+            hostname=hostname,
+            retention_days=days,
+            encryption_key=key,
+            pg_bin_dir=Path(pg_bin) if pg_bin else None,
+        )
+
+    def require_encryption_key(self) -> str:
+        if not self.encryption_key:
+            raise ConfigurationError("BACKUP_ENCRYPTION_KEY is not set")
+        return self.encryption_key
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigurationError("DATABASE_URL is not set")
+        return self.database_url

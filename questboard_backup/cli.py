@@ -235,6 +235,33 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    checks: dict[str, str] = {}
+    for component in _source_components(settings):
+        try:
+            component.check()
+            checks[component.name] = "ok"
+        except BackupError as error:
+            checks[component.name] = "failed"
+            problems.append(str(error))
+    good = [e for e in _all_entries(settings) if e.manifest is not None]
+    if not good:
+        problems.append("no backup has ever succeeded")
+    else:
+        assert good[0].manifest is not None
+        finished = datetime.strptime(good[0].manifest.finished_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        age_hours = (datetime.now(UTC) - finished).total_seconds() / 3600
+        checks["last_backup_age_hours"] = f"{age_hours:.1f}"
+        if age_hours > args.max_age_hours:
+            problems.append(
+                f"last backup {good[0].backup_id} is {age_hours:.1f} h old (more than {args.max_age_hours} h: RPO at risk)"
+            )
+    text = "\n".join([f"{name}: {value}" for name, value in checks.items()] + [f"PROBLEM: {p}" for p in problems])
+    _emit(args, {"healthy": not problems, "checks": checks, "problems": problems}, text or "healthy")
+    return 1 if problems else 0
+
+
 class _nullcontext:
     def __enter__(self) -> None:
         return None
@@ -262,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("status", help="show the last backups and whether one is running")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_status)
+    sub = commands.add_parser("health", help="check sources answer and the last backup is recent (exit 1 if not)")
+    sub.add_argument("--max-age-hours", type=float, default=7.0, help="oldest acceptable last backup (default 7: RPO 6 h + margin)")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_health)
     sub = commands.add_parser("list", help="list restorable backups (local and S3)")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_list)

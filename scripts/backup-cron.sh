@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The seed's schedule command: ./scripts/backup-cron.sh setup | show
+# Local mode (this script): installs or shows the crontab lines for a full backup daily at 02:00
+# and an incremental every 6 hours (00:00, 06:00, 12:00, 18:00: never at 02:00). The lock refuses overlaps.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+marker="# questboard-backup"
+log_dir="${BACKUP_DIR:-/var/backups/questboard}/logs"
+
+lines() {
+  echo "0 2 * * * cd $repo && ./scripts/backup.sh full >> $log_dir/cron.log 2>&1 $marker"
+  echo "0 */6 * * * cd $repo && ./scripts/backup.sh incremental >> $log_dir/cron.log 2>&1 $marker"
+}
+
+if ! command -v crontab >/dev/null 2>&1; then
+  echo "error: crontab is not installed (Debian: apt-get install cron)" >&2
+  exit 2
+fi
+
+case "${1:-}" in
+  setup)
+    current="$(crontab -l 2>/dev/null | grep -vF "$marker" || true)"
+    { [ -n "$current" ] && printf '%s\n' "$current"; lines; } | crontab -
+    echo "installed the backup schedule:"
+    crontab -l | grep -F "$marker"
+    ;;
+  show)
+    if crontab -l 2>/dev/null | grep -F "$marker"; then
+      exit 0
+    fi
+    echo "no backup schedule installed (run: ./scripts/backup-cron.sh setup)"
+    ;;
+  *)
+    echo "usage: $0 setup|show" >&2
+    exit 2
+    ;;
+esac

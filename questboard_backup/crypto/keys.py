@@ -91,7 +91,7 @@ class PassphraseKeyWrapper:
             n, r, p = int(wrapped["scrypt_n"]), int(wrapped["scrypt_r"]), int(wrapped["scrypt_p"])
         except (KeyError, ValueError):
             raise IntegrityError("wrapped data key: missing or invalid scrypt parameters") from None
-        if not (2**10 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
+        if not (2**10 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
             raise IntegrityError("wrapped data key: scrypt parameters out of range")
         kek = self._kek(_unb64(wrapped.get("salt"), "salt"), n, r, p)
         try:

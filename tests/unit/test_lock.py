@@ -1,0 +1,48 @@
+"""One backup at a time: a held lock refuses a second run; a dead holder's lock is taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from questboard_backup.errors import LockedError
+from questboard_backup.lock import BackupLock
+
+
+def test_a_second_holder_is_refused_with_a_locked_message(tmp_path: Path) -> None:
+    with BackupLock(tmp_path, "full backup"):
+        with pytest.raises(LockedError, match="locked") as caught, BackupLock(tmp_path, "incremental backup"):
+            pass
+        assert f"pid {os.getpid()}" in str(caught.value)
+        assert BackupLock(tmp_path, "status").is_held_elsewhere() is not None
+
+
+def test_the_lock_is_free_again_after_release(tmp_path: Path) -> None:
+    with BackupLock(tmp_path, "first"):
+        pass
+    with BackupLock(tmp_path, "second"):
+        pass
+    assert BackupLock(tmp_path, "status").is_held_elsewhere() is None
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,time; from pathlib import Path; from questboard_backup.lock import BackupLock\n"
+         f"l = BackupLock(Path({str(tmp_path)!r}), 'doomed'); l.__enter__(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(LockedError):
+        BackupLock(tmp_path, "while alive").__enter__()
+    holder.kill()
+    holder.wait()
+    assert json.loads((tmp_path / "backup.lock").read_text())["holder"] == "doomed"
+    with caplog.at_level("WARNING"), BackupLock(tmp_path, "after the crash"):
+        assert json.loads((tmp_path / "backup.lock").read_text())["holder"] == "after the crash"
+    assert "stale lock" in caplog.text

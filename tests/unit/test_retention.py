@@ -1,0 +1,69 @@
+"""Local retention by tier, capped by BACKUP_RETENTION_DAYS, never removing the newest full backup."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from questboard_backup.backup import backup_id_for, tier_for
+from questboard_backup.crypto.keys import PassphraseKeyWrapper
+from questboard_backup.manifest import Manifest, seal_manifest
+from questboard_backup.retention import expired_sets, prune
+from questboard_backup.storage.local import LocalStorage
+
+WRAPPER = PassphraseKeyWrapper("retention tests passphrase")
+NOW = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
+
+
+def add_set(storage: LocalStorage, kind: str, age: timedelta) -> str:
+    moment = NOW - age
+    backup_id, tier = backup_id_for(kind, moment), tier_for(kind, moment)
+    data_key, wrapped = WRAPPER.generate(backup_id)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest = Manifest(backup_id, kind, tier, "h", stamp, stamp, "0", wrapped, ())
+    storage.write_bytes(f"{tier}/{backup_id}/manifest.json", seal_manifest(manifest, data_key))
+    return f"{tier}/{backup_id}"
+
+
+def test_tiers_follow_the_calendar() -> None:
+    assert tier_for("full", datetime(2024, 3, 1, 2, tzinfo=UTC)) == "monthly"
+    assert tier_for("full", datetime(2024, 3, 17, 2, tzinfo=UTC)) == "weekly"  # a Sunday
+    assert tier_for("full", datetime(2024, 3, 18, 2, tzinfo=UTC)) == "daily"
+    assert tier_for("incremental", datetime(2024, 3, 1, 2, tzinfo=UTC)) == "incremental"
+    assert backup_id_for("full", datetime(2024, 1, 1, 2, 0, 0, tzinfo=UTC)) == "questboard_full_20240101_020000"
+
+
+def test_each_tier_expires_after_its_own_age(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    fresh_daily = add_set(storage, "full", timedelta(days=1))  # Tuesday: daily
+    old_daily = add_set(storage, "full", timedelta(days=8, hours=1))  # a Monday: daily, past 7 days
+    weekly = add_set(storage, "full", timedelta(days=24))  # Sunday 25 Feb: weekly, within 30
+    monthly = add_set(storage, "full", timedelta(days=19, hours=10))  # 1 March: monthly
+    old_incremental = add_set(storage, "incremental", timedelta(hours=25))
+    new_incremental = add_set(storage, "incremental", timedelta(hours=5))
+    expired = set(expired_sets(storage, NOW))
+    assert expired == {old_daily, old_incremental}
+    assert {fresh_daily, weekly, monthly, new_incremental}.isdisjoint(expired)
+
+
+def test_backup_retention_days_caps_local_copies(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    add_set(storage, "full", timedelta(hours=1))
+    monthly = add_set(storage, "full", timedelta(days=19, hours=10))
+    assert monthly not in expired_sets(storage, NOW, max_days=30)
+    assert monthly in expired_sets(storage, NOW, max_days=10)
+
+
+def test_the_newest_full_backup_is_never_pruned(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    only = add_set(storage, "full", timedelta(days=400))
+    assert prune(storage, NOW, max_days=1) == []
+    assert storage.exists(f"{only}/manifest.json")
+
+
+def test_prune_deletes_the_expired_sets_folders(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    add_set(storage, "full", timedelta(hours=1))
+    old = add_set(storage, "full", timedelta(days=8, hours=1))
+    assert prune(storage, NOW) == [old]
+    assert not (tmp_path / old).exists()

@@ -1,0 +1,57 @@
+"""A Quest Board deployment to back up: its database, Redis, files and config, and the CLI's settings."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.dataset import load_postgres, load_redis, make_files
+from tests.servers import PostgresServer, RedisServer
+
+
+@dataclass
+class Deployment:
+    database_url: str
+    redis_base: str
+    uploads: Path
+    config: Path
+    backup_dir: Path
+    env: dict[str, str]
+    pg: PostgresServer
+
+    def set_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def deployment(
+    pg_server: PostgresServer, redis_server: RedisServer, fresh_database: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Deployment]:
+    redis.Redis(port=redis_server.port).flushall()
+    load_postgres(fresh_database)
+    load_redis(redis_server.url(0))
+    uploads, config = make_files(tmp_path / "app")
+    backup_dir = tmp_path / "backups"
+    env = {
+        "DATABASE_URL": fresh_database,
+        "REDIS_URL": redis_server.url(0),
+        "BACKUP_FILES_PATHS": str(uploads),
+        "BACKUP_CONFIG_PATHS": str(config),
+        "BACKUP_DIR": str(backup_dir),
+        "BACKUP_HOSTNAME": "test-host",
+        "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
+        "BACKUP_S3_BUCKET": "",
+        "BACKUP_ENABLED": "true",
+    }
+    monkeypatch.chdir(tmp_path)  # no stray ./.env
+    deployment = Deployment(fresh_database, f"redis://127.0.0.1:{redis_server.port}", uploads, config, backup_dir, env, pg_server)
+    deployment.set_env(monkeypatch)
+    yield deployment
+    redis.Redis(port=redis_server.port).flushall()

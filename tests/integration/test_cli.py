@@ -1,0 +1,254 @@
+"""The operator CLI end to end against real PostgreSQL and Redis: backup, list, verify, restore, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from questboard_backup.cli import main
+from questboard_backup.sources.files import tree_listing
+from tests.dataset import large_objects, pg_dump_text, redis_snapshot
+from tests.integration.conftest import Deployment
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def full_backup(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    code, out, err = cli(capsys, "full", "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def set_dirs(backup_dir: Path) -> list[Path]:
+    return [p for tier in ("daily", "weekly", "monthly", "incremental") for p in (backup_dir / tier).glob("*") if p.is_dir()]
+
+
+def test_a_full_backup_restores_into_fresh_targets_identically(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    result = full_backup(capsys)
+    backup_id = str(result["backup_id"])
+    assert backup_id.startswith("questboard_full_")
+    (set_dir,) = set_dirs(deployment.backup_dir)
+    assert sorted(p.name for p in set_dir.iterdir()) == sorted(
+        ["manifest.json", "postgres.dump.zst.enc", "redis.rdbx.zst.enc", "files.tar.zst.enc", "config.tar.zst.enc"]
+    )
+    assert list((deployment.backup_dir / "logs").glob("backup_*.log"))
+    assert not list((deployment.backup_dir / "temp").iterdir())
+
+    target_db = deployment.database_url.rsplit("/", 1)[0] + "/" + deployment.database_url.rsplit("/", 1)[1] + "_copy"
+    restored_root = tmp_path / "restored"
+    code, out, err = cli(
+        capsys, "restore", backup_id, "--to-database-url", target_db,
+        "--to-redis-url", f"{deployment.redis_base}/8", "--to-files-root", str(restored_root),
+    )
+    assert code == 0, err
+    assert "complete" in out
+    assert pg_dump_text(deployment.database_url) == pg_dump_text(target_db)
+    assert large_objects(deployment.database_url) == large_objects(target_db)
+    source, target = redis_snapshot(deployment.redis_base, range(0, 8)), redis_snapshot(deployment.redis_base, range(8, 16))
+    assert source and source == {db - 8: keys for db, keys in target.items()}
+    for tree in (deployment.uploads, deployment.config):
+        assert tree_listing(tree) == tree_listing(restored_root / tree.relative_to("/"))
+
+
+def test_status_and_the_bare_restore_command_list_the_backup(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup_id = full_backup(capsys)["backup_id"]
+    code, out, _ = cli(capsys, "status", "--json")
+    status = json.loads(out)
+    assert code == 0 and status["backups"] == 1 and status["last_success"]["id"] == backup_id
+    assert status["running"] is None
+    code, out, _ = cli(capsys, "restore")
+    assert code == 0 and backup_id in out
+    code, out, _ = cli(capsys, "list", "--json")
+    assert [b["id"] for b in json.loads(out)["backups"]] == [backup_id]
+
+
+def test_verify_reads_every_component_back(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+    full_backup(capsys)
+    code, out, err = cli(capsys, "verify", "latest", "--json")
+    assert code == 0, err
+    assert set(json.loads(out)["checked"]) == {"postgres", "redis", "files", "config"}
+
+
+def test_disabled_backups_refuse_with_exit_zero_and_write_nothing(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKUP_ENABLED", "false")
+    code, out, _ = cli(capsys, "full")
+    assert code == 0 and "disabled" in out
+    assert not deployment.backup_dir.exists()
+
+
+def test_a_missing_setting_is_named_before_any_work(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BACKUP_ENCRYPTION_KEY")
+    code, out, err = cli(capsys, "full")
+    assert code == 2 and err.strip() == "error: BACKUP_ENCRYPTION_KEY is not set"
+    assert not deployment.backup_dir.exists()
+
+
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "REDIS_URL"])
+def test_an_unreachable_source_fails_cleanly_and_leaves_nothing(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    from tests.servers import free_port
+
+    scheme = "postgresql" if variable == "DATABASE_URL" else "redis"
+    monkeypatch.setenv(variable, f"{scheme}://user:pa55word@127.0.0.1:{free_port()}/0")
+    code, _, err = cli(capsys, "full")
+    assert code == 4, err
+    assert err.count("\n") == 1 and "pa55word" not in err
+    assert set_dirs(deployment.backup_dir) == []
+    assert not any((deployment.backup_dir / "temp").iterdir())
+
+
+def test_an_unwritable_backup_dir_fails_with_a_storage_error(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("BACKUP_DIR", str(blocker / "backups"))
+    code, _, err = cli(capsys, "full")
+    assert code == 5, err
+    assert str(blocker) in err and err.count("\n") == 1
+
+
+def _component_path(backup_dir: Path, object_name: str) -> Path:
+    (set_dir,) = set_dirs(backup_dir)
+    return set_dir / object_name
+
+
+@pytest.mark.parametrize(
+    "object_name", ["postgres.dump.zst.enc", "redis.rdbx.zst.enc", "files.tar.zst.enc", "config.tar.zst.enc", "manifest.json"]
+)
+def test_a_corrupted_byte_in_any_object_is_caught_before_restore_touches_anything(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], object_name: str, tmp_path: Path
+) -> None:
+    backup_id = str(full_backup(capsys)["backup_id"])
+    path = _component_path(deployment.backup_dir, object_name)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+    code, _, err = cli(capsys, "verify", backup_id)
+    assert code == 6, err
+    assert err.count("\n") == 1
+    before = pg_dump_text(deployment.database_url)
+    redis_before = redis_snapshot(deployment.redis_base, range(16))
+    code, _, err = cli(capsys, "restore", backup_id, "--to-files-root", str(tmp_path / "restored"))
+    assert code == 6, err
+    assert pg_dump_text(deployment.database_url) == before
+    assert redis_snapshot(deployment.redis_base, range(16)) == redis_before
+    assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").rglob("*.txt"))
+
+
+def test_a_truncated_or_missing_component_fails_verification(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup_id = str(full_backup(capsys)["backup_id"])
+    path = _component_path(deployment.backup_dir, "redis.rdbx.zst.enc")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    code, _, err = cli(capsys, "verify", backup_id)
+    assert code == 6 and "redis" in err
+    path.unlink()
+    code, _, err = cli(capsys, "verify", backup_id)
+    assert code == 6 and "missing" in err
+
+
+def test_a_wrong_key_is_refused_and_nothing_is_restored(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backup_id = str(full_backup(capsys)["backup_id"])
+    before = pg_dump_text(deployment.database_url)
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "some-other-key-entirely")
+    code, _, err = cli(capsys, "restore", backup_id)
+    assert code == 6 and "BACKUP_ENCRYPTION_KEY" in err
+    assert "some-other-key-entirely" not in err
+    assert pg_dump_text(deployment.database_url) == before
+
+
+def test_restore_in_place_keeps_the_previous_database_for_rollback(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup_id = str(full_backup(capsys)["backup_id"])
+    with psycopg2.connect(deployment.database_url) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM rewards.ledger")
+    code, _, err = cli(capsys, "restore", backup_id, "--only", "postgres")
+    assert code == 0, err
+    with psycopg2.connect(deployment.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM rewards.ledger")
+        assert cur.fetchone() == (60,)
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (deployment.database_url.rsplit("/", 1)[1] + "_pre_restore_%",))
+        assert len(cur.fetchall()) == 1
+
+
+def test_restore_accepts_a_local_path_and_the_seeds_tar_gz_spelling(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup_id = str(full_backup(capsys)["backup_id"])
+    (set_dir,) = set_dirs(deployment.backup_dir)
+    for reference in (str(set_dir), f"{set_dir}.tar.gz", str(set_dir / "manifest.json")):
+        code, out, err = cli(capsys, "verify", reference)
+        assert code == 0 and backup_id in out, err
+    code, _, err = cli(capsys, "verify", "/nonexistent/daily/questboard_full_20240101_020000.tar.gz")
+    assert code == 7 and err.count("\n") == 1
+
+
+def test_killing_a_backup_mid_run_leaves_no_backup_and_a_second_run_is_refused_meanwhile(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Hold a lock pg_dump must wait for: the backup is then reliably in the middle of its run.
+    blocker = psycopg2.connect(deployment.database_url)
+    blocker.cursor().execute("BEGIN; LOCK TABLE quests IN ACCESS EXCLUSIVE MODE")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "questboard_backup.cli", "full"], env={**os.environ, **deployment.env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((deployment.backup_dir / "temp").glob("*/.*.partial")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the backup never started writing"
+            time.sleep(0.05)
+        code, _, err = cli(capsys, "full")
+        assert code == 3 and "locked" in err
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        blocker.rollback()
+        blocker.close()
+    code, out, _ = cli(capsys, "status", "--json")
+    assert json.loads(out)["backups"] == 0
+    assert set_dirs(deployment.backup_dir) == []
+    code, out, err = cli(capsys, "full", "--json")
+    assert code == 0, err
+    assert not any((deployment.backup_dir / "temp").iterdir())
+    code, out, _ = cli(capsys, "status", "--json")
+    assert json.loads(out)["backups"] == 1
+
+
+def test_backup_sh_is_a_thin_wrapper_with_help(deployment: Deployment) -> None:
+    done = subprocess.run([str(REPO / "scripts" / "backup.sh"), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for command in ("full", "incremental", "status", "restore", "verify"):
+        assert command in done.stdout
+    done = subprocess.run([str(REPO / "scripts" / "backup.sh"), "restore", "--help"], capture_output=True, text=True)
+    assert "--to-database-url" in done.stdout and "exit codes" in done.stdout

@@ -1,0 +1,172 @@
+"""`make bench`: backup and restore speed and memory against the raw tools, on the same data, same run.
+
+Builds a PostgreSQL database of realistic, moderately compressible data (text from a vocabulary,
+jsonb, timestamps, several tables) at two sizes, then times:
+  raw dump      pg_dump -Fd -Z0 -j2 to local disk
+  seed pipeline pg_dump | gzip | openssl enc -aes-256-cbc to a file (what the original guide's era did)
+  backup        questboard-backup full (PostgreSQL only, local storage)
+  raw restore   pg_restore -j2 of the raw dump into a fresh database
+  restore       questboard-backup restore --only postgres into a fresh database
+and reports ratios and the peak RSS of the backup and restore processes. Sizes: QB_BENCH_GB (default 1.1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import psycopg2  # noqa: E402
+
+from tests.servers import PostgresServer  # noqa: E402
+
+TARGETS = {"backup/raw_dump": 1.2, "backup/seed_pipeline": 0.4, "restore/raw_restore": 1.15}
+RSS_LIMIT_MB = 256
+
+BUILD = """
+CREATE TABLE words AS SELECT w FROM unnest(string_to_array(
+ 'quest board hero dragon slay bug reward guild level points submit review accept reject deadline
+  forest castle tower dungeon sword shield potion map scroll treasure gold silver bronze knight mage
+  archer healer rogue bard village city river mountain desert ocean island bridge gate key door
+  the a of and to in for on with by at from is was be this that it as are have not but or',
+ ' ')) AS w WHERE w <> '';
+CREATE TABLE users (id bigserial PRIMARY KEY, email text UNIQUE NOT NULL, name text, profile jsonb,
+  created_at timestamptz);
+CREATE TABLE quests (id bigserial PRIMARY KEY, title text, description text, reward integer,
+  posted_by bigint REFERENCES users(id), due_at timestamptz, meta jsonb);
+CREATE TABLE submissions (id bigserial PRIMARY KEY, quest_id bigint REFERENCES quests(id),
+  user_id bigint REFERENCES users(id), body text, score numeric(6,2), submitted_at timestamptz);
+CREATE INDEX ON submissions (quest_id);
+CREATE INDEX ON submissions (submitted_at);
+"""
+
+
+def build_database(url: str, gigabytes: float) -> int:
+    # Text is built from a 130-word vocabulary with random choices: compresses like real prose (~3-4x).
+    users = int(200_000 * gigabytes)
+    quests = int(400_000 * gigabytes)
+    submissions = int(2_300_000 * gigabytes)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(BUILD)
+        cur.execute(
+            "INSERT INTO users (email, name, profile, created_at) SELECT 'user' || g || '@example.com', "
+            "'Hero ' || md5(g::text), jsonb_build_object('level', g % 100, 'guild', 'guild-' || (g % 50), "
+            "'badges', jsonb_build_array('a', 'b', g % 7)), now() - g * interval '1 minute' "
+            f"FROM generate_series(1, {users}) g"
+        )
+        cur.execute("CREATE TEMP TABLE vocab AS SELECT array_agg(w) AS a FROM words")
+        pick = "(SELECT a FROM vocab)[1 + floor(random() * 130)::int]"
+        text = lambda n: "concat_ws(' ', " + ", ".join([pick] * n) + ")"  # noqa: E731
+        cur.execute(
+            f"INSERT INTO quests (title, description, reward, posted_by, due_at, meta) SELECT {text(5)}, {text(60)}, "
+            f"(random() * 1000)::int, 1 + (g % {users}), now() + g * interval '1 second', "
+            f"jsonb_build_object('tags', jsonb_build_array({pick}, {pick}), 'difficulty', g % 5) "
+            f"FROM generate_series(1, {quests}) g"
+        )
+        cur.execute(
+            f"INSERT INTO submissions (quest_id, user_id, body, score, submitted_at) SELECT 1 + (g % {quests}), "
+            f"1 + (g % {users}), {text(35)}, (random() * 100)::numeric(6,2), now() - g * interval '1 second' "
+            f"FROM generate_series(1, {submissions}) g"
+        )
+        cur.execute("SELECT pg_database_size(current_database())")
+        return int(cur.fetchone()[0])  # type: ignore[index]
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None, shell: bool = False) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one command (the largest process of its tree)."""
+    start = time.monotonic()
+    process = subprocess.Popen(argv if not shell else argv[0], env=env, shell=shell,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark step failed: {argv[0] if shell else ' '.join(argv)}: {process.stderr.read().decode()[-500:] if process.stderr else ''}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def run_size(pg: PostgresServer, gigabytes: float, work: Path) -> dict[str, float]:
+    name = f"bench_{str(gigabytes).replace('.', '_')}"
+    admin = psycopg2.connect(pg.url())
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    print(f"building a {gigabytes} GB database ...", flush=True)
+    size = build_database(pg.url(name), gigabytes)
+    print(f"  database size {size / 1e9:.2f} GB", flush=True)
+    url = pg.url(name)
+    results: dict[str, float] = {"database_bytes": size}
+    raw_dir = work / f"{name}.raw"
+    results["raw_dump"], _ = timed(["pg_dump", "-Fd", "-Z0", "-j2", "-f", str(raw_dir), "-d", url])
+    results["raw_dump_bytes"] = sum(p.stat().st_size for p in raw_dir.iterdir())
+    seed_out = work / f"{name}.seed.gz.enc"
+    results["seed_pipeline"], _ = timed(
+        [f"pg_dump -d '{url}' | gzip -6 | openssl enc -aes-256-cbc -pbkdf2 -pass pass:bench > '{seed_out}'"], shell=True
+    )
+    seed_out.unlink()
+    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": "", "BACKUP_FILES_PATHS": "", "BACKUP_CONFIG_PATHS": "",
+           "BACKUP_DIR": str(work / "backups"), "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
+           "BACKUP_HOSTNAME": "bench", "BACKUP_S3_BUCKET": ""}
+    cli = str(REPO / ".venv" / "bin" / "questboard-backup")
+    results["backup"], results["backup_rss_mb"] = timed([cli, "full"], env)
+    listing = json.loads(subprocess.run([cli, "list", "--json"], env=env, capture_output=True, check=True).stdout)
+    backup_id = listing["backups"][0]["id"]
+    results["backup_stored_bytes"] = listing["backups"][0]["stored_bytes"]
+    admin.cursor().execute(f"CREATE DATABASE {name}_raw_restore")
+    results["raw_restore"], _ = timed(["pg_restore", "-j2", "-d", pg.url(f"{name}_raw_restore"), str(raw_dir)])
+    results["restore"], results["restore_rss_mb"] = timed(
+        [cli, "restore", backup_id, "--only", "postgres", "--to-database-url", pg.url(f"{name}_restored")], env
+    )
+    shutil.rmtree(raw_dir)
+    shutil.rmtree(work / "backups")
+    for db in (name, f"{name}_raw_restore", f"{name}_restored"):
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    admin.close()
+    return results
+
+
+def main() -> int:
+    big = float(os.environ.get("QB_BENCH_GB", "1.1"))
+    work = Path(tempfile.mkdtemp(prefix="qb-bench-"))
+    pg = PostgresServer.in_new_folder()
+    try:
+        pg.start()
+        runs = {size: run_size(pg, size, work) for size in (big / 4, big)}
+    finally:
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    small, large = runs[big / 4], runs[big]
+    ratios = {
+        "backup/raw_dump": large["backup"] / large["raw_dump"],
+        "backup/seed_pipeline": large["backup"] / large["seed_pipeline"],
+        "restore/raw_restore": large["restore"] / large["raw_restore"],
+    }
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    print(f"\nmachine: {machine}")
+    for size, r in runs.items():
+        print(f"database {r['database_bytes'] / 1e9:.2f} GB: raw dump {r['raw_dump']:.1f} s, seed pipeline "
+              f"{r['seed_pipeline']:.1f} s, backup {r['backup']:.1f} s ({r['backup_stored_bytes'] / 1e6:.0f} MB stored), "
+              f"raw restore {r['raw_restore']:.1f} s, restore {r['restore']:.1f} s, "
+              f"peak RSS backup {r['backup_rss_mb']:.0f} MB, restore {r['restore_rss_mb']:.0f} MB")
+    ok = True
+    for name, ratio in ratios.items():
+        met = ratio <= TARGETS[name]
+        ok &= met
+        print(f"{name:22} {ratio:5.2f}  (target <= {TARGETS[name]})  {'met' if met else 'MISSED'}")
+    for what in ("backup_rss_mb", "restore_rss_mb"):
+        bounded = large[what] < RSS_LIMIT_MB and large[what] <= small[what] * 1.25 + 16
+        ok &= bounded
+        print(f"{what:22} {small[what]:.0f} MB -> {large[what]:.0f} MB  (target < {RSS_LIMIT_MB} MB, flat)  {'met' if bounded else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,12 +85,19 @@ def build_database(url: str, gigabytes: float) -> int:
 def timed(argv: list[str], env: dict[str, str] | None = None, shell: bool = False) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one command (the largest process of its tree)."""
     start = time.monotonic()
-    process = subprocess.Popen(argv if not shell else argv[0], env=env, shell=shell,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        argv if not shell else argv[0],
+        env=env,
+        shell=shell,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     _pid, status, usage = os.wait4(process.pid, 0)
     seconds = time.monotonic() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"benchmark step failed: {argv[0] if shell else ' '.join(argv)}: {process.stderr.read().decode()[-500:] if process.stderr else ''}")
+        raise SystemExit(
+            f"benchmark step failed: {argv[0] if shell else ' '.join(argv)}: {process.stderr.read().decode()[-500:] if process.stderr else ''}"
+        )
     return seconds, usage.ru_maxrss / 1024
 
 
@@ -109,21 +116,35 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path) -> dict[str, floa
     results["raw_dump_bytes"] = sum(p.stat().st_size for p in raw_dir.iterdir())
     seed_out = work / f"{name}.seed.gz.enc"
     results["seed_pipeline"], _ = timed(
-        [f"pg_dump -d '{url}' | gzip -6 | openssl enc -aes-256-cbc -pbkdf2 -pass pass:bench > '{seed_out}'"], shell=True
+        [f"pg_dump -d '{url}' | gzip -6 | openssl enc -aes-256-cbc -pbkdf2 -pass pass:bench > '{seed_out}'"],
+        shell=True,
     )
     seed_out.unlink()
-    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": "", "BACKUP_FILES_PATHS": "", "BACKUP_CONFIG_PATHS": "",
-           "BACKUP_DIR": str(work / "backups"), "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
-           "BACKUP_HOSTNAME": "bench", "BACKUP_S3_BUCKET": ""}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": "",
+        "BACKUP_FILES_PATHS": "",
+        "BACKUP_CONFIG_PATHS": "",
+        "BACKUP_DIR": str(work / "backups"),
+        "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
+        "BACKUP_HOSTNAME": "bench",
+        "BACKUP_S3_BUCKET": "",
+    }
     cli = str(REPO / ".venv" / "bin" / "questboard-backup")
     results["backup"], results["backup_rss_mb"] = timed([cli, "full"], env)
-    listing = json.loads(subprocess.run([cli, "list", "--json"], env=env, capture_output=True, check=True).stdout)
+    listing = json.loads(
+        subprocess.run([cli, "list", "--json"], env=env, capture_output=True, check=True).stdout
+    )
     backup_id = listing["backups"][0]["id"]
     results["backup_stored_bytes"] = listing["backups"][0]["stored_bytes"]
     admin.cursor().execute(f"CREATE DATABASE {name}_raw_restore")
-    results["raw_restore"], _ = timed(["pg_restore", "-j2", "-d", pg.url(f"{name}_raw_restore"), str(raw_dir)])
+    results["raw_restore"], _ = timed(
+        ["pg_restore", "-j2", "-d", pg.url(f"{name}_raw_restore"), str(raw_dir)]
+    )
     results["restore"], results["restore_rss_mb"] = timed(
-        [cli, "restore", backup_id, "--only", "postgres", "--to-database-url", pg.url(f"{name}_restored")], env
+        [cli, "restore", backup_id, "--only", "postgres", "--to-database-url", pg.url(f"{name}_restored")],
+        env,
     )
     shutil.rmtree(raw_dir)
     shutil.rmtree(work / "backups")
@@ -151,11 +172,13 @@ def main() -> int:
     }
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     print(f"\nmachine: {machine}")
-    for size, r in runs.items():
-        print(f"database {r['database_bytes'] / 1e9:.2f} GB: raw dump {r['raw_dump']:.1f} s, seed pipeline "
-              f"{r['seed_pipeline']:.1f} s, backup {r['backup']:.1f} s ({r['backup_stored_bytes'] / 1e6:.0f} MB stored), "
-              f"raw restore {r['raw_restore']:.1f} s, restore {r['restore']:.1f} s, "
-              f"peak RSS backup {r['backup_rss_mb']:.0f} MB, restore {r['restore_rss_mb']:.0f} MB")
+    for _size, r in runs.items():
+        print(
+            f"database {r['database_bytes'] / 1e9:.2f} GB: raw dump {r['raw_dump']:.1f} s, seed pipeline "
+            f"{r['seed_pipeline']:.1f} s, backup {r['backup']:.1f} s ({r['backup_stored_bytes'] / 1e6:.0f} MB stored), "
+            f"raw restore {r['raw_restore']:.1f} s, restore {r['restore']:.1f} s, "
+            f"peak RSS backup {r['backup_rss_mb']:.0f} MB, restore {r['restore_rss_mb']:.0f} MB"
+        )
     ok = True
     for name, ratio in ratios.items():
         met = ratio <= TARGETS[name]
@@ -164,7 +187,9 @@ def main() -> int:
     for what in ("backup_rss_mb", "restore_rss_mb"):
         bounded = large[what] < RSS_LIMIT_MB and large[what] <= small[what] * 1.25 + 16
         ok &= bounded
-        print(f"{what:22} {small[what]:.0f} MB -> {large[what]:.0f} MB  (target < {RSS_LIMIT_MB} MB, flat)  {'met' if bounded else 'MISSED'}")
+        print(
+            f"{what:22} {small[what]:.0f} MB -> {large[what]:.0f} MB  (target < {RSS_LIMIT_MB} MB, flat)  {'met' if bounded else 'MISSED'}"
+        )
     return 0 if ok else 1
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from questboard_backup import __version__
-from questboard_backup.crypto.keys import KeyWrapper
+from questboard_backup.crypto.keys import KeyWrapper, WrappedKey
+from questboard_backup.errors import ConfigurationError
 from questboard_backup.manifest import MANIFEST_NAME, ComponentEntry, Manifest, seal_manifest
 from questboard_backup.pipeline import ComponentWriter
 from questboard_backup.sources.base import Component
@@ -51,6 +53,31 @@ def stream_context(backup_id: str, component: str) -> str:
 
 
 @dataclass(frozen=True)
+class BackupPlan:
+    """What a backup run decided before dumping anything; JSON-safe so workflow steps can pass it on."""
+
+    backup_id: str
+    type: str
+    tier: str
+    hostname: str
+    started_at: str
+    key: WrappedKey
+
+    @property
+    def final_prefix(self) -> str:
+        return f"{self.tier}/{self.backup_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> BackupPlan:
+        return cls(
+            **{name: body[name] for name in ("backup_id", "type", "tier", "hostname", "started_at", "key")}
+        )
+
+
+@dataclass(frozen=True)
 class BackupResult:
     manifest: Manifest
     locations: tuple[str, ...]
@@ -73,73 +100,32 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_backup(
-    kind: str,
-    components: Sequence[Component],
-    storages: Sequence[Storage],
-    wrapper: KeyWrapper,
-    hostname: str,
-    now: datetime | None = None,
-) -> BackupResult:
-    """Back up ``components`` to every storage. The caller holds the lock."""
+def plan_backup(
+    kind: str, hostname: str, wrapper: KeyWrapper, now: datetime | None = None
+) -> tuple[BackupPlan, bytes]:
+    """Choose id and tier and create the backup's data key; returns the plan and the plaintext key."""
     if kind not in KINDS:
-        raise ValueError(f"unknown backup type {kind!r}")
+        raise ConfigurationError(f"backup type must be one of {', '.join(KINDS)}, not {kind!r}")
     started = now or datetime.now(UTC)
-    clock = time.monotonic()
-    backup_id, tier = backup_id_for(kind, started), tier_for(kind, started)
-    logger.info("backup started id=%s tier=%s storages=%s", backup_id, tier, [s.description for s in storages])
-    for component in components:
-        component.check()
+    backup_id = backup_id_for(kind, started)
     data_key, wrapped_key = wrapper.generate(backup_id)
-    staging = {id(storage): storage.staging_prefix(tier, backup_id) for storage in storages}
-    try:
-        entries = [_dump_component(c, storages, staging, tier, backup_id, data_key) for c in components]
-        manifest = Manifest(
-            backup_id=backup_id,
-            type=kind,
-            tier=tier,
-            hostname=hostname,
-            started_at=_iso(started),
-            finished_at=_iso(datetime.now(UTC)),
-            tool_version=__version__,
-            key=wrapped_key,
-            components=tuple(entries),
-        )
-        sealed = seal_manifest(manifest, data_key)
-        # The manifest goes last: before this line nothing here is a backup.
-        for storage in storages:
-            storage.write_bytes(f"{staging[id(storage)]}/{MANIFEST_NAME}", sealed, tier)
-        for storage in storages:
-            storage.promote(staging[id(storage)], f"{tier}/{backup_id}")
-    except BaseException:
-        logger.error("backup failed id=%s; removing its partial objects", backup_id)
-        for storage in storages:
-            try:
-                storage.delete_prefix(staging[id(storage)])
-            except Exception:  # noqa: BLE001 - cleanup must not hide the original error
-                logger.exception("cleanup failed storage=%s", storage.description)
-        raise
-    seconds = time.monotonic() - clock
-    locations = tuple(storage.uri(f"{tier}/{backup_id}") for storage in storages)
-    logger.info("backup finished id=%s bytes=%d seconds=%.1f", backup_id, manifest.stored_bytes, seconds)
-    return BackupResult(manifest, locations, seconds)
+    return BackupPlan(
+        backup_id, kind, tier_for(kind, started), hostname, _iso(started), wrapped_key
+    ), data_key
 
 
-def _dump_component(
-    component: Component,
-    storages: Sequence[Storage],
-    staging: dict[int, str],
-    tier: str,
-    backup_id: str,
-    data_key: bytes,
+def dump_component(
+    plan: BackupPlan, component: Component, storages: Sequence[Storage], data_key: bytes
 ) -> ComponentEntry:
+    """Stream one component into every storage's staging area; its objects are complete on return."""
     name = object_name(component.name)
     clock = time.monotonic()
     writers: list[ObjectWriter] = []
     try:
         for storage in storages:
-            writers.append(storage.open_write(f"{staging[id(storage)]}/{name}", tier))
-        stream = ComponentWriter(_Tee(writers), data_key, stream_context(backup_id, component.name))
+            key = f"{storage.staging_prefix(plan.tier, plan.backup_id)}/{name}"
+            writers.append(storage.open_write(key, plan.tier))
+        stream = ComponentWriter(_Tee(writers), data_key, stream_context(plan.backup_id, component.name))
         facts = component.dump(stream)  # type: ignore[arg-type]
         stats = stream.finish()
         for writer in writers:
@@ -151,6 +137,81 @@ def _dump_component(
     seconds = round(time.monotonic() - clock, 3)
     logger.info(
         "component stored component=%s raw_bytes=%d stored_bytes=%d seconds=%.1f",
-        component.name, stats.raw_bytes, stats.stored_bytes, seconds,
+        component.name,
+        stats.raw_bytes,
+        stats.stored_bytes,
+        seconds,
     )
-    return ComponentEntry(component.name, name, stats.raw_bytes, stats.stored_bytes, stats.sha256, seconds, facts)
+    return ComponentEntry(
+        component.name, name, stats.raw_bytes, stats.stored_bytes, stats.sha256, seconds, facts
+    )
+
+
+def seal_backup(
+    plan: BackupPlan, entries: Sequence[ComponentEntry], storages: Sequence[Storage], data_key: bytes
+) -> Manifest:
+    """Write the manifest, last, into every storage's staging area."""
+    manifest = Manifest(
+        backup_id=plan.backup_id,
+        type=plan.type,
+        tier=plan.tier,
+        hostname=plan.hostname,
+        started_at=plan.started_at,
+        finished_at=_iso(datetime.now(UTC)),
+        tool_version=__version__,
+        key=plan.key,
+        components=tuple(entries),
+    )
+    sealed = seal_manifest(manifest, data_key)
+    for storage in storages:
+        storage.write_bytes(
+            f"{storage.staging_prefix(plan.tier, plan.backup_id)}/{MANIFEST_NAME}", sealed, plan.tier
+        )
+    return manifest
+
+
+def promote_backup(plan: BackupPlan, storages: Sequence[Storage]) -> tuple[str, ...]:
+    for storage in storages:
+        storage.promote(storage.staging_prefix(plan.tier, plan.backup_id), plan.final_prefix)
+    return tuple(storage.uri(plan.final_prefix) for storage in storages)
+
+
+def discard_backup(plan: BackupPlan, storages: Sequence[Storage]) -> None:
+    """Remove a failed run's objects from every storage; never raises (it runs on failure paths)."""
+    for storage in storages:
+        try:
+            storage.delete_prefix(storage.staging_prefix(plan.tier, plan.backup_id))
+        except Exception:
+            logger.exception("cleanup failed storage=%s", storage.description)
+
+
+def run_backup(
+    kind: str,
+    components: Sequence[Component],
+    storages: Sequence[Storage],
+    wrapper: KeyWrapper,
+    hostname: str,
+    now: datetime | None = None,
+) -> BackupResult:
+    """Back up ``components`` to every storage, start to finish. The caller holds the lock."""
+    clock = time.monotonic()
+    for component in components:
+        component.check()
+    plan, data_key = plan_backup(kind, hostname, wrapper, now)
+    logger.info(
+        "backup started id=%s tier=%s storages=%s",
+        plan.backup_id,
+        plan.tier,
+        [s.description for s in storages],
+    )
+    try:
+        entries = [dump_component(plan, component, storages, data_key) for component in components]
+        manifest = seal_backup(plan, entries, storages, data_key)
+        locations = promote_backup(plan, storages)
+    except BaseException:
+        logger.error("backup failed id=%s; removing its partial objects", plan.backup_id)
+        discard_backup(plan, storages)
+        raise
+    seconds = time.monotonic() - clock
+    logger.info("backup finished id=%s bytes=%d seconds=%.1f", plan.backup_id, manifest.stored_bytes, seconds)
+    return BackupResult(manifest, locations, seconds)

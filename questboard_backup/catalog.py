@@ -39,7 +39,11 @@ class CatalogEntry:
         return self.storage.uri(self.prefix)
 
     def summary(self) -> dict[str, object]:
-        body: dict[str, object] = {"id": self.backup_id, "location": self.location, "storage": self.storage.kind}
+        body: dict[str, object] = {
+            "id": self.backup_id,
+            "location": self.location,
+            "storage": self.storage.kind,
+        }
         if self.manifest is not None:
             body.update(
                 type=self.manifest.type,

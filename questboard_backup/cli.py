@@ -127,7 +127,10 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     local.ensure_layout()
     storages = _storages(settings, local=not args.no_local)
     now = datetime.now(UTC)
-    with BackupLock(settings.backup_dir, f"{args.command} backup"), run_log(local.root / "logs", "backup", now) as log:
+    with (
+        BackupLock(settings.backup_dir, f"{args.command} backup"),
+        run_log(local.root / "logs", "backup", now) as log,
+    ):
         for storage in storages:
             for prefix in incomplete_sets(storage):
                 logger.warning("removing leftovers of an interrupted run location=%s", storage.uri(prefix))
@@ -136,13 +139,28 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
         if not args.no_local:
             prune(local, now, settings.retention_days)
     manifest = result.manifest
-    lines = [f"backup {manifest.backup_id} complete ({manifest.tier}, {_human_size(manifest.stored_bytes)}, {result.seconds:.1f} s)"]
-    lines += [f"  {c.name:9} {_human_size(c.raw_bytes):>10} -> {_human_size(c.stored_bytes):>10}" for c in manifest.components]
+    lines = [
+        f"backup {manifest.backup_id} complete ({manifest.tier}, {_human_size(manifest.stored_bytes)}, {result.seconds:.1f} s)"
+    ]
+    lines += [
+        f"  {c.name:9} {_human_size(c.raw_bytes):>10} -> {_human_size(c.stored_bytes):>10}"
+        for c in manifest.components
+    ]
     lines += [f"  stored at {location}" for location in result.locations]
     lines.append(f"  log: {log}")
-    _emit(args, {"status": "ok", "backup_id": manifest.backup_id, "tier": manifest.tier,
-                 "stored_bytes": manifest.stored_bytes, "seconds": round(result.seconds, 1),
-                 "locations": list(result.locations), "log": str(log)}, "\n".join(lines))
+    _emit(
+        args,
+        {
+            "status": "ok",
+            "backup_id": manifest.backup_id,
+            "tier": manifest.tier,
+            "stored_bytes": manifest.stored_bytes,
+            "seconds": round(result.seconds, 1),
+            "locations": list(result.locations),
+            "log": str(log),
+        },
+        "\n".join(lines),
+    )
     return 0
 
 
@@ -159,10 +177,14 @@ def _listing_text(entries: Sequence[CatalogEntry]) -> str:
     lines = [f"{'BACKUP':36} {'TIER':11} {'FINISHED (UTC)':21} {'SIZE':>10}  LOCATION"]
     for entry in entries:
         if entry.manifest is None:
-            lines.append(f"{entry.backup_id:36} {'?':11} {'?':21} {'?':>10}  {entry.location}  DAMAGED: {entry.problem}")
+            lines.append(
+                f"{entry.backup_id:36} {'?':11} {'?':21} {'?':>10}  {entry.location}  DAMAGED: {entry.problem}"
+            )
             continue
         m = entry.manifest
-        lines.append(f"{m.backup_id:36} {m.tier:11} {m.finished_at:21} {_human_size(m.stored_bytes):>10}  {entry.location}")
+        lines.append(
+            f"{m.backup_id:36} {m.tier:11} {m.finished_at:21} {_human_size(m.stored_bytes):>10}  {entry.location}"
+        )
     return "\n".join(lines)
 
 
@@ -190,7 +212,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     lines = [
         f"host {settings.hostname}: backups {'enabled' if settings.enabled else 'DISABLED'}",
         f"running now: {running or 'no'}",
-        f"storage: {', '.join(str(s) for s in body['storages'])}",  # type: ignore[union-attr]
+        f"storage: {', '.join(s.description for s in _storages(settings))}",
         f"last success: {f'{last.backup_id} at {last.finished_at}' if last else 'never'}",
         "",
         _listing_text(entries),
@@ -205,11 +227,19 @@ def _wrapper(settings: Settings) -> PassphraseKeyWrapper:
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     wrapper = _wrapper(settings)
-    entry = resolve(args.backup, _storages(settings), _s3_storage if settings.s3_bucket or args.backup.startswith("s3://") else None)
+    entry = resolve(
+        args.backup,
+        _storages(settings),
+        _s3_storage if settings.s3_bucket or args.backup.startswith("s3://") else None,
+    )
     report = verify_backup(entry, wrapper)
-    _emit(args, {"status": "ok", "backup_id": report.manifest.backup_id, "checked": report.checked},
-          f"{report.manifest.backup_id} verified: manifest authentic, "
-          + ", ".join(f"{name} {_human_size(size)}" for name, size in report.checked.items()) + " read back and authenticated")
+    _emit(
+        args,
+        {"status": "ok", "backup_id": report.manifest.backup_id, "checked": report.checked},
+        f"{report.manifest.backup_id} verified: manifest authentic, "
+        + ", ".join(f"{name} {_human_size(size)}" for name, size in report.checked.items())
+        + " read back and authenticated",
+    )
     return 0
 
 
@@ -219,9 +249,16 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     wrapper = _wrapper(settings)
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     targets = _restore_targets(settings, args)
-    entry = resolve(args.backup, _storages(settings), _s3_storage if settings.s3_bucket or args.backup.startswith("s3://") else None)
+    entry = resolve(
+        args.backup,
+        _storages(settings),
+        _s3_storage if settings.s3_bucket or args.backup.startswith("s3://") else None,
+    )
     now = datetime.now(UTC)
-    options = RestoreOptions(timestamp=f"{now:%Y%m%d_%H%M%S}", files_root=Path(args.to_files_root).absolute() if args.to_files_root else None)
+    options = RestoreOptions(
+        timestamp=f"{now:%Y%m%d_%H%M%S}",
+        files_root=Path(args.to_files_root).absolute() if args.to_files_root else None,
+    )
     logs = settings.backup_dir / "logs"
     with run_log(logs, "restore", now) if os.access(settings.backup_dir, os.W_OK) else _nullcontext():
         report = run_restore(entry, wrapper, targets, options, only)
@@ -229,7 +266,10 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
             targets[name].check()  # the seed's first post-restore check: the target answers
     lines = [f"restore of {report['backup_id']} complete"]
     for name, result in report["components"].items():
-        lines.append(f"  {name:9} ok  " + ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, dict | list)))
+        lines.append(
+            f"  {name:9} ok  "
+            + ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, dict | list))
+        )
     lines.append("  checks: connectivity ok; row/key/file counts match the manifest")
     _emit(args, {"status": "ok", **report}, "\n".join(lines))
     return 0
@@ -257,7 +297,9 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
             problems.append(
                 f"last backup {good[0].backup_id} is {age_hours:.1f} h old (more than {args.max_age_hours} h: RPO at risk)"
             )
-    text = "\n".join([f"{name}: {value}" for name, value in checks.items()] + [f"PROBLEM: {p}" for p in problems])
+    text = "\n".join(
+        [f"{name}: {value}" for name, value in checks.items()] + [f"PROBLEM: {p}" for p in problems]
+    )
     _emit(args, {"healthy": not problems, "checks": checks, "problems": problems}, text or "healthy")
     return 1 if problems else 0
 
@@ -278,19 +320,39 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--env-file", help="read settings from this file (default: ./.env if present); the environment wins")
+    parser.add_argument(
+        "--env-file", help="read settings from this file (default: ./.env if present); the environment wins"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for kind, text in (("full", "take a full backup now"), ("incremental", "take an incremental backup now (24 h retention)")):
-        sub = commands.add_parser(kind, help=text, description=text, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.add_argument("--no-local", action="store_true", help="keep no local copy (needs BACKUP_S3_BUCKET)")
+    for kind, text in (
+        ("full", "take a full backup now"),
+        ("incremental", "take an incremental backup now (24 h retention)"),
+    ):
+        sub = commands.add_parser(
+            kind,
+            help=text,
+            description=text,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument(
+            "--no-local", action="store_true", help="keep no local copy (needs BACKUP_S3_BUCKET)"
+        )
         sub.add_argument("--json", action="store_true", help="print the result as JSON")
         sub.set_defaults(handler=cmd_backup)
     sub = commands.add_parser("status", help="show the last backups and whether one is running")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_status)
-    sub = commands.add_parser("health", help="check sources answer and the last backup is recent (exit 1 if not)")
-    sub.add_argument("--max-age-hours", type=float, default=7.0, help="oldest acceptable last backup (default 7: RPO 6 h + margin)")
+    sub = commands.add_parser(
+        "health", help="check sources answer and the last backup is recent (exit 1 if not)"
+    )
+    sub.add_argument(
+        "--max-age-hours",
+        type=float,
+        default=7.0,
+        help="oldest acceptable last backup (default 7: RPO 6 h + margin)",
+    )
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_health)
     sub = commands.add_parser("list", help="list restorable backups (local and S3)")
@@ -301,14 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_verify)
     sub = commands.add_parser(
-        "restore", help="restore a backup (without BACKUP: list restorable backups)",
+        "restore",
+        help="restore a backup (without BACKUP: list restorable backups)",
         description="Restore a backup. PostgreSQL goes into a staging database swapped in only after it checks out; "
         "the previous database is kept as {db}_pre_restore_{timestamp}.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub.add_argument("backup", nargs="?", help="backup id, 'latest', a backup folder or an s3:// URI")
-    sub.add_argument("--to-database-url", help="restore PostgreSQL into this database instead of DATABASE_URL")
-    sub.add_argument("--to-redis-url", help="restore Redis here instead of REDIS_URL (source db k goes to db N+k)")
+    sub.add_argument(
+        "--to-database-url", help="restore PostgreSQL into this database instead of DATABASE_URL"
+    )
+    sub.add_argument(
+        "--to-redis-url", help="restore Redis here instead of REDIS_URL (source db k goes to db N+k)"
+    )
     sub.add_argument("--to-files-root", help="re-create the backed-up files and config beneath this folder")
     sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config")
     sub.add_argument("--json", action="store_true", help="print JSON")
@@ -319,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = Settings.from_env(_read_env(args.env_file))
         if getattr(args, "no_local", False) and not settings.s3_bucket:
@@ -331,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - one line for the operator, the traceback to the log
+    except Exception as error:
         logger.debug("unexpected error", exc_info=True)
         print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
         return 1

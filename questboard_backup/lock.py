@@ -48,7 +48,11 @@ class BackupLock:
         previous = os.read(fd, 4096)
         if previous.strip():
             logger.warning("took over a stale lock left by a dead run: %s", previous.decode(errors="replace"))
-        record = {"holder": self._holder, "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        record = {
+            "holder": self._holder,
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd

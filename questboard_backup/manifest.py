@@ -101,7 +101,9 @@ def parse_manifest(data: bytes) -> tuple[Manifest, dict[str, Any], str]:
     assert isinstance(body, dict) and isinstance(mac, str)
     version = body.get("format_version")
     if version != FORMAT_VERSION:
-        raise IntegrityError(f"manifest format version {version!r} is not supported (expected {FORMAT_VERSION})")
+        raise IntegrityError(
+            f"manifest format version {version!r} is not supported (expected {FORMAT_VERSION})"
+        )
     try:
         components = tuple(ComponentEntry(**entry) for entry in body["components"])
         fields = {k: v for k, v in body.items() if k != "components"}

@@ -56,7 +56,9 @@ class ComponentWriter:
         self._encrypting = EncryptingWriter(self._hashing, data_key, context)  # type: ignore[arg-type]
         compressor = zstandard.ZstdCompressor(level=level, threads=ZSTD_THREADS, write_checksum=True)
         self._compressing = compressor.stream_writer(
-            self._encrypting, closefd=False, write_return_read=True
+            self._encrypting,  # type: ignore[arg-type]
+            closefd=False,
+            write_return_read=True,
         )
         self.raw_bytes = 0
 
@@ -112,7 +114,9 @@ class ComponentReader:
         self._hashing = _HashingSource(source)
         self._decrypting = DecryptingReader(self._hashing, data_key, context, name)  # type: ignore[arg-type]
         self._decompressing = zstandard.ZstdDecompressor().stream_reader(
-            self._decrypting, read_size=READ_SIZE, closefd=False
+            self._decrypting,  # type: ignore[arg-type]
+            read_size=READ_SIZE,
+            closefd=False,
         )
         self._expected_size = expected_size
         self._expected_sha256 = expected_sha256

@@ -43,7 +43,9 @@ def load_checked_manifest(entry: CatalogEntry, wrapper: KeyWrapper) -> tuple[Man
         try:
             size = entry.storage.size(key)
         except NotFoundError:
-            raise IntegrityError(f"{manifest.backup_id}: component {component.name} is missing ({component.object})") from None
+            raise IntegrityError(
+                f"{manifest.backup_id}: component {component.name} is missing ({component.object})"
+            ) from None
         if size != component.stored_bytes:
             raise IntegrityError(
                 f"{manifest.backup_id}: component {component.name} has {size} bytes, the manifest says {component.stored_bytes}"
@@ -51,7 +53,9 @@ def load_checked_manifest(entry: CatalogEntry, wrapper: KeyWrapper) -> tuple[Man
     return manifest, data_key
 
 
-def stream_opener(entry: CatalogEntry, manifest: Manifest, component: ComponentEntry, data_key: bytes) -> StreamOpener:
+def stream_opener(
+    entry: CatalogEntry, manifest: Manifest, component: ComponentEntry, data_key: bytes
+) -> StreamOpener:
     @contextmanager
     def open_stream() -> Iterator[BinaryIO]:
         raw = entry.storage.open_read(f"{entry.prefix}/{component.object}")
@@ -103,7 +107,10 @@ def select_components(manifest: Manifest, only: Sequence[str] | None) -> list[Co
         raise ConfigurationError(
             f"--only names {', '.join(unknown)}, but {manifest.backup_id} holds {', '.join(names)}"
         )
-    return sorted((manifest.component(name) for name in wanted), key=lambda e: RESTORE_ORDER.index(e.name) if e.name in RESTORE_ORDER else 99)
+    return sorted(
+        (manifest.component(name) for name in wanted),
+        key=lambda e: RESTORE_ORDER.index(e.name) if e.name in RESTORE_ORDER else 99,
+    )
 
 
 def run_restore(

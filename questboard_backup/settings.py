@@ -55,7 +55,9 @@ def _url(environ: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str
     except ValueError:
         raise ConfigurationError(f"{name} is not a valid URL") from None
     if parts.scheme not in schemes or not parts.hostname:
-        raise ConfigurationError(f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL with a host")
+        raise ConfigurationError(
+            f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL with a host"
+        )
     return raw
 
 
@@ -88,13 +90,13 @@ class Settings:
         try:
             days = int(raw_days)
         except ValueError:
-            raise ConfigurationError(f"BACKUP_RETENTION_DAYS must be a whole number, not {raw_days!r}") from None
+            raise ConfigurationError(
+                f"BACKUP_RETENTION_DAYS must be a whole number, not {raw_days!r}"
+            ) from None
         if not 1 <= days <= 3650:
             raise ConfigurationError(f"BACKUP_RETENTION_DAYS must be between 1 and 3650, not {days}")
         if not _flag(environ, "BACKUP_ENCRYPTION", True):
-            raise ConfigurationError(
-                "BACKUP_ENCRYPTION=false is not supported: backups are always encrypted"
-            )
+            raise ConfigurationError("BACKUP_ENCRYPTION=false is not supported: backups are always encrypted")
         key = environ.get("BACKUP_ENCRYPTION_KEY", "")
         if key and len(key) < MIN_KEY_LENGTH:
             raise ConfigurationError(f"BACKUP_ENCRYPTION_KEY must be at least {MIN_KEY_LENGTH} characters")

@@ -17,6 +17,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import psycopg2  # noqa: E402
+from questboard_backup.sources.files import tree_listing  # noqa: E402
+
 from tests.dataset import (  # noqa: E402 - needs the repo on sys.path first
     large_objects,
     load_postgres,
@@ -27,17 +30,17 @@ from tests.dataset import (  # noqa: E402 - needs the repo on sys.path first
 )
 from tests.servers import PostgresServer, RedisServer  # noqa: E402
 
-import psycopg2  # noqa: E402
-
-from questboard_backup.sources.files import tree_listing  # noqa: E402
-
 
 def run(cli: list[str], env: dict[str, str]) -> str:
     print(f"$ questboard-backup {' '.join(cli)}")
-    done = subprocess.run([str(REPO / "scripts" / "backup.sh"), *cli], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(REPO / "scripts" / "backup.sh"), *cli], env=env, capture_output=True, text=True
+    )
     print("  " + done.stdout.strip().replace("\n", "\n  "))
     if done.returncode != 0:
-        raise SystemExit(f"demo failed: questboard-backup {cli[0]} exited {done.returncode}: {done.stderr.strip()}")
+        raise SystemExit(
+            f"demo failed: questboard-backup {cli[0]} exited {done.returncode}: {done.stderr.strip()}"
+        )
     return done.stdout
 
 
@@ -69,16 +72,31 @@ def main() -> int:
         run(["full"], env)
         run(["status"], env)
         restored = work / "restored"
-        run(["restore", "latest", "--to-database-url", pg.url("questboard_restored"),
-             "--to-redis-url", rd.url(8), "--to-files-root", str(restored)], env)
+        run(
+            [
+                "restore",
+                "latest",
+                "--to-database-url",
+                pg.url("questboard_restored"),
+                "--to-redis-url",
+                rd.url(8),
+                "--to-files-root",
+                str(restored),
+            ],
+            env,
+        )
 
         checks = {
-            "PostgreSQL schema and data (pg_dump)": pg_dump_text(pg.url("questboard")) == pg_dump_text(pg.url("questboard_restored")),
-            "PostgreSQL large objects": large_objects(pg.url("questboard")) == large_objects(pg.url("questboard_restored")),
+            "PostgreSQL schema and data (pg_dump)": pg_dump_text(pg.url("questboard"))
+            == pg_dump_text(pg.url("questboard_restored")),
+            "PostgreSQL large objects": large_objects(pg.url("questboard"))
+            == large_objects(pg.url("questboard_restored")),
         }
         base = f"redis://127.0.0.1:{rd.port}"
         source, target = redis_snapshot(base, range(0, 8)), redis_snapshot(base, range(8, 16))
-        checks["Redis keys, values and TTLs (db 0,1 -> 8,9)"] = source == {db - 8: keys for db, keys in target.items()}
+        checks["Redis keys, values and TTLs (db 0,1 -> 8,9)"] = source == {
+            db - 8: keys for db, keys in target.items()
+        }
         checks["uploads folder"] = tree_listing(uploads) == tree_listing(restored / uploads.relative_to("/"))
         checks["config folder"] = tree_listing(config) == tree_listing(restored / config.relative_to("/"))
         print("\nsummary:")

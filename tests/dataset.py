@@ -77,8 +77,14 @@ def load_postgres(url: str, users: int = 40) -> None:
             cur.execute(
                 "INSERT INTO quests (title, description, reward_points, tags, posted_by, due_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
-                (f"Quest {n}: slay the bug", None if n % 5 == 0 else "Line one\nline two, with ünïcode",
-                 n * 10, ["urgent", "backend"][: n % 3], (n % users) + 1, None if n % 2 else "2030-06-01T00:00:00Z"),
+                (
+                    f"Quest {n}: slay the bug",
+                    None if n % 5 == 0 else "Line one\nline two, with ünïcode",
+                    n * 10,
+                    ["urgent", "backend"][: n % 3],
+                    (n % users) + 1,
+                    None if n % 2 else "2030-06-01T00:00:00Z",
+                ),
             )
         for n in range(120):
             oid = None
@@ -87,12 +93,23 @@ def load_postgres(url: str, users: int = 40) -> None:
                 oid = cur.fetchone()[0]  # type: ignore[index]
             cur.execute(
                 "INSERT INTO submissions (quest_id, user_id, body, attachment_oid, score) VALUES (%s, %s, %s, %s, %s)",
-                ((n % 25) + 1, (n % users) + 1, f"Submission {n}" if n % 7 else None, oid, None if n % 4 else n / 3),
+                (
+                    (n % 25) + 1,
+                    (n % users) + 1,
+                    f"Submission {n}" if n % 7 else None,
+                    oid,
+                    None if n % 4 else n / 3,
+                ),
             )
         for n in range(60):
             cur.execute(
                 "INSERT INTO rewards.ledger (user_id, points, reason, meta) VALUES (%s, %s, %s, %s)",
-                ((n % users) + 1, n * 5 - 50, "bonus" if n % 2 else None, '{"source": "quest"}' if n % 3 else None),
+                (
+                    (n % users) + 1,
+                    n * 5 - 50,
+                    "bonus" if n % 2 else None,
+                    '{"source": "quest"}' if n % 3 else None,
+                ),
             )
         cur.execute("SELECT setval('rewards.voucher_codes', 4242)")
 
@@ -141,7 +158,8 @@ def pg_dump_text(url: str) -> str:
     """A plain, deterministic dump for comparing two databases (the database name stripped)."""
     output = subprocess.run(
         ["pg_dump", "--no-owner", "--no-privileges", "--format=plain", "--dbname", url],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout.decode("utf-8")
     return "\n".join(line for line in output.splitlines() if not line.startswith("-- Dumped"))
 

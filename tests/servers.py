@@ -6,6 +6,7 @@ slept for) until it answers.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -91,23 +92,45 @@ class PostgresServer:
                 os.setgid(gid)
                 os.setuid(uid)
 
-        subprocess.run(args, check=True, capture_output=True, preexec_fn=preexec)  # noqa: PLW1509
+        subprocess.run(args, check=True, capture_output=True, preexec_fn=preexec)
 
     def start(self) -> PostgresServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self._run_as_owner(
-            [str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "-A", "trust",
-             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
         )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.socket_dir} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
         )
         self._run_as_owner(
-            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "60",
-             "-l", str(self.root / "server.log"), "start"]
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.root / "server.log"),
+                "start",
+            ]
         )
         _wait_until(self._ready, f"PostgreSQL on port {self.port}")
         return self
@@ -123,10 +146,10 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.data.exists():
-            try:
-                self._run_as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"])
-            except subprocess.CalledProcessError:
-                pass
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run_as_owner(
+                    [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]
+                )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -152,9 +175,25 @@ class RedisServer:
             raise RuntimeError("redis-server not found (install Debian's redis-server)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.root), "--databases", "16", "--logfile", str(self.root / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+                "--databases",
+                "16",
+                "--logfile",
+                str(self.root / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_until(self._ready, f"Redis on port {self.port}")
         return self

@@ -14,7 +14,12 @@ from questboard_backup.crypto.keys import WrappedKey
 from questboard_backup.crypto.stream import DATA_KEY_SIZE
 from questboard_backup.errors import ConfigurationError, IntegrityError, TransientStorageError
 
-_TRANSIENT = {"ThrottlingException", "KMSInternalException", "DependencyTimeoutException", "RequestLimitExceeded"}
+_TRANSIENT = {
+    "ThrottlingException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "RequestLimitExceeded",
+}
 
 
 class KmsKeyWrapper:
@@ -36,7 +41,9 @@ class KmsKeyWrapper:
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "Unknown")
             if code == "InvalidCiphertextException":
-                return IntegrityError("the data key cannot be unwrapped by KMS: tampered manifest or another key")
+                return IntegrityError(
+                    "the data key cannot be unwrapped by KMS: tampered manifest or another key"
+                )
             if code in _TRANSIENT:
                 return TransientStorageError(f"KMS {action} failed: {code}")
             return ConfigurationError(f"KMS {action} with key {self.key_id} failed: {code}")
@@ -49,7 +56,7 @@ class KmsKeyWrapper:
             response = self._kms.generate_data_key(
                 KeyId=self.key_id, KeySpec="AES_256", EncryptionContext={"backup_id": context}
             )
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - mapped to our classes by _error
             raise self._error(error, "GenerateDataKey") from None
         plaintext = response["Plaintext"]
         if len(plaintext) != DATA_KEY_SIZE:
@@ -62,16 +69,19 @@ class KmsKeyWrapper:
 
     def unwrap(self, wrapped: WrappedKey, context: str) -> bytes:
         if wrapped.get("scheme") != self.scheme:
-            raise IntegrityError(f"the data key was wrapped with {wrapped.get('scheme')!r}, not {self.scheme!r}")
+            raise IntegrityError(
+                f"the data key was wrapped with {wrapped.get('scheme')!r}, not {self.scheme!r}"
+            )
         try:
             blob = base64.b64decode(str(wrapped.get("ciphertext", "")), validate=True)
         except (binascii.Error, ValueError):
             raise IntegrityError("wrapped data key: field 'ciphertext' is not base64") from None
         try:
             response = self._kms.decrypt(
-                CiphertextBlob=blob, KeyId=str(wrapped.get("key_id", self.key_id)),
+                CiphertextBlob=blob,
+                KeyId=str(wrapped.get("key_id", self.key_id)),
                 EncryptionContext={"backup_id": context},
             )
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - mapped to our classes by _error
             raise self._error(error, "Decrypt") from None
         return bytes(response["Plaintext"])

@@ -92,7 +92,7 @@ class EncryptingWriter:
             del self._buffer[: self._chunk_size]
         return size
 
-    def _seal(self, plaintext: bytes | memoryview, last: bool) -> None:
+    def _seal(self, plaintext: bytes | bytearray | memoryview, last: bool) -> None:
         self._sink.write(self._aead.encrypt(_nonce(self._counter, last), bytes(plaintext), self._header))
         self._counter += 1
 

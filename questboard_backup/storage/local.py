@@ -102,7 +102,7 @@ class LocalStorage(Storage):
     def open_read(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
-            return open(path, "rb")  # noqa: SIM115 - the caller closes it
+            return open(path, "rb")
         except FileNotFoundError:
             raise NotFoundError(f"{path} does not exist") from None
         except OSError as error:

@@ -31,7 +31,10 @@ class Deployment:
 
 @pytest.fixture
 def deployment(
-    pg_server: PostgresServer, redis_server: RedisServer, fresh_database: str, tmp_path: Path,
+    pg_server: PostgresServer,
+    redis_server: RedisServer,
+    fresh_database: str,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Deployment]:
     redis.Redis(port=redis_server.port).flushall()
@@ -51,7 +54,9 @@ def deployment(
         "BACKUP_ENABLED": "true",
     }
     monkeypatch.chdir(tmp_path)  # no stray ./.env
-    deployment = Deployment(fresh_database, f"redis://127.0.0.1:{redis_server.port}", uploads, config, backup_dir, env, pg_server)
+    deployment = Deployment(
+        fresh_database, f"redis://127.0.0.1:{redis_server.port}", uploads, config, backup_dir, env, pg_server
+    )
     deployment.set_env(monkeypatch)
     yield deployment
     redis.Redis(port=redis_server.port).flushall()

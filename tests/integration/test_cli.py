@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from questboard_backup.sources.files import tree_listing
 
 from questboard_backup.cli import main
-from questboard_backup.sources.files import tree_listing
 from tests.dataset import large_objects, pg_dump_text, redis_snapshot
 from tests.integration.conftest import Deployment
 
@@ -34,7 +34,12 @@ def full_backup(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
 
 
 def set_dirs(backup_dir: Path) -> list[Path]:
-    return [p for tier in ("daily", "weekly", "monthly", "incremental") for p in (backup_dir / tier).glob("*") if p.is_dir()]
+    return [
+        p
+        for tier in ("daily", "weekly", "monthly", "incremental")
+        for p in (backup_dir / tier).glob("*")
+        if p.is_dir()
+    ]
 
 
 def test_a_full_backup_restores_into_fresh_targets_identically(
@@ -45,22 +50,40 @@ def test_a_full_backup_restores_into_fresh_targets_identically(
     assert backup_id.startswith("questboard_full_")
     (set_dir,) = set_dirs(deployment.backup_dir)
     assert sorted(p.name for p in set_dir.iterdir()) == sorted(
-        ["manifest.json", "postgres.dump.zst.enc", "redis.rdbx.zst.enc", "files.tar.zst.enc", "config.tar.zst.enc"]
+        [
+            "manifest.json",
+            "postgres.dump.zst.enc",
+            "redis.rdbx.zst.enc",
+            "files.tar.zst.enc",
+            "config.tar.zst.enc",
+        ]
     )
     assert list((deployment.backup_dir / "logs").glob("backup_*.log"))
     assert not list((deployment.backup_dir / "temp").iterdir())
 
-    target_db = deployment.database_url.rsplit("/", 1)[0] + "/" + deployment.database_url.rsplit("/", 1)[1] + "_copy"
+    target_db = (
+        deployment.database_url.rsplit("/", 1)[0] + "/" + deployment.database_url.rsplit("/", 1)[1] + "_copy"
+    )
     restored_root = tmp_path / "restored"
     code, out, err = cli(
-        capsys, "restore", backup_id, "--to-database-url", target_db,
-        "--to-redis-url", f"{deployment.redis_base}/8", "--to-files-root", str(restored_root),
+        capsys,
+        "restore",
+        backup_id,
+        "--to-database-url",
+        target_db,
+        "--to-redis-url",
+        f"{deployment.redis_base}/8",
+        "--to-files-root",
+        str(restored_root),
     )
     assert code == 0, err
     assert "complete" in out
     assert pg_dump_text(deployment.database_url) == pg_dump_text(target_db)
     assert large_objects(deployment.database_url) == large_objects(target_db)
-    source, target = redis_snapshot(deployment.redis_base, range(0, 8)), redis_snapshot(deployment.redis_base, range(8, 16))
+    source, target = (
+        redis_snapshot(deployment.redis_base, range(0, 8)),
+        redis_snapshot(deployment.redis_base, range(8, 16)),
+    )
     assert source and source == {db - 8: keys for db, keys in target.items()}
     for tree in (deployment.uploads, deployment.config):
         assert tree_listing(tree) == tree_listing(restored_root / tree.relative_to("/"))
@@ -80,7 +103,9 @@ def test_status_and_the_bare_restore_command_list_the_backup(
     assert [b["id"] for b in json.loads(out)["backups"]] == [backup_id]
 
 
-def test_verify_reads_every_component_back(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_reads_every_component_back(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
     full_backup(capsys)
     code, out, err = cli(capsys, "verify", "latest", "--json")
     assert code == 0, err
@@ -100,7 +125,7 @@ def test_a_missing_setting_is_named_before_any_work(
     deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("BACKUP_ENCRYPTION_KEY")
-    code, out, err = cli(capsys, "full")
+    code, _out, err = cli(capsys, "full")
     assert code == 2 and err.strip() == "error: BACKUP_ENCRYPTION_KEY is not set"
     assert not deployment.backup_dir.exists()
 
@@ -121,7 +146,10 @@ def test_an_unreachable_source_fails_cleanly_and_leaves_nothing(
 
 
 def test_an_unwritable_backup_dir_fails_with_a_storage_error(
-    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    deployment: Deployment,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -137,7 +165,14 @@ def _component_path(backup_dir: Path, object_name: str) -> Path:
 
 
 @pytest.mark.parametrize(
-    "object_name", ["postgres.dump.zst.enc", "redis.rdbx.zst.enc", "files.tar.zst.enc", "config.tar.zst.enc", "manifest.json"]
+    "object_name",
+    [
+        "postgres.dump.zst.enc",
+        "redis.rdbx.zst.enc",
+        "files.tar.zst.enc",
+        "config.tar.zst.enc",
+        "manifest.json",
+    ],
 )
 def test_a_corrupted_byte_in_any_object_is_caught_before_restore_touches_anything(
     deployment: Deployment, capsys: pytest.CaptureFixture[str], object_name: str, tmp_path: Path
@@ -196,7 +231,10 @@ def test_restore_in_place_keeps_the_previous_database_for_rollback(
     with psycopg2.connect(deployment.database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM rewards.ledger")
         assert cur.fetchone() == (60,)
-        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (deployment.database_url.rsplit("/", 1)[1] + "_pre_restore_%",))
+        cur.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s",
+            (deployment.database_url.rsplit("/", 1)[1] + "_pre_restore_%",),
+        )
         assert len(cur.fetchall()) == 1
 
 
@@ -219,8 +257,11 @@ def test_killing_a_backup_mid_run_leaves_no_backup_and_a_second_run_is_refused_m
     blocker = psycopg2.connect(deployment.database_url)
     blocker.cursor().execute("BEGIN; LOCK TABLE quests IN ACCESS EXCLUSIVE MODE")
     process = subprocess.Popen(
-        [sys.executable, "-m", "questboard_backup.cli", "full"], env={**os.environ, **deployment.env},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [sys.executable, "-m", "questboard_backup.cli", "full"],
+        env={**os.environ, **deployment.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -250,5 +291,7 @@ def test_backup_sh_is_a_thin_wrapper_with_help(deployment: Deployment) -> None:
     assert done.returncode == 0
     for command in ("full", "incremental", "status", "restore", "verify"):
         assert command in done.stdout
-    done = subprocess.run([str(REPO / "scripts" / "backup.sh"), "restore", "--help"], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(REPO / "scripts" / "backup.sh"), "restore", "--help"], capture_output=True, text=True
+    )
     assert "--to-database-url" in done.stdout and "exit codes" in done.stdout

@@ -30,12 +30,18 @@ def test_the_lock_is_free_again_after_release(tmp_path: Path) -> None:
     assert BackupLock(tmp_path, "status").is_held_elsewhere() is None
 
 
-def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_lock_left_by_a_killed_process_is_taken_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys,time; from pathlib import Path; from questboard_backup.lock import BackupLock\n"
-         f"l = BackupLock(Path({str(tmp_path)!r}), 'doomed'); l.__enter__(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; from pathlib import Path; from questboard_backup.lock import BackupLock\n"
+            f"l = BackupLock(Path({str(tmp_path)!r}), 'doomed'); l.__enter__(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     with pytest.raises(LockedError):

@@ -17,9 +17,19 @@ BACKUP_ID = "questboard_full_20240101_020000"
 def sealed() -> bytes:
     data_key, wrapped = WRAPPER.generate(BACKUP_ID)
     manifest = Manifest(
-        backup_id=BACKUP_ID, type="full", tier="monthly", hostname="prod", started_at="2024-01-01T02:00:00Z",
-        finished_at="2024-01-01T02:03:00Z", tool_version="0.1.0", key=wrapped,
-        components=(ComponentEntry("postgres", "postgres.dump.zst.enc", 100, 80, "ab" * 32, 1.5, {"tables": {"public.users": 3}}),),
+        backup_id=BACKUP_ID,
+        type="full",
+        tier="monthly",
+        hostname="prod",
+        started_at="2024-01-01T02:00:00Z",
+        finished_at="2024-01-01T02:03:00Z",
+        tool_version="0.1.0",
+        key=wrapped,
+        components=(
+            ComponentEntry(
+                "postgres", "postgres.dump.zst.enc", 100, 80, "ab" * 32, 1.5, {"tables": {"public.users": 3}}
+            ),
+        ),
     )
     return seal_manifest(manifest, data_key)
 
@@ -43,7 +53,7 @@ def test_a_sealed_manifest_opens_with_the_right_key() -> None:
 def test_any_change_to_a_manifest_is_detected(tamper: object) -> None:
     document = json.loads(sealed())
     tamper(document)  # type: ignore[operator]
-    with pytest.raises(IntegrityError, match="authentication|tampered"):
+    with pytest.raises(IntegrityError, match=r"authentication|tampered"):
         open_manifest(json.dumps(document).encode(), WRAPPER)
 
 
@@ -57,7 +67,9 @@ def test_a_wrong_key_cannot_open_a_manifest() -> None:
         open_manifest(sealed(), PassphraseKeyWrapper("another passphrase, long enough"))
 
 
-@pytest.mark.parametrize("data", [b"", b"not json", b"[]", b'{"manifest": {}, "hmac_sha256": "x"}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "data", [b"", b"not json", b"[]", b'{"manifest": {}, "hmac_sha256": "x"}', b"\xff\xfe"]
+)
 def test_garbage_is_reported_as_a_malformed_manifest(data: bytes) -> None:
     with pytest.raises(IntegrityError):
         parse_manifest(data)

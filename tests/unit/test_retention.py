@@ -30,7 +30,9 @@ def test_tiers_follow_the_calendar() -> None:
     assert tier_for("full", datetime(2024, 3, 17, 2, tzinfo=UTC)) == "weekly"  # a Sunday
     assert tier_for("full", datetime(2024, 3, 18, 2, tzinfo=UTC)) == "daily"
     assert tier_for("incremental", datetime(2024, 3, 1, 2, tzinfo=UTC)) == "incremental"
-    assert backup_id_for("full", datetime(2024, 1, 1, 2, 0, 0, tzinfo=UTC)) == "questboard_full_20240101_020000"
+    assert (
+        backup_id_for("full", datetime(2024, 1, 1, 2, 0, 0, tzinfo=UTC)) == "questboard_full_20240101_020000"
+    )
 
 
 def test_each_tier_expires_after_its_own_age(tmp_path: Path) -> None:

@@ -42,8 +42,10 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(value: object, field: str) -> bytes:
+    if not isinstance(value, str):  # str(None) == "None" would decode as base64
+        raise IntegrityError(f"wrapped data key: field {field!r} is missing or not a string")
     try:
-        return base64.b64decode(str(value), validate=True)
+        return base64.b64decode(value, validate=True)
     except ValueError:
         raise IntegrityError(f"wrapped data key: field {field!r} is not base64") from None
 
@@ -89,17 +91,21 @@ class PassphraseKeyWrapper:
             )
         try:
             n, r, p = int(wrapped["scrypt_n"]), int(wrapped["scrypt_r"]), int(wrapped["scrypt_p"])
-        except (KeyError, ValueError):
+        except (KeyError, TypeError, ValueError):
             raise IntegrityError("wrapped data key: missing or invalid scrypt parameters") from None
-        if not (2**10 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        # Bounded so a tampered manifest cannot make unwrap allocate gigabytes (scrypt uses 128*n*r bytes).
+        if not (
+            2**10 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 4 and 128 * n * r <= 2**28
+        ):
             raise IntegrityError("wrapped data key: scrypt parameters out of range")
-        kek = self._kek(_unb64(wrapped.get("salt"), "salt"), n, r, p)
+        salt = _unb64(wrapped.get("salt"), "salt")
+        nonce = _unb64(wrapped.get("nonce"), "nonce")
+        if len(nonce) != 12:  # AESGCM raises ValueError, not InvalidTag, for other lengths
+            raise IntegrityError(f"wrapped data key: nonce is {len(nonce)} bytes, expected 12")
+        ciphertext = _unb64(wrapped.get("wrapped_key"), "wrapped_key")
+        kek = self._kek(salt, n, r, p)
         try:
-            return kek.decrypt(
-                _unb64(wrapped.get("nonce"), "nonce"),
-                _unb64(wrapped.get("wrapped_key"), "wrapped_key"),
-                context.encode("utf-8"),
-            )
+            return kek.decrypt(nonce, ciphertext, context.encode("utf-8"))
         except InvalidTag:
             raise IntegrityError(
                 "the data key cannot be unwrapped: wrong BACKUP_ENCRYPTION_KEY or tampered manifest"

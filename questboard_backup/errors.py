@@ -19,6 +19,12 @@ class ConfigurationError(BackupError):
     exit_code = 2
 
 
+class BackupDisabledError(BackupError):
+    """Backups are disabled (BACKUP_ENABLED=false): a deliberate refusal, not a failure."""
+
+    exit_code = 0
+
+
 class LockedError(BackupError):
     """Another backup holds the lock."""
 

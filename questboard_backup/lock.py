@@ -10,11 +10,13 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 from types import TracebackType
 
-from questboard_backup.errors import LockedError, StorageError
+from questboard_backup.errors import LockedError, NotFoundError, StorageError
+from questboard_backup.storage.base import Storage
 
 logger = logging.getLogger(__name__)
 LOCK_NAME = "backup.lock"
@@ -81,3 +83,50 @@ class BackupLock:
         finally:
             os.close(fd)
         return None
+
+
+class StorageLock:
+    """A lock held as an object in shared storage (S3), for runs on machines that share nothing else.
+
+    Created with create-if-absent; the body names the holder, a token and an expiry, so a lock left by
+    a run that died (a timed-out workflow) is taken over once expired. Released only by its token.
+    """
+
+    def __init__(self, storage: Storage, key: str, lifetime_seconds: int) -> None:
+        self._storage = storage
+        self._key = key
+        self._lifetime = lifetime_seconds
+
+    def acquire(self, holder: str, now: float | None = None) -> str:
+        """Take the lock for ``holder``; returns the token that releases it, or raises LockedError."""
+        moment = time.time() if now is None else now
+        token = secrets.token_hex(16)
+        body = json.dumps({"holder": holder, "token": token, "expires_at": moment + self._lifetime}).encode()
+        if self._storage.create_exclusive(self._key, body):
+            return token
+        current = self._current()
+        if current is not None and float(current.get("expires_at", 0)) < moment:
+            logger.warning("took over an expired lock held by %s", current.get("holder", "?"))
+            self._storage.delete(self._key)
+            if self._storage.create_exclusive(self._key, body):
+                return token
+            current = self._current()
+        holder_text = current.get("holder", "unknown holder") if current else "unknown holder"
+        raise LockedError(
+            f"locked: another backup is running ({holder_text}); lock {self._storage.uri(self._key)}"
+        )
+
+    def _current(self) -> dict[str, object] | None:
+        try:
+            value = json.loads(self._storage.read_bytes(self._key))
+        except (NotFoundError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def release(self, token: str) -> bool:
+        """Release the lock if ``token`` still holds it; True if released."""
+        current = self._current()
+        if current is None or current.get("token") != token:
+            return False
+        self._storage.delete(self._key)
+        return True

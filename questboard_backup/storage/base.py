@@ -65,6 +65,14 @@ class Storage(ABC):
     def uri(self, key: str) -> str:
         """Where ``key`` is, as an operator would type it (a path or an s3:// URI)."""
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create ``key`` holding ``data`` only if it does not exist; True if this call created it."""
+        raise NotImplementedError(f"{self.kind} storage cannot create objects exclusively")
+
+    def delete(self, key: str) -> None:
+        """Delete one object (missing is fine)."""
+        self.delete_prefix(key)
+
     def write_bytes(self, key: str, data: bytes, tier: str | None = None) -> None:
         writer = self.open_write(key, tier)
         try:

@@ -132,6 +132,19 @@ class LocalStorage(Storage):
         else:
             path.unlink(missing_ok=True)
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        except OSError as error:
+            raise _storage_error("create", path, error) from None
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        return True
+
     def staging_prefix(self, tier: str, backup_id: str) -> str:
         return f"temp/{backup_id}"
 

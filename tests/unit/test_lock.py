@@ -52,3 +52,28 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(
     with caplog.at_level("WARNING"), BackupLock(tmp_path, "after the crash"):
         assert json.loads((tmp_path / "backup.lock").read_text())["holder"] == "after the crash"
     assert "stale lock" in caplog.text
+
+
+def test_a_storage_lock_admits_one_holder_until_released(tmp_path: Path) -> None:
+    from questboard_backup.lock import StorageLock
+    from questboard_backup.storage.local import LocalStorage
+
+    lock = StorageLock(LocalStorage(tmp_path), "locks/backup.json", lifetime_seconds=3600)
+    token = lock.acquire("execution-1", now=1000.0)
+    with pytest.raises(LockedError, match="execution-1"):
+        lock.acquire("execution-2", now=1001.0)
+    assert lock.release("not-the-token") is False
+    assert lock.release(token) is True
+    assert lock.acquire("execution-3", now=1002.0)
+
+
+def test_an_expired_storage_lock_is_taken_over(tmp_path: Path) -> None:
+    from questboard_backup.lock import StorageLock
+    from questboard_backup.storage.local import LocalStorage
+
+    lock = StorageLock(LocalStorage(tmp_path), "locks/backup.json", lifetime_seconds=60)
+    old = lock.acquire("dead-execution", now=1000.0)
+    new = lock.acquire("next-execution", now=1061.0)
+    assert new != old
+    assert lock.release(old) is False
+    assert lock.release(new) is True

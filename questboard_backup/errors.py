@@ -43,6 +43,10 @@ class SourceError(BackupError):
     exit_code = 4
 
 
+class DeadlineExceededError(SourceError):
+    """A dump stopped itself before its time limit (a Lambda's 15 minutes) rather than be killed."""
+
+
 class StorageError(BackupError):
     """A storage backend failed permanently (permissions, missing bucket, disk full)."""
 

@@ -6,6 +6,7 @@ A reference is a backup id, ``latest``, a local path (a set folder, its manifest
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,26 @@ def incomplete_sets(storage: Storage) -> Iterator[str]:
         yield from (prefix for prefix, complete in seen.items() if not complete or tier == "temp")
 
 
+LATEST_POINTER = "latest.json"
+
+
+def read_manifest(storage: Storage, prefix: str) -> Manifest:
+    """The (unauthenticated) manifest of the set at ``prefix``, for listings and metrics."""
+    manifest, _body, _mac = parse_manifest(storage.read_bytes(f"{prefix}/{MANIFEST_NAME}"))
+    return manifest
+
+
+def write_latest_pointer(storage: Storage, manifest: Manifest) -> None:
+    """``latest.json`` names the newest backup (a convenience for operators: `latest` resolves by listing)."""
+    body = {
+        "backup_id": manifest.backup_id,
+        "tier": manifest.tier,
+        "prefix": f"{manifest.tier}/{manifest.backup_id}",
+        "finished_at": manifest.finished_at,
+    }
+    storage.write_bytes(LATEST_POINTER, json.dumps(body, indent=2).encode())
+
+
 def _strip_suffix(text: str) -> str:
     for suffix in _SUFFIXES:
         if text.endswith(suffix):
@@ -131,5 +152,4 @@ def _entry_at(storage: Storage, prefix: str, reference: str) -> CatalogEntry:
     key = f"{prefix}/{MANIFEST_NAME}"
     if _split_set_key(key) is None:
         raise NotFoundError(f"{reference} does not name a backup set (tier/questboard_type_YYYYMMDD_HHMMSS)")
-    manifest, _body, _mac = parse_manifest(storage.read_bytes(key))
-    return CatalogEntry(storage, prefix, manifest)
+    return CatalogEntry(storage, prefix, read_manifest(storage, prefix))

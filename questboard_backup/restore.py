@@ -76,7 +76,7 @@ def stream_opener(
     return open_stream
 
 
-def _read_through(open_stream: StreamOpener, component: ComponentEntry) -> int:
+def read_through(open_stream: StreamOpener, component: ComponentEntry) -> int:
     raw_bytes = 0
     with open_stream() as stream:
         while chunk := stream.read(READ_SIZE):
@@ -93,7 +93,7 @@ def verify_backup(entry: CatalogEntry, wrapper: KeyWrapper) -> VerifyReport:
     manifest, data_key = load_checked_manifest(entry, wrapper)
     checked = {}
     for component in manifest.components:
-        raw_bytes = _read_through(stream_opener(entry, manifest, component, data_key), component)
+        raw_bytes = read_through(stream_opener(entry, manifest, component, data_key), component)
         checked[component.name] = raw_bytes
         logger.info("component verified component=%s raw_bytes=%d", component.name, raw_bytes)
     return VerifyReport(manifest, checked)
@@ -133,7 +133,7 @@ def run_restore(
     # (PostgreSQL's included) has been replaced.
     for component in selected:
         if component.name != "postgres":
-            _read_through(stream_opener(entry, manifest, component, data_key), component)
+            read_through(stream_opener(entry, manifest, component, data_key), component)
     report: dict[str, Any] = {"backup_id": manifest.backup_id, "components": {}}
     for component in selected:
         clock = time.monotonic()

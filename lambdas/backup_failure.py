@@ -1,0 +1,32 @@
+"""The backup failure path: count the failure, alert, delete the staged objects, release the lock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.dependencies import dependencies
+from lambdas.models import FailureRequest, parse
+from lambdas.observability import logger, metrics, tracer
+from questboard_backup.alerts import SnsAlerts, describe_failure
+from questboard_backup.backup import BackupPlan, discard_backup
+
+
+@logger.inject_lambda_context(correlation_id_path="backup.backup_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(FailureRequest, event)
+    deps = dependencies()
+    metrics.add_metric(name="backup_failure_total", unit=MetricUnit.Count, value=1)
+    backup_id = request.backup.backup_id if request.backup else "(not started)"
+    subject, message = describe_failure("backup", backup_id, request.error.Error, request.error.Cause)
+    logger.error("backup failed", extra={"error": request.error.Error})
+    if deps.settings.alert_topic_arn:
+        SnsAlerts(deps.settings.alert_topic_arn, deps.client("sns")).publish(subject, message)
+    if request.backup is not None:
+        discard_backup(BackupPlan.from_dict(request.backup.plan_dict()), [deps.storage()])
+        deps.lock().release(request.backup.lock_token)
+    return {"alerted": bool(deps.settings.alert_topic_arn), "cause": message}

@@ -1,0 +1,32 @@
+"""Backup step 1: refuse when disabled, take the lock, choose id and tier, create the data key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.dependencies import dependencies
+from lambdas.models import BackupRequest, parse
+from lambdas.observability import logger, metrics, tracer
+from questboard_backup.backup import plan_backup
+from questboard_backup.errors import BackupDisabledError
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(BackupRequest, event)
+    deps = dependencies()
+    if not deps.settings.enabled:
+        raise BackupDisabledError("backups are disabled (BACKUP_ENABLED=false)")
+    token = deps.lock().acquire(f"{request.type} backup, request {context.aws_request_id}")
+    try:
+        plan, _data_key = plan_backup(request.type, deps.settings.hostname, deps.key_wrapper())
+    except BaseException:
+        deps.lock().release(token)
+        raise
+    logger.set_correlation_id(plan.backup_id)
+    logger.info("backup planned", extra={"tier": plan.tier})
+    return {"backup": {**plan.to_dict(), "lock_token": token}}

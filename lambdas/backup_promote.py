@@ -1,0 +1,21 @@
+"""Backup step 5: move the verified set from staging into its tier, tagged for lifecycle expiry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.dependencies import dependencies
+from lambdas.models import BackupStep, parse
+from lambdas.observability import logger, metrics, tracer
+from questboard_backup.backup import BackupPlan, promote_backup
+
+
+@logger.inject_lambda_context(correlation_id_path="backup.backup_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(BackupStep, event)
+    (location,) = promote_backup(BackupPlan.from_dict(request.backup.plan_dict()), [dependencies().storage()])
+    return {"location": location}

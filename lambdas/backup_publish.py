@@ -1,0 +1,37 @@
+"""Backup step 6: publish the success metrics and move the `latest` pointer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.dependencies import dependencies
+from lambdas.models import BackupStep, parse
+from lambdas.observability import logger, metrics, tracer
+from questboard_backup.catalog import read_manifest, write_latest_pointer
+
+
+@logger.inject_lambda_context(correlation_id_path="backup.backup_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(BackupStep, event)
+    storage = dependencies().storage()
+    prefix = f"{request.backup.tier}/{request.backup.backup_id}"
+    manifest = read_manifest(storage, prefix)
+    write_latest_pointer(storage, manifest)
+    started = datetime.strptime(manifest.started_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    finished = datetime.strptime(manifest.finished_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    metrics.add_dimension(name="type", value=manifest.type)
+    metrics.add_metric(
+        name="backup_last_success_timestamp", unit=MetricUnit.Seconds, value=finished.timestamp()
+    )
+    metrics.add_metric(
+        name="backup_duration_seconds", unit=MetricUnit.Seconds, value=(finished - started).total_seconds()
+    )
+    metrics.add_metric(name="backup_size_bytes", unit=MetricUnit.Bytes, value=manifest.stored_bytes)
+    metrics.add_metric(name="backup_success_total", unit=MetricUnit.Count, value=1)
+    return {"latest": storage.uri(prefix)}

@@ -1,0 +1,183 @@
+"""Settings and adapters for the handlers, built once per container at first use; tests install their own.
+
+Nothing here reads the environment at import time. Database and Redis URLs come from Secrets Manager
+(an RDS-style JSON secret or {"url": ...}), never from plain environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from questboard_backup.storage.s3 import S3Storage
+
+from questboard_backup.crypto.kms import KmsKeyWrapper
+from questboard_backup.errors import ConfigurationError
+from questboard_backup.lock import StorageLock
+from questboard_backup.sources.base import Component
+
+LOCK_KEY = "locks/backup.json"
+LOCK_LIFETIME_SECONDS = 2 * 3600  # the backup state machine's timeout
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    bucket: str
+    hostname: str
+    kms_key_id: str
+    enabled: bool = True
+    database_secret_arn: str = ""
+    redis_secret_arn: str = ""
+    alert_topic_arn: str = ""
+    files_paths: tuple[Path, ...] = ()
+    config_paths: tuple[Path, ...] = ()
+    pg_bin_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
+        def required(name: str) -> str:
+            value = environ.get(name, "").strip()
+            if not value:
+                raise ConfigurationError(f"{name} is not set")
+            return value
+
+        def paths(name: str) -> tuple[Path, ...]:
+            return tuple(Path(p.strip()) for p in environ.get(name, "").split(",") if p.strip())
+
+        enabled = environ.get("BACKUP_ENABLED", "true").strip().lower()
+        if enabled not in ("true", "false"):
+            raise ConfigurationError(f"BACKUP_ENABLED must be true or false, not {enabled!r}")
+        pg_bin = environ.get("BACKUP_PG_BIN_DIR", "/opt/bin").strip()
+        return cls(
+            bucket=required("BACKUP_S3_BUCKET"),
+            hostname=required("BACKUP_HOSTNAME"),
+            kms_key_id=required("BACKUP_KMS_KEY_ID"),
+            enabled=enabled == "true",
+            database_secret_arn=environ.get("DATABASE_SECRET_ARN", ""),
+            redis_secret_arn=environ.get("REDIS_SECRET_ARN", ""),
+            alert_topic_arn=environ.get("ALERT_TOPIC_ARN", ""),
+            files_paths=paths("BACKUP_FILES_PATHS"),
+            config_paths=paths("BACKUP_CONFIG_PATHS"),
+            pg_bin_dir=Path(pg_bin) if pg_bin and Path(pg_bin).is_dir() else None,
+        )
+
+
+def url_from_secret(secret: str, scheme: str, database: str | None = None) -> str:
+    """A connection URL from a secret: {"url": ...} or RDS/ElastiCache-style fields."""
+    try:
+        body = json.loads(secret)
+    except ValueError:
+        body = {"url": secret}
+    if not isinstance(body, dict):
+        raise ConfigurationError(f"the {scheme} secret is neither a URL nor a JSON object")
+    if body.get("url"):
+        url = str(body["url"])
+        if database:
+            url = url.rsplit("/", 1)[0] + "/" + database
+        return url
+    try:
+        host, port = body["host"], body.get("port")
+    except KeyError:
+        raise ConfigurationError(f"the {scheme} secret has no 'url' or 'host'") from None
+    user = quote(str(body.get("username", "")), safe="")
+    password = quote(str(body.get("password", "")), safe="")
+    credentials = f"{user}:{password}@" if user or password else ""
+    path = database or str(body.get("dbname", "") if scheme.startswith("postgres") else body.get("db", "0"))
+    return f"{scheme}://{credentials}{host}{f':{port}' if port else ''}/{path}"
+
+
+class Dependencies:
+    """The adapters one container uses; built lazily, once."""
+
+    def __init__(
+        self,
+        settings: FunctionSettings,
+        clients: Callable[[str], Any] | None = None,
+        secrets: Callable[[str], str] | None = None,
+    ) -> None:
+        import boto3
+
+        self.settings = settings
+        self._clients = clients or (lambda name: boto3.client(name))
+        self._secrets = secrets or _powertools_secret
+        self._storage: S3Storage | None = None
+        self._wrapper: KmsKeyWrapper | None = None
+
+    def client(self, name: str) -> Any:
+        return self._clients(name)
+
+    def storage(self) -> S3Storage:
+        if self._storage is None:
+            self._storage = S3Storage(
+                self.settings.bucket,
+                self.settings.hostname,
+                self._clients("s3"),
+                sse="aws:kms",
+                kms_key_id=self.settings.kms_key_id,
+                stage_in_temp=True,
+            )
+        return self._storage
+
+    def key_wrapper(self) -> KmsKeyWrapper:
+        if self._wrapper is None:
+            self._wrapper = KmsKeyWrapper(self.settings.kms_key_id, self._clients("kms"))
+        return self._wrapper
+
+    def lock(self) -> StorageLock:
+        return StorageLock(self.storage(), LOCK_KEY, LOCK_LIFETIME_SECONDS)
+
+    def database_url(self, database: str | None = None) -> str:
+        if not self.settings.database_secret_arn:
+            raise ConfigurationError("DATABASE_SECRET_ARN is not set")
+        return url_from_secret(self._secrets(self.settings.database_secret_arn), "postgresql", database)
+
+    def redis_url(self, db: int | None = None) -> str:
+        if not self.settings.redis_secret_arn:
+            raise ConfigurationError("REDIS_SECRET_ARN is not set")
+        url = url_from_secret(self._secrets(self.settings.redis_secret_arn), "redis")
+        return url if db is None else url.rsplit("/", 1)[0] + f"/{db}"
+
+    def component(
+        self, name: str, database: str | None = None, redis_db: int | None = None
+    ) -> Component | None:
+        """The source/target bound for ``name``; None when this deployment does not back it up."""
+        from questboard_backup.sources.postgres import PostgresComponent
+        from questboard_backup.sources.redis import RedisComponent
+
+        from questboard_backup.sources.files import FilesComponent
+
+        if name == "postgres":
+            return PostgresComponent(self.database_url(database), self.settings.pg_bin_dir)
+        if name == "redis":
+            return RedisComponent(self.redis_url(redis_db)) if self.settings.redis_secret_arn else None
+        paths = {"files": self.settings.files_paths, "config": self.settings.config_paths}.get(name)
+        if paths is None:
+            raise ConfigurationError(f"unknown component {name!r}")
+        return FilesComponent(name, paths) if paths else None
+
+
+def _powertools_secret(name: str) -> str:
+    from aws_lambda_powertools.utilities import parameters
+
+    return str(parameters.get_secret(name, max_age=300))
+
+
+_current: Dependencies | None = None
+
+
+def dependencies() -> Dependencies:
+    global _current
+    if _current is None:
+        _current = Dependencies(FunctionSettings.from_env(os.environ))
+    return _current
+
+
+def install(deps: Dependencies | None) -> None:
+    """Tests install their own adapters (moto clients, test secrets); None resets."""
+    global _current
+    _current = deps

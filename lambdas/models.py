@@ -1,0 +1,91 @@
+"""Typed, validated task inputs: what each state passes to its handler."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from questboard_backup.errors import ConfigurationError
+
+ComponentName = Literal["postgres", "redis", "files", "config"]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class BackupRequest(_Strict):
+    type: Literal["full", "incremental"]
+
+
+class BackupState(_Strict):
+    backup_id: str = Field(pattern=r"^questboard_(full|incremental)_\d{8}_\d{6}$")
+    type: Literal["full", "incremental"]
+    tier: Literal["daily", "weekly", "monthly", "incremental"]
+    hostname: str
+    started_at: str
+    key: dict[str, Any]
+    lock_token: str
+
+    def plan_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"lock_token"})
+
+
+class DumpRequest(_Strict):
+    component: ComponentName
+    backup: BackupState
+
+
+class BackupStep(_Strict):
+    backup: BackupState
+    components: list[dict[str, Any]] = []
+
+
+class ErrorInfo(_Strict):
+    Error: str = "Unknown"
+    Cause: str = ""
+
+
+class FailureRequest(_Strict):
+    backup: BackupState | None = None
+    restore: dict[str, Any] | None = None
+    error: ErrorInfo = ErrorInfo()
+
+
+class RestoreTargets(_Strict):
+    database: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+    redis_db: int | None = Field(default=None, ge=0, le=15)
+    files_root: str | None = None
+
+
+class RestoreRequest(_Strict):
+    backup: str = Field(min_length=1)
+    only: list[ComponentName] | None = None
+    targets: RestoreTargets = RestoreTargets()
+
+
+class RestoreState(_Strict):
+    bucket: str
+    hostname: str
+    prefix: str
+    backup_id: str
+    timestamp: str
+    only: list[ComponentName] | None = None
+    targets: RestoreTargets = RestoreTargets()
+
+
+class RestoreStep(_Strict):
+    restore: RestoreState
+    component: ComponentName | None = None
+
+
+def parse(model: type[Model], event: Any) -> Model:
+    """Validate a task input; a bad one is a one-line ConfigurationError naming the first problem."""
+    try:
+        return model.model_validate(event)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "input"
+        raise ConfigurationError(f"invalid task input: {where}: {first['msg']}") from None

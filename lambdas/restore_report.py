@@ -1,0 +1,21 @@
+"""Restore step 5: record the successful restore (metric and a summary log line)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.models import RestoreStep, parse
+from lambdas.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(correlation_id_path="restore.backup_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(RestoreStep, event)
+    metrics.add_metric(name="restore_success_total", unit=MetricUnit.Count, value=1)
+    logger.info("restore complete", extra={"backup_id": request.restore.backup_id})
+    return {"restored": request.restore.backup_id, "targets": request.restore.targets.model_dump()}

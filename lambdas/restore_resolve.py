@@ -1,0 +1,42 @@
+"""Restore step 1: find the backup the operator named (id, s3:// URI or `latest`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from questboard_backup.storage.s3 import S3Storage
+
+from lambdas.dependencies import dependencies
+from lambdas.models import RestoreRequest, parse
+from lambdas.observability import logger, metrics, tracer
+from questboard_backup.catalog import resolve
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(RestoreRequest, event)
+    deps = dependencies()
+    storage = deps.storage()
+
+    def s3_factory(bucket: str, hostname: str) -> S3Storage:
+        return S3Storage(bucket, hostname, deps.client("s3"))
+
+    entry = resolve(request.backup, [storage], s3_factory)
+    logger.set_correlation_id(entry.backup_id)
+    location = entry.storage
+    assert isinstance(location, S3Storage)
+    return {
+        "restore": {
+            "bucket": location.bucket,
+            "hostname": location.prefix,
+            "prefix": entry.prefix,
+            "backup_id": entry.backup_id,
+            "timestamp": f"{datetime.now(UTC):%Y%m%d_%H%M%S}",
+            "only": request.only,
+            "targets": request.targets.model_dump(),
+        }
+    }

@@ -1,0 +1,26 @@
+"""Restore step 4: the restored targets answer (row/key/file counts were checked by each component)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.dependencies import dependencies
+from lambdas.models import RestoreStep, parse
+from lambdas.observability import logger, metrics, tracer
+from lambdas.restore_support import target_for
+
+
+@logger.inject_lambda_context(correlation_id_path="restore.backup_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(RestoreStep, event)
+    deps = dependencies()
+    checked = []
+    for name in request.restore.only or ["postgres", "redis"]:
+        if name in ("postgres", "redis"):
+            target_for(deps, request.restore, name).check()
+            checked.append(name)
+    return {"connectivity": checked}

@@ -1,0 +1,41 @@
+"""Failure alerts: a readable one-paragraph message, published to an SNS topic."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from questboard_backup.errors import TransientStorageError
+
+
+def describe_failure(kind: str, backup_id: str, error: str, cause: str) -> tuple[str, str]:
+    """Subject and message for a failed run; ``cause`` may be a Lambda error document (JSON)."""
+    reason = cause
+    try:
+        document = json.loads(cause)
+    except (TypeError, ValueError):
+        document = None
+    if isinstance(document, dict):
+        reason = str(document.get("errorMessage") or document.get("Cause") or cause)
+    reason = " ".join(reason.split())[:500] or "no details"
+    subject = f"[questboard-backup] {kind} {backup_id} failed: {error}"[:100]
+    message = (
+        f"The {kind} {backup_id} failed with {error}: {reason}\n"
+        "Partial objects were removed and the lock released. Logs: the Step Functions execution and "
+        "the CloudWatch log groups of the questboard-backup functions."
+    )
+    return subject, message
+
+
+class SnsAlerts:
+    def __init__(self, topic_arn: str, client: Any) -> None:
+        self._topic_arn = topic_arn
+        self._sns = client
+
+    def publish(self, subject: str, message: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._sns.publish(TopicArn=self._topic_arn, Subject=subject, Message=message)
+        except (BotoCoreError, ClientError) as error:
+            raise TransientStorageError(f"cannot publish the alert to SNS: {type(error).__name__}") from None

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean install
+.PHONY: demo test lint unit integration bench clean install layers
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-system-deps.sh
 	./scripts/install-system-deps.sh
@@ -34,5 +34,8 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+layers: $(STAMP)
+	$(BIN)/python -m layers.build
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

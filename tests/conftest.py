@@ -1,16 +1,18 @@
-"""Shared fixtures: one throwaway PostgreSQL and one Redis server for the whole session."""
+"""Shared fixtures: one throwaway PostgreSQL, Redis and moto (S3) server for the whole session."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
 import redis
 
-from tests.servers import PostgresServer, RedisServer
+from tests.servers import PostgresServer, RedisServer, free_port
 
 _counter = itertools.count()
 
@@ -60,3 +62,45 @@ def fresh_redis_dbs(redis_server: RedisServer) -> Iterator[RedisServer]:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """An in-process moto server on 127.0.0.1 speaking real HTTP; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()  # returns once the socket is listening
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@dataclass
+class S3Bucket:
+    name: str
+    client: Any
+    endpoint: str
+
+
+@pytest.fixture
+def s3_bucket(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A fresh, empty bucket on the moto server and a boto3 client pointed at it (fake credentials)."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAQBTESTFAKEKEY000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "qb-fake-secret-access-key")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    name = f"qb-test-{next(_counter)}"
+    client.create_bucket(Bucket=name)
+    yield S3Bucket(name, client, moto_server)
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=name):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=item["Key"])
+    client.delete_bucket(Bucket=name)

@@ -181,6 +181,9 @@ def discard_backup(plan: BackupPlan, storages: Sequence[Storage]) -> None:
     for storage in storages:
         try:
             storage.delete_prefix(storage.staging_prefix(plan.tier, plan.backup_id))
+            # A promote interrupted halfway leaves copies without a manifest: not a backup, remove them.
+            if not storage.exists(f"{plan.final_prefix}/{MANIFEST_NAME}"):
+                storage.delete_prefix(plan.final_prefix)
         except Exception:
             logger.exception("cleanup failed storage=%s", storage.description)
 

@@ -105,7 +105,7 @@ class StorageLock:
         if self._storage.create_exclusive(self._key, body):
             return token
         current = self._current()
-        if current is not None and float(current.get("expires_at", 0)) < moment:
+        if current is not None and float(str(current.get("expires_at", 0))) < moment:
             logger.warning("took over an expired lock held by %s", current.get("holder", "?"))
             self._storage.delete(self._key)
             if self._storage.create_exclusive(self._key, body):

@@ -303,6 +303,7 @@ class S3Storage(Storage):
         max_concurrency: int = 4,
         sse: str = "AES256",
         kms_key_id: str | None = None,
+        stage_in_temp: bool = False,
     ) -> None:
         if not bucket:
             raise ConfigurationError("the S3 bucket name is empty")
@@ -315,6 +316,7 @@ class S3Storage(Storage):
         if kms_key_id and not sse.startswith("aws:kms"):
             raise ConfigurationError(f"a KMS key for S3 encryption needs sse 'aws:kms', not {sse!r}")
         self.bucket = bucket
+        self.stage_in_temp = stage_in_temp
         self.prefix = prefix.strip("/")
         self.part_size = part_size
         self.max_concurrency = max_concurrency
@@ -363,6 +365,8 @@ class S3Storage(Storage):
     def open_write(self, key: str, tier: str | None = None) -> _S3Writer:
         object_key = self._object_key(key)
         put_args = dict(self._sse_args)
+        if self.stage_in_temp and key.startswith("temp/"):
+            tier = "temp"  # staged objects expire by the temp lifecycle rule until promoted
         if tier:
             put_args["Tagging"] = urlencode({"tier": tier})
         return _S3Writer(
@@ -475,15 +479,41 @@ class S3Storage(Storage):
         return True
 
     def staging_prefix(self, tier: str, backup_id: str) -> str:
-        return f"{tier}/{backup_id}"
+        """In place by default (the manifest, written last, makes a set final); with ``stage_in_temp``
+        (the workflow, which verifies before promoting) under ``temp/``, tagged ``tier=temp``."""
+        return f"temp/{backup_id}" if self.stage_in_temp else f"{tier}/{backup_id}"
 
     def promote(self, staging_prefix: str, final_prefix: str) -> None:
-        """Nothing to do: sets are written in place, and the manifest, written last, makes them final."""
-        if staging_prefix.strip("/") != final_prefix.strip("/"):
+        """In place: nothing to do. From ``temp/``: server-side copy into the tier, re-tagged, manifest
+        last, then delete the staged objects."""
+        staging, final = staging_prefix.strip("/"), final_prefix.strip("/")
+        if staging == final:
+            return
+        if not self.stage_in_temp:
             raise StorageError(
-                f"S3 cannot rename {self.uri(staging_prefix)} to {self.uri(final_prefix)}: "
-                "sets are written in place"
+                f"S3 cannot rename {self.uri(staging)} to {self.uri(final)}: sets are written in place"
             )
+        tier = final.split("/", 1)[0]
+        keys = sorted(self.list_keys(staging), key=lambda key: key.endswith("/manifest.json"))
+        for key in keys:
+            self._copy(key, f"{final}/{key[len(staging) + 1 :]}", tier)
+        self.delete_prefix(staging)
+
+    def _copy(self, source_key: str, target_key: str, tier: str) -> None:
+        source, target = self._object_key(source_key), self._object_key(target_key)
+        try:
+            self._client.copy(
+                {"Bucket": self.bucket, "Key": source},
+                self.bucket,
+                target,
+                ExtraArgs={"Tagging": urlencode({"tier": tier}), **self._sse_args},
+            )
+            # A multipart copy may not carry the tagging: set it explicitly, the lifecycle depends on it.
+            self._client.put_object_tagging(
+                Bucket=self.bucket, Key=target, Tagging={"TagSet": [{"Key": "tier", "Value": tier}]}
+            )
+        except _BOTO_ERRORS as error:
+            raise _storage_error(error, self._location(target)) from None
 
     def presigned_url(self, key: str, expires_in: int) -> str:
         """A GET URL valid for ``expires_in`` seconds. It is a bearer credential: never log it."""

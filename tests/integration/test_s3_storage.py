@@ -411,3 +411,23 @@ def test_parse_s3_uri_splits_bucket_and_key(uri: str, expected: tuple[str, str])
 def test_parse_s3_uri_refuses_what_is_not_an_s3_uri(uri: str) -> None:
     with pytest.raises(ValueError, match="s3"):
         parse_s3_uri(uri)
+
+
+def test_a_set_staged_in_temp_is_promoted_into_its_tier_retagged_with_the_manifest_last(
+    s3_bucket: S3Bucket,
+) -> None:
+    storage = S3Storage(s3_bucket.name, "prod", s3_bucket.client, stage_in_temp=True)
+    staging = storage.staging_prefix("daily", "questboard_full_20240102_020000")
+    assert staging == "temp/questboard_full_20240102_020000"
+    storage.write_bytes(f"{staging}/postgres.dump.zst.enc", b"component", tier="daily")
+    storage.write_bytes(f"{staging}/manifest.json", b"{}", tier="daily")
+    assert storage.object_tags(f"{staging}/postgres.dump.zst.enc") == {"tier": "temp"}
+    storage.promote(staging, "daily/questboard_full_20240102_020000")
+    final = "daily/questboard_full_20240102_020000"
+    assert sorted(storage.list_keys(final)) == [f"{final}/manifest.json", f"{final}/postgres.dump.zst.enc"]
+    assert storage.read_bytes(f"{final}/postgres.dump.zst.enc") == b"component"
+    assert storage.object_tags(f"{final}/postgres.dump.zst.enc") == {"tier": "daily"}
+    assert storage.object_tags(f"{final}/manifest.json") == {"tier": "daily"}
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=f"prod/{final}/postgres.dump.zst.enc")
+    assert head["ServerSideEncryption"] == "AES256"
+    assert list(storage.list_keys("temp")) == []

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean install layers
+.PHONY: demo test lint unit integration infra bench clean install layers synth
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-system-deps.sh
 	./scripts/install-system-deps.sh
@@ -22,7 +22,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+NODE_STAMP := node_modules/.installed
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: lint $(NODE_STAMP) layers
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
@@ -37,5 +43,11 @@ bench: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/python -m layers.build
 
+synth: $(STAMP) $(NODE_STAMP) layers
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet
+
+infra: $(STAMP) $(NODE_STAMP) layers
+	$(BIN)/pytest -q tests/infra
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build node_modules cdk.out

@@ -1,0 +1,188 @@
+"""Deployment settings read once from CDK context (cdk.json, or `-c key=value`) into a frozen object.
+
+Every key, its default and its meaning are listed in DEFAULTS and in the README's context table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "hostname": "questboard",
+    "backupsEnabled": True,
+    "scheduleTimezone": "Asia/Tokyo",
+    "fullBackupSchedule": "cron(0 2 * * ? *)",
+    "incrementalBackupSchedule": "cron(0 8,14,20 * * ? *)",
+    "vpcId": None,
+    "subnets": None,
+    "securityGroupIds": None,
+    "createVpcEndpoints": True,
+    "databaseSecret": None,
+    "redisSecret": "",
+    "bucketName": "",
+    "alertEmail": "",
+    "alertTopicArn": "",
+    "logLevel": "INFO",
+}
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_VPC = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SG = re.compile(r"^sg-[0-9a-f]{8,17}$")
+_ROUTE_TABLE = re.compile(r"^rtb-[0-9a-f]{8,17}$")
+_AZ = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
+_SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ContextError(ValueError):
+    """A context setting is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class SubnetConfig:
+    subnet_id: str
+    availability_zone: str
+    route_table_id: str
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    hostname: str
+    backups_enabled: bool
+    schedule_timezone: str
+    full_backup_schedule: str
+    incremental_backup_schedule: str
+    vpc_id: str
+    subnets: tuple[SubnetConfig, ...]
+    security_group_ids: tuple[str, ...]
+    create_vpc_endpoints: bool
+    database_secret: str
+    redis_secret: str
+    bucket_name: str
+    alert_email: str
+    alert_topic_arn: str
+    log_level: str
+
+    @classmethod
+    def from_context(cls, get: Mapping[str, Any]) -> StackConfig:
+        """Validate every setting; the first problem is raised by its context key."""
+
+        def value(key: str) -> Any:
+            raw = get.get(key)
+            return DEFAULTS[key] if raw is None else raw
+
+        return cls(
+            hostname=_matching(value, "hostname", _HOSTNAME),
+            backups_enabled=_flag(value, "backupsEnabled"),
+            schedule_timezone=_text(value, "scheduleTimezone", required=True),
+            full_backup_schedule=_matching(value, "fullBackupSchedule", _SCHEDULE),
+            incremental_backup_schedule=_matching(value, "incrementalBackupSchedule", _SCHEDULE),
+            vpc_id=_matching(value, "vpcId", _VPC),
+            subnets=_subnets(value("subnets")),
+            security_group_ids=_ids(value, "securityGroupIds", _SG),
+            create_vpc_endpoints=_flag(value, "createVpcEndpoints"),
+            database_secret=_text(value, "databaseSecret", required=True),
+            redis_secret=_text(value, "redisSecret"),
+            bucket_name=_matching(value, "bucketName", _BUCKET, optional=True),
+            alert_email=_matching(value, "alertEmail", _EMAIL, optional=True),
+            alert_topic_arn=_matching(value, "alertTopicArn", _SNS_ARN, optional=True),
+            log_level=_choice(value, "logLevel", _LOG_LEVELS),
+        )
+
+
+def context_of(node: Any) -> dict[str, Any]:
+    """Read every key of DEFAULTS from a construct node's context (None where unset)."""
+    return {key: node.try_get_context(key) for key in DEFAULTS}
+
+
+def _text(value: Any, key: str, required: bool = False) -> str:
+    raw = value(key)
+    if raw is None or (required and not str(raw).strip()):
+        raise ContextError(f"context {key!r} is required (cdk.json or `-c {key}=...`)")
+    if not isinstance(raw, str):
+        raise ContextError(f"context {key!r} must be a string, not {type(raw).__name__}")
+    return raw.strip()
+
+
+def _matching(value: Any, key: str, pattern: re.Pattern[str], optional: bool = False) -> str:
+    text = _text(value, key, required=not optional)
+    if text and not pattern.match(text):
+        raise ContextError(f"context {key!r} is not valid: {text!r}")
+    return text
+
+
+def _choice(value: Any, key: str, choices: set[str]) -> str:
+    text = _text(value, key, required=True).upper()
+    if text not in choices:
+        raise ContextError(f"context {key!r} must be one of {sorted(choices)}, not {text!r}")
+    return text
+
+
+def _flag(value: Any, key: str) -> bool:
+    raw = value(key)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()  # `-c key=false` arrives as a string
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ContextError(f"context {key!r} must be true or false, not {raw!r}")
+
+
+def _json_list(raw: Any, key: str) -> list[Any]:
+    if isinstance(raw, str):  # `-c key='[...]'` arrives as a string
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raw = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, list) or not raw:
+        raise ContextError(f"context {key!r} must be a non-empty list")
+    return raw
+
+
+def _ids(value: Any, key: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    raw = value(key)
+    if raw is None:
+        raise ContextError(f"context {key!r} is required (cdk.json or `-c {key}=...`)")
+    ids = tuple(str(item).strip() for item in _json_list(raw, key))
+    for item in ids:
+        if not pattern.match(item):
+            raise ContextError(f"context {key!r} holds an invalid id: {item!r}")
+    return ids
+
+
+def _subnets(raw: Any) -> tuple[SubnetConfig, ...]:
+    key = "subnets"
+    if raw is None:
+        raise ContextError(f"context {key!r} is required (cdk.json or `-c {key}=...`)")
+    subnets = []
+    for item in _json_list(raw, key):
+        if not isinstance(item, Mapping):
+            raise ContextError(
+                f"context {key!r}: each item is an object with subnetId, availabilityZone, routeTableId"
+            )
+        subnet = SubnetConfig(
+            subnet_id=str(item.get("subnetId", "")),
+            availability_zone=str(item.get("availabilityZone", "")),
+            route_table_id=str(item.get("routeTableId", "")),
+        )
+        for field_name, text, pattern in (
+            ("subnetId", subnet.subnet_id, _SUBNET),
+            ("availabilityZone", subnet.availability_zone, _AZ),
+            ("routeTableId", subnet.route_table_id, _ROUTE_TABLE),
+        ):
+            if not pattern.match(text):
+                raise ContextError(f"context {key!r}: invalid {field_name} {text!r}")
+        subnets.append(subnet)
+    return tuple(subnets)

@@ -1,0 +1,278 @@
+"""Every Lambda function, built by one factory from a table of per-task specs: one shared code asset
+(``lambdas/`` + ``questboard_backup/``, no Docker), two layers, and least-privilege grants per spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from aws_cdk import Duration, IgnoreMode, Size, Stack
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk.aws_ec2 import ISecurityGroup, IVpc, SubnetSelection
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from infra import constants as names
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Glob ignore rules (last match wins): drop everything, then allow the two code folders back in.
+CODE_ASSET_EXCLUDE = [
+    "*",
+    ".*",  # "*" skips dot files and folders (.git, .venv, .gitignore)
+    "!lambdas",
+    "!lambdas/**",
+    "!questboard_backup",
+    "!questboard_backup/**",
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/.*",
+]
+
+
+class LayerNotBuiltError(FileNotFoundError):
+    """A layer's asset folder is missing: `make layers` has not run."""
+
+
+@dataclass(frozen=True)
+class LayerPaths:
+    """The asset folders of the two layers (each folder is the root of its layer zip)."""
+
+    python_deps: Path = REPO_ROOT / "build" / "layers" / "python"
+    pg_tools: Path = REPO_ROOT / "build" / "layers" / "pgtools"
+
+    def check(self) -> None:
+        for path in (self.python_deps, self.pg_tools):
+            if not path.is_dir():
+                raise LayerNotBuiltError(
+                    f"Lambda layer folder {path} does not exist: run `make layers` first"
+                )
+
+
+class S3Access(Enum):
+    READ = "read"
+    READ_WRITE = "read_write"
+
+
+class KmsAccess(Enum):
+    GENERATE_DATA_KEY = "generate"  # wraps a fresh data key for a new backup
+    DECRYPT = "decrypt"  # unwraps an existing backup's data key
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What one task needs: its size, its time limit and the least it may touch."""
+
+    module: str
+    description: str
+    timeout_minutes: int
+    s3: S3Access
+    kms: KmsAccess | None = None
+    memory_mb: int = 512
+    reads_secrets: bool = False
+    publishes_alerts: bool = False
+
+    @property
+    def construct_id(self) -> str:
+        return "".join(part.capitalize() for part in self.module.split("_"))
+
+
+_RW, _RO = S3Access.READ_WRITE, S3Access.READ
+_GEN, _DEC = KmsAccess.GENERATE_DATA_KEY, KmsAccess.DECRYPT
+
+#: Dumps and component restores stream whole databases: 15 minutes, and 3008 MB for the CPU share
+#: that compression and encryption need (Lambda CPU grows with memory). Verification re-reads and
+#: authenticates every object: one full vCPU. Everything else is bookkeeping on small objects.
+FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
+    FunctionSpec(names.BACKUP_PREPARE, "Plan a backup, take the lock, wrap a data key", 1, _RW, _GEN),
+    FunctionSpec(names.BACKUP_DUMP, "Stream one component to S3", 15, _RW, _DEC, 3008, reads_secrets=True),
+    FunctionSpec(names.BACKUP_SEAL, "Write the authenticated manifest", 2, _RW, _DEC),
+    FunctionSpec(names.BACKUP_VERIFY, "Read the staged set back and authenticate it", 5, _RO, _DEC, 1769),
+    FunctionSpec(names.BACKUP_PROMOTE, "Move the staged set to its tier", 5, _RW),
+    FunctionSpec(names.BACKUP_PUBLISH, "Emit metrics and the latest pointer", 1, _RW),
+    FunctionSpec(names.BACKUP_RELEASE, "Release the backup lock", 1, _RW),
+    FunctionSpec(names.BACKUP_FAILURE, "Clean up a failed backup and alert", 2, _RW, publishes_alerts=True),
+    FunctionSpec(names.RESTORE_RESOLVE, "Find the backup to restore", 1, _RO),
+    FunctionSpec(names.RESTORE_VALIDATE, "Authenticate the manifest, check every object", 5, _RO, _DEC),
+    FunctionSpec(names.RESTORE_COMPONENT, "Restore one component", 15, _RO, _DEC, 3008, reads_secrets=True),
+    FunctionSpec(
+        names.RESTORE_VERIFY, "Check restored data against the manifest", 5, _RO, _DEC, reads_secrets=True
+    ),
+    FunctionSpec(names.RESTORE_REPORT, "Report a finished restore", 1, _RW, publishes_alerts=True),
+    FunctionSpec(names.RESTORE_FAILURE, "Report a failed restore", 1, _RO, publishes_alerts=True),
+)
+
+
+@dataclass(frozen=True)
+class FunctionDependencies:
+    """The resources every function is wired to, built by other constructs."""
+
+    bucket: s3.IBucket
+    key: kms.IKey
+    alert_topic: sns.ITopic
+    database_secret: secretsmanager.ISecret
+    redis_secret: secretsmanager.ISecret | None
+    vpc: IVpc
+    subnets: SubnetSelection
+    security_groups: list[ISecurityGroup]
+    hostname: str
+    backups_enabled: bool
+    log_level: str
+
+
+class BackupFunctions(Construct):
+    """The functions of both state machines, by module name."""
+
+    functions: dict[str, lambda_.Function]
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deps: FunctionDependencies,
+        layer_paths: LayerPaths,
+        specs: tuple[FunctionSpec, ...] = FUNCTION_SPECS,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        layer_paths.check()
+        self._deps = deps
+        self._code = lambda_.Code.from_asset(
+            str(REPO_ROOT), exclude=CODE_ASSET_EXCLUDE, ignore_mode=IgnoreMode.GLOB
+        )
+        self._layers = [
+            _layer(self, "PythonDepsLayer", layer_paths.python_deps, "Python dependencies"),
+            _layer(
+                self, "PgToolsLayer", layer_paths.pg_tools, "PostgreSQL client tools (pg_dump, pg_restore)"
+            ),
+        ]
+        self.functions = {spec.module: self._build(spec) for spec in specs}
+
+    def __getitem__(self, module: str) -> lambda_.Function:
+        return self.functions[module]
+
+    def _environment(self) -> dict[str, str]:
+        deps = self._deps
+        return {
+            "POWERTOOLS_SERVICE_NAME": names.SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
+            "LOG_LEVEL": deps.log_level,
+            "BACKUP_S3_BUCKET": deps.bucket.bucket_name,
+            "BACKUP_HOSTNAME": deps.hostname,
+            "BACKUP_KMS_KEY_ID": deps.key.key_arn,
+            "DATABASE_SECRET_ARN": deps.database_secret.secret_arn,
+            "REDIS_SECRET_ARN": deps.redis_secret.secret_arn if deps.redis_secret else "",
+            "BACKUP_ENABLED": "true" if deps.backups_enabled else "false",
+            "ALERT_TOPIC_ARN": deps.alert_topic.topic_arn,
+        }
+
+    def _build(self, spec: FunctionSpec) -> lambda_.Function:
+        deps = self._deps
+        log_group = logs.LogGroup(self, f"{spec.construct_id}Logs", retention=names.LOG_RETENTION)
+        function = lambda_.Function(
+            self,
+            spec.construct_id,
+            description=f"Quest Board Backup: {spec.description}",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=f"{spec.module}.handler",
+            code=self._code,
+            layers=self._layers,
+            timeout=Duration.minutes(spec.timeout_minutes),
+            memory_size=spec.memory_mb,
+            # Nothing is staged on disk: every stream goes source -> zstd -> encryption -> S3.
+            ephemeral_storage_size=Size.mebibytes(512),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            vpc=deps.vpc,
+            vpc_subnets=deps.subnets,
+            security_groups=deps.security_groups,
+            environment=self._environment(),
+        )
+        self._grant(function, spec)
+        self._suppress_reviewed_findings(function)
+        return function
+
+    def _grant(self, function: lambda_.Function, spec: FunctionSpec) -> None:
+        deps = self._deps
+        if spec.s3 is S3Access.READ_WRITE:
+            deps.bucket.grant_read_write(function)
+        else:
+            deps.bucket.grant_read(function)
+        if spec.kms is KmsAccess.GENERATE_DATA_KEY:
+            deps.key.grant(function, "kms:GenerateDataKey")
+        elif spec.kms is KmsAccess.DECRYPT:
+            deps.key.grant_decrypt(function)
+        if spec.reads_secrets:
+            deps.database_secret.grant_read(function)
+            if deps.redis_secret:
+                deps.redis_secret.grant_read(function)
+        if spec.publishes_alerts:
+            deps.alert_topic.grant_publish(function)
+
+    def _suppress_reviewed_findings(self, function: lambda_.Function) -> None:
+        stack = Stack.of(self)
+        bucket_id = stack.resolve(stack.get_logical_id(self._deps.bucket.node.default_child))  # type: ignore[arg-type]
+        NagSuppressions.add_resource_suppressions(
+            function,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-L1",
+                    reason="Python 3.12 on purpose: the layers' compiled wheels (psycopg2, zstandard, "
+                    "cryptography) are built for cp312 arm64; move runtime and layers together.",
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM4",
+                    reason="AWS's minimal policies for a function in a VPC: log delivery, and the ENI calls "
+                    "(ec2:CreateNetworkInterface and friends) that do not support resource scoping.",
+                    applies_to=[
+                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+                    ],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="xray:PutTraceSegments and xray:PutTelemetryRecords (ACTIVE tracing) support no "
+                    "resource-level permissions.",
+                    applies_to=["Resource::*"],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="Bucket.grant_read/grant_read_write on the one backup bucket: object keys hold "
+                    "backup ids unknown at deploy time; the action groups are CDK's object read/write sets.",
+                    applies_to=[
+                        f"Resource::<{bucket_id}.Arn>/*",
+                        "Action::s3:GetBucket*",
+                        "Action::s3:GetObject*",
+                        "Action::s3:List*",
+                        "Action::s3:DeleteObject*",
+                        "Action::s3:Abort*",
+                    ],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="SSE-KMS on the bucket: S3 calls GenerateDataKey*/ReEncrypt* on the caller's "
+                    "behalf; the grant is scoped to this stack's one backup key (or the alerts key for SNS).",
+                    applies_to=["Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"],
+                ),
+            ],
+            apply_to_children=True,
+        )
+
+
+def _layer(scope: Construct, construct_id: str, path: Path, what: str) -> lambda_.LayerVersion:
+    return lambda_.LayerVersion(
+        scope,
+        construct_id,
+        code=lambda_.Code.from_asset(str(path)),
+        compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
+        compatible_architectures=[lambda_.Architecture.ARM_64],
+        description=f"Quest Board Backup: {what}",
+    )

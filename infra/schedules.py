@@ -1,0 +1,95 @@
+"""EventBridge Scheduler schedules that start the backup state machine, with a dead-letter queue."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, TimeZone
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as targets
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from infra import constants as names
+from infra.config import StackConfig
+
+
+class BackupSchedules(Construct):
+    """The two schedules (DISABLED when backups are disabled) and the queue of undelivered starts.
+
+    Full backup daily at 02:00; incremental at 08:00, 14:00 and 20:00: a restore point every 6 hours
+    (RPO 6 h), and the incremental never lands in the full's 02:00 slot, where it would only meet the
+    full's lock. Times are in the configured time zone (default Asia/Tokyo).
+    """
+
+    full: scheduler.Schedule
+    incremental: scheduler.Schedule
+    dead_letter_queue: sqs.Queue
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        state_machine: sfn.IStateMachine,
+        config: StackConfig,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(names.DLQ_RETENTION_DAYS),
+        )
+        NagSuppressions.add_resource_suppressions(
+            self.dead_letter_queue,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-SQS3",
+                    reason="This queue is the schedules' dead-letter queue; an alarm watches it instead.",
+                )
+            ],
+        )
+        time_zone = TimeZone.of(config.schedule_timezone)
+        self.full = self._schedule(
+            "FullBackup",
+            config.full_backup_schedule,
+            time_zone,
+            names.FULL_BACKUP_INPUT,
+            state_machine,
+            config.backups_enabled,
+        )
+        self.incremental = self._schedule(
+            "IncrementalBackup",
+            config.incremental_backup_schedule,
+            time_zone,
+            names.INCREMENTAL_BACKUP_INPUT,
+            state_machine,
+            config.backups_enabled,
+        )
+
+    def _schedule(
+        self,
+        construct_id: str,
+        expression: str,
+        time_zone: TimeZone,
+        payload: dict[str, str],
+        state_machine: sfn.IStateMachine,
+        enabled: bool,
+    ) -> scheduler.Schedule:
+        return scheduler.Schedule(
+            self,
+            construct_id,
+            description=f"Quest Board Backup: start a {payload['type']} backup",
+            schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
+            enabled=enabled,
+            target=targets.StepFunctionsStartExecution(
+                state_machine,
+                input=scheduler.ScheduleTargetInput.from_object(payload),
+                dead_letter_queue=self.dead_letter_queue,
+                retry_attempts=names.SCHEDULE_RETRY_ATTEMPTS,
+                # A start older than this is stale: the next scheduled run is the better backup.
+                max_event_age=Duration.hours(names.SCHEDULE_MAX_EVENT_AGE_HOURS),
+            ),
+        )

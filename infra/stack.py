@@ -1,0 +1,79 @@
+"""The Quest Board Backup stack: composes one construct per capability and exposes their outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra.config import StackConfig
+from infra.functions import BackupFunctions, FunctionDependencies, LayerPaths
+from infra.monitoring import AlertTopic, BackupAlarms
+from infra.network import Network
+from infra.schedules import BackupSchedules
+from infra.security import Security
+from infra.storage import BackupStorage
+from infra.workflows import BackupWorkflow, RestoreWorkflow
+
+
+class QuestBoardBackupStack(Stack):
+    """Bucket, keys, network endpoints, functions, state machines, schedules and alarms."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StackConfig,
+        layer_paths: LayerPaths | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.security = Security(self, "Security", config=config)
+        self.storage = BackupStorage(
+            self, "Storage", key=self.security.backup_key, bucket_name=config.bucket_name
+        )
+        self.network = Network(self, "Network", config=config)
+        self.alerts = AlertTopic(self, "Alerts", key=self.security.alerts_key, alert_email=config.alert_email)
+        self.functions = BackupFunctions(
+            self,
+            "Functions",
+            deps=FunctionDependencies(
+                bucket=self.storage.bucket,
+                key=self.security.backup_key,
+                alert_topic=self.alerts.topic,
+                database_secret=self.security.database_secret,
+                redis_secret=self.security.redis_secret,
+                vpc=self.network.vpc,
+                subnets=self.network.subnets,
+                security_groups=self.network.security_groups,
+                hostname=config.hostname,
+                backups_enabled=config.backups_enabled,
+                log_level=config.log_level,
+            ),
+            layer_paths=layer_paths or LayerPaths(),
+        )
+        self.backup = BackupWorkflow(self, "Backup", functions=self.functions)
+        self.restore = RestoreWorkflow(self, "Restore", functions=self.functions)
+        self.schedules = BackupSchedules(
+            self, "Schedules", state_machine=self.backup.state_machine, config=config
+        )
+        topics: list[sns.ITopic] = [self.alerts.topic]
+        if config.alert_topic_arn:
+            topics.append(sns.Topic.from_topic_arn(self, "ExtraAlertTopic", config.alert_topic_arn))
+        self.alarms = BackupAlarms(
+            self,
+            "Alarms",
+            backup_state_machine=self.backup.state_machine,
+            restore_state_machine=self.restore.state_machine,
+            dead_letter_queue=self.schedules.dead_letter_queue,
+            topics=topics,
+            backups_enabled=config.backups_enabled,
+        )
+        CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
+        CfnOutput(self, "BackupStateMachineArn", value=self.backup.state_machine.state_machine_arn)
+        CfnOutput(self, "RestoreStateMachineArn", value=self.restore.state_machine.state_machine_arn)
+        CfnOutput(self, "AlertTopicArn", value=self.alerts.topic.topic_arn)

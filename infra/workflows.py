@@ -1,0 +1,260 @@
+"""The backup and restore state machines (JSONPath, so moto can run them), per docs/serverless.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
+from constructs import Construct
+
+from infra import constants as names
+from infra.functions import BackupFunctions
+
+_LAMBDA_ERRORS = [error for error in names.TRANSIENT_ERRORS if error.startswith("Lambda.")]
+
+
+def invoke(
+    scope: Construct,
+    state_name: str,
+    function: lambda_.IFunction,
+    payload: dict[str, Any] | None = None,
+    *,
+    input_path: str | None = None,
+    result_path: str | None = None,
+    result_selector: dict[str, Any] | None = None,
+) -> tasks.LambdaInvoke:
+    """A Lambda task returning the function's payload, retried on the transient errors only.
+
+    ``payload`` is an object template (keys ending in ``.$`` are JSONPaths); without one the
+    function gets the state (or its ``input_path`` part) as it is.
+    """
+    task = tasks.LambdaInvoke(
+        scope,
+        state_name,
+        lambda_function=function,
+        payload=sfn.TaskInput.from_object(payload) if payload else None,
+        input_path=input_path,
+        payload_response_only=True,
+        retry_on_service_exceptions=False,  # replaced by the one documented retry below
+        result_path=result_path,
+        result_selector=result_selector,
+    )
+    task.add_retry(
+        errors=list(names.TRANSIENT_ERRORS),
+        interval=Duration.seconds(names.RETRY_INTERVAL_SECONDS),
+        max_attempts=names.RETRY_MAX_ATTEMPTS,
+        backoff_rate=names.RETRY_BACKOFF_RATE,
+    )
+    return task
+
+
+def failure_path(scope: Construct, function: lambda_.IFunction, what: str) -> sfn.IChainable:
+    """Call the failure function with the state (``error`` included), then fail with that error."""
+    failed = sfn.Fail(
+        scope,
+        f"{what}Failed",
+        comment=f"The {what.lower()} failed; Error and Cause are those of the failed step",
+        error_path="$.error.Error",
+        cause_path="$.error.Cause",
+    )
+    handle = tasks.LambdaInvoke(
+        scope,
+        "HandleFailure",
+        lambda_function=function,
+        payload_response_only=True,
+        retry_on_service_exceptions=False,
+        result_path=sfn.JsonPath.DISCARD,
+    )
+    handle.add_retry(
+        errors=_LAMBDA_ERRORS,
+        interval=Duration.seconds(names.RETRY_INTERVAL_SECONDS),
+        max_attempts=names.RETRY_MAX_ATTEMPTS,
+        backoff_rate=names.RETRY_BACKOFF_RATE,
+    )
+    # Even a broken failure handler must not hide the original error.
+    handle.add_catch(failed, errors=[sfn.Errors.ALL], result_path="$.failure_handler_error")
+    return handle.next(failed)
+
+
+def _catch_all(state: sfn.TaskStateBase | sfn.Parallel | sfn.Map, failure: sfn.IChainable) -> None:
+    state.add_catch(failure, errors=[sfn.Errors.ALL], result_path="$.error")
+
+
+def _state_machine(
+    scope: Construct, definition: sfn.IChainable, timeout_hours: int, comment: str
+) -> sfn.StateMachine:
+    log_group = logs.LogGroup(scope, "Logs", retention=names.LOG_RETENTION)
+    state_machine = sfn.StateMachine(
+        scope,
+        "StateMachine",
+        definition_body=sfn.DefinitionBody.from_chainable(definition),
+        comment=comment,
+        timeout=Duration.hours(timeout_hours),
+        tracing_enabled=True,
+        # ALL events for the execution timeline; payloads stay in the execution history only.
+        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+    )
+    NagSuppressions.add_resource_suppressions(
+        state_machine,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason="LambdaInvoke grants the function's versions and aliases (ARN:*) of this stack's "
+                "own functions only.",
+                applies_to=[RegexAppliesTo(regex=r"/^Resource::<Functions[A-Za-z0-9]+\.Arn>:\*$/g")],
+            ),
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason="Log delivery (logs:*LogDelivery, PutResourcePolicy) and X-Ray tracing calls that "
+                "Step Functions needs support no resource-level permissions.",
+                applies_to=["Resource::*"],
+            ),
+        ],
+        apply_to_children=True,
+    )
+    return state_machine
+
+
+class BackupWorkflow(Construct):
+    """Prepare -> Dump (4 in parallel) -> Seal -> Verify -> Promote -> Publish -> Release.
+
+    The state keeps what later steps need: ``{"backup"}`` from Prepare, ``components`` (the 4 dump
+    entries) from Dump, then each step's result under its own key (``seal``, ``verify``,
+    ``promote``). Any step's error goes to ``error`` (``{"Error", "Cause"}``) and the one failure
+    path: backup_failure with the whole state, then a Fail state carrying that error.
+    """
+
+    state_machine: sfn.StateMachine
+
+    def __init__(self, scope: Construct, construct_id: str, *, functions: BackupFunctions) -> None:
+        super().__init__(scope, construct_id)
+        failure = failure_path(self, functions[names.BACKUP_FAILURE], "Backup")
+        backup = {"backup.$": "$.backup"}
+
+        prepare = invoke(
+            self,
+            "Prepare",
+            functions[names.BACKUP_PREPARE],
+            {"type.$": "$.type"},
+            result_selector=backup,
+            result_path="$",
+        )
+        # BACKUP_ENABLED=false is a deliberate refusal, not a failure (the CLI exits 0 for it too).
+        prepare.add_catch(
+            sfn.Succeed(self, "BackupDisabled", comment="Backups are disabled: nothing was done"),
+            errors=[names.BACKUP_DISABLED_ERROR],
+            result_path="$.error",
+        )
+        dump = sfn.Parallel(self, "Dump", result_path="$.components")
+        for component in names.COMPONENTS:
+            dump.branch(
+                invoke(
+                    self,
+                    f"Dump{component.capitalize()}",
+                    functions[names.BACKUP_DUMP],
+                    {"component": component, **backup},
+                )
+            )
+        steps: list[sfn.TaskStateBase | sfn.Parallel] = [
+            prepare,
+            dump,
+            invoke(
+                self,
+                "Seal",
+                functions[names.BACKUP_SEAL],
+                {**backup, "components.$": "$.components"},
+                result_path="$.seal",
+            ),
+            invoke(self, "Verify", functions[names.BACKUP_VERIFY], backup, result_path="$.verify"),
+            invoke(self, "Promote", functions[names.BACKUP_PROMOTE], backup, result_path="$.promote"),
+            invoke(
+                self,
+                "Publish",
+                functions[names.BACKUP_PUBLISH],
+                {**backup, "components.$": "$.components"},
+                result_path=sfn.JsonPath.DISCARD,
+            ),
+            invoke(
+                self, "Release", functions[names.BACKUP_RELEASE], backup, result_path=sfn.JsonPath.DISCARD
+            ),
+        ]
+        for step in steps:
+            _catch_all(step, failure)
+        definition = sfn.Chain.start(steps[0])
+        for step in steps[1:]:
+            definition = definition.next(step)
+        self.state_machine = _state_machine(
+            self,
+            definition.next(sfn.Succeed(self, "BackupSucceeded")),
+            names.BACKUP_STATE_MACHINE_TIMEOUT_HOURS,
+            'Quest Board backup; input {"type": "full" | "incremental"}',
+        )
+
+
+class RestoreWorkflow(Construct):
+    """Resolve -> Validate -> RestoreComponents (one at a time) -> Verify -> Report.
+
+    The input moves to ``request``; Resolve gets it and returns ``{"restore": {...}}``, which
+    replaces the state; then ``validated`` (Validate's ``{"components": [names]}``, mapped over in
+    order, PostgreSQL first, each call getting ``{"component", "restore"}``), ``restored``,
+    ``verified`` and ``report``. Failures take the same path as backups, through restore_failure.
+    """
+
+    state_machine: sfn.StateMachine
+
+    def __init__(self, scope: Construct, construct_id: str, *, functions: BackupFunctions) -> None:
+        super().__init__(scope, construct_id)
+        failure = failure_path(self, functions[names.RESTORE_FAILURE], "Restore")
+        restore = {"restore.$": "$.restore"}
+
+        # The operator's input moves under "request", so that until Resolve succeeds the state has
+        # no "restore" and its "backup" (a string) cannot be mistaken for a backup plan.
+        read_request = sfn.Pass(self, "ReadRequest", parameters={"request.$": "$"})
+        restore_components = sfn.Map(
+            self,
+            "RestoreComponents",
+            items_path="$.validated.components",
+            item_selector={"component.$": "$$.Map.Item.Value", **restore},
+            # One at a time, in list order: PostgreSQL first, as Validate orders them.
+            max_concurrency=1,
+            result_path="$.restored",
+        )
+        restore_components.item_processor(
+            invoke(self, "RestoreComponent", functions[names.RESTORE_COMPONENT])
+        )
+        steps: list[sfn.TaskStateBase | sfn.Map] = [
+            invoke(
+                self,
+                "Resolve",
+                functions[names.RESTORE_RESOLVE],
+                input_path="$.request",
+                result_selector=restore,
+                result_path="$",
+            ),
+            invoke(self, "Validate", functions[names.RESTORE_VALIDATE], restore, result_path="$.validated"),
+            restore_components,
+            invoke(self, "Verify", functions[names.RESTORE_VERIFY], restore, result_path="$.verified"),
+            invoke(
+                self,
+                "Report",
+                functions[names.RESTORE_REPORT],
+                {**restore, "restored.$": "$.restored", "verified.$": "$.verified"},
+                result_path="$.report",
+            ),
+        ]
+        for step in steps:
+            _catch_all(step, failure)
+        definition = sfn.Chain.start(read_request)
+        for step in steps:
+            definition = definition.next(step)
+        self.state_machine = _state_machine(
+            self,
+            definition.next(sfn.Succeed(self, "RestoreSucceeded")),
+            names.RESTORE_STATE_MACHINE_TIMEOUT_HOURS,
+            'Quest Board restore; input {"backup": "<id>|<s3 uri>|latest", "only"?: [...], "targets"?: {...}}',
+        )

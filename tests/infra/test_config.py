@@ -1,0 +1,73 @@
+"""Context settings: documented defaults, CLI strings, and one-line errors that name the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.application import cdk_json_context
+from infra.config import DEFAULTS, ContextError, StackConfig
+
+
+def _context(**overrides: Any) -> dict[str, Any]:
+    context = {key: value for key, value in cdk_json_context().items() if key in DEFAULTS}
+    return {**context, **overrides}
+
+
+def test_cdk_json_sets_every_documented_key() -> None:
+    assert set(DEFAULTS) <= set(cdk_json_context())
+
+
+def test_defaults_apply_to_optional_keys_left_out() -> None:
+    context = _context()
+    for key in ("hostname", "backupsEnabled", "scheduleTimezone", "fullBackupSchedule", "logLevel"):
+        del context[key]
+    config = StackConfig.from_context(context)
+    assert config.hostname == "questboard"
+    assert config.backups_enabled is True
+    assert config.schedule_timezone == "Asia/Tokyo"
+    assert config.full_backup_schedule == "cron(0 2 * * ? *)"
+    assert config.incremental_backup_schedule == "cron(0 8,14,20 * * ? *)"
+    assert config.log_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("false", False), ("true", True), (False, False), ("0", False)]
+)
+def test_flags_accept_cli_strings(raw: object, expected: bool) -> None:
+    assert StackConfig.from_context(_context(backupsEnabled=raw)).backups_enabled is expected
+
+
+def test_lists_accept_json_from_the_cli() -> None:
+    config = StackConfig.from_context(
+        _context(
+            securityGroupIds="sg-0123456789abcdef1,sg-0123456789abcdef2",
+            subnets='[{"subnetId": "subnet-0123456789abcdef9", "availabilityZone": "eu-west-3a",'
+            ' "routeTableId": "rtb-0123456789abcdef9"}]',
+        )
+    )
+    assert config.security_group_ids == ("sg-0123456789abcdef1", "sg-0123456789abcdef2")
+    assert config.subnets[0].availability_zone == "eu-west-3a"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("vpcId", "vpc-nothex!", "'vpcId' is not valid"),
+        ("vpcId", None, "'vpcId' is required"),
+        ("databaseSecret", "", "'databaseSecret' is required"),
+        ("backupsEnabled", "maybe", "'backupsEnabled' must be true or false"),
+        ("securityGroupIds", ["sg-1"], "'securityGroupIds' holds an invalid id"),
+        ("subnets", [{"subnetId": "subnet-0123456789abcdef0"}], "invalid availabilityZone"),
+        ("alertEmail", "not-an-address", "'alertEmail' is not valid"),
+        ("logLevel", "chatty", "'logLevel' must be one of"),
+        ("fullBackupSchedule", "0 2 * * *", "'fullBackupSchedule' is not valid"),
+    ],
+)
+def test_invalid_settings_are_refused_by_name(key: str, value: object, message: str) -> None:
+    context = _context(**{key: value})
+    if value is None:
+        del context[key]
+    with pytest.raises(ContextError, match=message):
+        StackConfig.from_context(context)

@@ -1,0 +1,67 @@
+"""Functions run in the given private subnets, reaching AWS through VPC endpoints instead of a NAT."""
+
+from __future__ import annotations
+
+import json
+
+from tests.infra.conftest import Synthesized
+
+SUBNETS = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+
+
+def _endpoints(synth: Synthesized) -> dict[str, dict[str, object]]:
+    """Endpoints by service suffix (``kms``, ``s3``...)."""
+    found = {}
+    for endpoint in synth.of_type("AWS::EC2::VPCEndpoint").values():
+        service = json.dumps(endpoint["Properties"]["ServiceName"]).split(".")[-1].strip('"]}')
+        found[service] = endpoint["Properties"]
+    return found
+
+
+def test_every_api_the_functions_call_has_an_endpoint(synth: Synthesized) -> None:
+    endpoints = _endpoints(synth)
+    assert set(endpoints) == {"s3", "kms", "secretsmanager", "states", "monitoring", "logs", "sns"}
+    assert endpoints["s3"]["VpcEndpointType"] == "Gateway"
+    assert endpoints["s3"]["RouteTableIds"] == ["rtb-0123456789abcdef0", "rtb-0123456789abcdef1"]
+    for service, endpoint in endpoints.items():
+        assert endpoint["VpcId"] == "vpc-0123456789abcdef0"
+        if service != "s3":
+            assert endpoint["VpcEndpointType"] == "Interface"
+            assert endpoint["PrivateDnsEnabled"] is True
+            assert endpoint["SubnetIds"] == SUBNETS
+
+
+def test_endpoints_accept_https_only_from_the_function_security_groups(synth: Synthesized) -> None:
+    group = synth.stack.network.endpoint_security_group
+    assert group is not None
+    properties = synth.resources[synth.logical_id(group)]["Properties"]
+    assert properties["SecurityGroupIngress"] == [
+        {
+            "Description": "HTTPS from the backup functions",
+            "FromPort": 443,
+            "ToPort": 443,
+            "IpProtocol": "tcp",
+            "SourceSecurityGroupId": "sg-0123456789abcdef0",
+        }
+    ]
+
+
+def test_functions_run_in_the_given_subnets_and_security_groups(synth: Synthesized) -> None:
+    functions = synth.of_type("AWS::Lambda::Function")
+    assert len(functions) == len(synth.stack.functions.functions)
+    for function in functions.values():
+        assert function["Properties"]["VpcConfig"] == {
+            "SubnetIds": SUBNETS,
+            "SecurityGroupIds": ["sg-0123456789abcdef0"],
+        }
+
+
+def test_no_vpc_or_nat_is_created(synth: Synthesized) -> None:
+    for resource_type in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::NatGateway", "AWS::EC2::EIP"):
+        assert not synth.of_type(resource_type), resource_type
+
+
+def test_endpoints_can_be_left_to_the_vpc_owner(disabled_synth: Synthesized) -> None:
+    assert not disabled_synth.of_type("AWS::EC2::VPCEndpoint")
+    assert not disabled_synth.of_type("AWS::EC2::SecurityGroup")
+    assert disabled_synth.of_type("AWS::Lambda::Function")

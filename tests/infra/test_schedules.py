@@ -1,0 +1,85 @@
+"""Scheduler starts full backups at 02:00 and incrementals at 08/14/20 in the configured time zone."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.infra.conftest import Synthesized
+
+
+def _schedules(synth: Synthesized) -> dict[str, dict[str, Any]]:
+    schedules = synth.of_type("AWS::Scheduler::Schedule").values()
+    return {json.loads(s["Properties"]["Target"]["Input"])["type"]: s["Properties"] for s in schedules}
+
+
+def test_full_daily_at_two_and_incremental_every_six_hours_in_tokyo(synth: Synthesized) -> None:
+    schedules = _schedules(synth)
+    assert set(schedules) == {"full", "incremental"}
+    assert schedules["full"]["ScheduleExpression"] == "cron(0 2 * * ? *)"
+    assert schedules["incremental"]["ScheduleExpression"] == "cron(0 8,14,20 * * ? *)"
+    for schedule in schedules.values():
+        assert schedule["ScheduleExpressionTimezone"] == "Asia/Tokyo"
+        assert schedule["State"] == "ENABLED"
+        assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
+
+
+def test_incremental_never_runs_in_the_full_backups_slot(synth: Synthesized) -> None:
+    hours = _schedules(synth)["incremental"]["ScheduleExpression"].split()[1]
+    assert "2" not in hours.split(","), "02:00 belongs to the full backup"
+
+
+def test_schedules_start_the_backup_state_machine_with_retries_and_a_dlq(synth: Synthesized) -> None:
+    machine_id = synth.logical_id(synth.stack.backup.state_machine)
+    queue_id = synth.logical_id(synth.stack.schedules.dead_letter_queue)
+    for schedule in _schedules(synth).values():
+        target = schedule["Target"]
+        assert target["Arn"] == {"Ref": machine_id}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+        assert target["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600}
+
+
+def test_scheduler_role_may_only_start_the_backup_state_machine(synth: Synthesized) -> None:
+    machine_id = synth.logical_id(synth.stack.backup.state_machine)
+    (role_arn,) = {json.dumps(s["Target"]["RoleArn"]) for s in _schedules(synth).values()}
+    role_id = json.loads(role_arn)["Fn::GetAtt"][0]
+    statements = [
+        statement
+        for policy in synth.of_type("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    start = [s for s in statements if s["Action"] == "states:StartExecution"]
+    assert [s["Resource"] for s in start] == [{"Ref": machine_id}]
+
+
+def test_dead_letter_queue_is_encrypted_and_tls_only(synth: Synthesized) -> None:
+    queue = synth.resources[synth.logical_id(synth.stack.schedules.dead_letter_queue)]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+    synth.template.has_resource_properties(
+        "AWS::SQS::QueuePolicy",
+        {
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                        "Action": "sqs:*",
+                        "Principal": {"AWS": "*"},
+                        "Resource": {
+                            "Fn::GetAtt": [synth.logical_id(synth.stack.schedules.dead_letter_queue), "Arn"]
+                        },
+                    }
+                ]
+            }
+        },
+    )
+
+
+def test_disabled_backups_deploy_disabled_schedules_in_the_configured_zone(
+    disabled_synth: Synthesized,
+) -> None:
+    schedules = _schedules(disabled_synth)
+    assert {s["State"] for s in schedules.values()} == {"DISABLED"}
+    assert {s["ScheduleExpressionTimezone"] for s in schedules.values()} == {"Europe/Paris"}

@@ -10,8 +10,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from infra.functions import REPO_ROOT, LayerPaths
 
 CDK_BIN = REPO_ROOT / "node_modules" / ".bin" / "cdk"

@@ -182,7 +182,7 @@ class BackupFunctions(Construct):
             description=f"Quest Board Backup: {spec.description}",
             runtime=lambda_.Runtime.PYTHON_3_12,
             architecture=lambda_.Architecture.ARM_64,
-            handler=f"{spec.module}.handler",
+            handler=f"lambdas.{spec.module}.handler",  # the asset root holds the lambdas package
             code=self._code,
             layers=self._layers,
             timeout=Duration.minutes(spec.timeout_minutes),

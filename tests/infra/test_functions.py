@@ -36,7 +36,17 @@ def _function(synth: Synthesized, module: str) -> dict[str, Any]:
 def test_every_documented_function_exists_once(synth: Synthesized) -> None:
     assert set(synth.stack.functions.functions) == DOCUMENTED_MODULES
     handlers = sorted(f["Properties"]["Handler"] for f in synth.of_type("AWS::Lambda::Function").values())
-    assert handlers == sorted(f"{module}.handler" for module in DOCUMENTED_MODULES)
+    assert handlers == sorted(f"lambdas.{module}.handler" for module in DOCUMENTED_MODULES)
+
+
+def test_every_handler_names_a_callable_in_the_code_asset(synth: Synthesized) -> None:
+    import importlib
+
+    for function in synth.of_type("AWS::Lambda::Function").values():
+        module_name, attribute = function["Properties"]["Handler"].rsplit(".", 1)
+        if not module_name.startswith("lambdas."):
+            continue  # CDK's own helper functions (log retention, bucket notifications)
+        assert callable(getattr(importlib.import_module(module_name), attribute)), module_name
 
 
 def test_all_functions_share_runtime_architecture_tracing_and_code(synth: Synthesized) -> None:

@@ -45,11 +45,19 @@ def resolve(value: Any, refs: Mapping[str, str], attrs: Mapping[tuple[str, str],
     raise TypeError(f"cannot resolve {value!r}")
 
 
-def definition(template: Mapping[str, Any], logical_id: str, refs: Mapping[str, str],
-               attrs: Mapping[tuple[str, str], str]) -> dict[str, Any]:
+def definition(
+    template: Mapping[str, Any],
+    logical_id: str,
+    refs: Mapping[str, str],
+    attrs: Mapping[tuple[str, str], str],
+) -> dict[str, Any]:
     properties = template["Resources"][logical_id]["Properties"]
     raw = properties.get("DefinitionString")
-    text = resolve(raw, refs, attrs) if raw is not None else json.dumps(resolve(properties["Definition"], refs, attrs))
+    text = (
+        resolve(raw, refs, attrs)
+        if raw is not None
+        else json.dumps(resolve(properties["Definition"], refs, attrs))
+    )
     substitutions = properties.get("DefinitionSubstitutions") or {}
     for name, value in substitutions.items():
         text = text.replace("${" + name + "}", str(resolve(value, refs, attrs)))

@@ -1,0 +1,92 @@
+"""The backup and restore workflows as synthesized, executed end to end (moto's interpreter)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from questboard_backup.sources.files import tree_listing
+from tests.dataset import large_objects, pg_dump_text, redis_snapshot
+from tests.e2e.conftest import HOSTNAME, REGION, FlakyS3, World
+
+
+def emitted_metrics(output: str) -> list[str]:
+    names = []
+    for line in output.splitlines():
+        if '"_aws"' in line:
+            document = json.loads(line)
+            for directive in document["_aws"]["CloudWatchMetrics"]:
+                names += [metric["Name"] for metric in directive["Metrics"]]
+    return names
+
+
+def test_a_full_backup_then_a_restore_into_fresh_targets_gives_identical_data(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "SUCCEEDED", backup.get("cause")
+    keys = world.objects(f"{HOSTNAME}/")
+    manifests = [key for key in keys if key.endswith("/manifest.json")]
+    assert len(manifests) == 1
+    assert not [key for key in keys if key.startswith(f"{HOSTNAME}/temp/")]
+    assert f"{HOSTNAME}/locks/backup.json" not in keys
+    assert f"{HOSTNAME}/latest.json" in keys
+    assert {"backup_last_success_timestamp", "backup_duration_seconds", "backup_size_bytes"} <= set(
+        emitted_metrics(capsys.readouterr().out)
+    )
+
+    target_db = world.database_url.rsplit("/", 1)[1] + "_drill"
+    files_root = tmp_path / "restored"
+    restore = world.run(
+        "restore",
+        {
+            "backup": "latest",
+            "targets": {"database": target_db, "redis_db": 8, "files_root": str(files_root)},
+        },
+    )
+    assert restore["status"] == "SUCCEEDED", restore.get("cause")
+    target_url = world.database_url.rsplit("/", 1)[0] + "/" + target_db
+    assert pg_dump_text(world.database_url) == pg_dump_text(target_url)
+    assert large_objects(world.database_url) == large_objects(target_url)
+    base = f"redis://127.0.0.1:{world.redis.port}"
+    source, target = redis_snapshot(base, range(0, 8)), redis_snapshot(base, range(8, 16))
+    assert source and source == {db - 8: keys for db, keys in target.items()}
+    for tree in (world.uploads, world.config):
+        assert tree_listing(tree) == tree_listing(files_root / tree.relative_to("/"))
+
+
+def test_a_second_backup_while_the_lock_is_held_is_refused_cleanly(world: World) -> None:
+    deps = world.install()
+    token = deps.lock().acquire("another execution")
+    result = world.run("backup", {"type": "full"})
+    assert result["status"] == "FAILED"
+    assert result["error"] == "LockedError"
+    keys = world.objects(f"{HOSTNAME}/")
+    assert keys == [f"{HOSTNAME}/locks/backup.json"]  # no staging, no manifest, the lock untouched
+    assert deps.lock().release(token) is True
+
+
+def test_an_s3_failure_takes_the_failure_path(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    import boto3
+
+    world.clients["s3"] = FlakyS3(boto3.client("s3", region_name=REGION), needle="redis")
+    world.install()
+    result = world.run("backup", {"type": "full"})
+    assert result["status"] == "FAILED"
+    assert result["error"] == "StorageError"
+    assert "injected failure" in result["cause"]
+    assert world.objects(f"{HOSTNAME}/") == []  # no staging objects, no manifest, lock released
+    assert "backup_failure_total" in emitted_metrics(capsys.readouterr().out)
+    (alert,) = world.alerts()
+    assert "failed" in alert["Subject"] and "StorageError" in alert["Message"]
+
+
+def test_disabled_backups_end_without_doing_anything(world: World) -> None:
+    world.settings = replace(world.settings, enabled=False)
+    world.install()
+    result = world.run("backup", {"type": "full"})
+    assert result["status"] == "SUCCEEDED"
+    assert world.objects() == []

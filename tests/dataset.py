@@ -161,7 +161,9 @@ def pg_dump_text(url: str) -> str:
         check=True,
         capture_output=True,
     ).stdout.decode("utf-8")
-    return "\n".join(line for line in output.splitlines() if not line.startswith("-- Dumped"))
+    # pg_dump 15.14+ brackets its output with \restrict/\unrestrict and a random key: not content.
+    skip = ("-- Dumped", "\\restrict", "\\unrestrict")
+    return "\n".join(line for line in output.splitlines() if not line.startswith(skip))
 
 
 def large_objects(url: str) -> dict[int, str]:

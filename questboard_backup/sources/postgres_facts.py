@@ -1,0 +1,177 @@
+"""Verification facts about a PostgreSQL database, all read in one exported snapshot: exact rows per
+table, large objects, encoding, locale and owner. The dump records them; the restore checks them."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
+
+from questboard_backup.errors import SourceError
+from questboard_backup.sources.base import Facts
+from questboard_backup.sources.postgres_tools import first_line
+
+CONNECT_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    schema: str
+    name: str
+    pages: int
+
+
+@contextlib.contextmanager
+def failing_as(what: str) -> Iterator[None]:
+    """Turns a database error into a one-line SourceError (a lost connection, a refused statement)."""
+    try:
+        yield
+    except psycopg2.Error as error:
+        raise SourceError(f"{what}: {first_line(error)}") from None
+
+
+def begin_snapshot(conn: Connection, cur: Cursor) -> str:
+    conn.autocommit = True
+    unlimited(cur)
+    cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    cur.execute("SELECT pg_export_snapshot()")
+    return str(one(cur)[0])
+
+
+def unlimited(cur: Cursor) -> None:
+    # A role's statement or idle timeout would cut a long dump short; pg_dump lifts them for itself too.
+    cur.execute("SET statement_timeout = 0")
+    cur.execute("SET idle_in_transaction_session_timeout = 0")
+
+
+def list_tables(cur: Cursor) -> list[Table]:
+    """Tables holding rows of their own: partitions but not their parents, no system or extension tables
+    (an extension re-creates its tables, and pg_dump does not dump their rows)."""
+    cur.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname, c.relpages "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+        "AND d.objid = c.oid AND d.deptype = 'e') ORDER BY 1"
+    )
+    return [Table(key, schema, name, int(pages)) for key, schema, name, pages in cur.fetchall()]
+
+
+def database_facts(cur: Cursor) -> Facts:
+    cur.execute("SELECT current_setting('server_version_num')::int")
+    version_num = int(one(cur)[0])
+    # datlocprovider arrived in 15; its locale column, daticulocale, became datlocale in 17.
+    locale = {17: "d.datlocprovider::text, d.datlocale", 15: "d.datlocprovider::text, d.daticulocale"}
+    columns = locale[17] if version_num >= 170000 else locale[15] if version_num >= 150000 else "'c', NULL"
+    cur.execute(
+        "SELECT split_part(current_setting('server_version'), ' ', 1), current_database(), "
+        "pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba), "
+        f"{columns}, (SELECT count(*) FROM pg_largeobject_metadata) "
+        "FROM pg_database d WHERE d.datname = current_database()"
+    )
+    version, database, encoding, collate, ctype, owner, provider, locale_name, large_objects = one(cur)
+    facts: Facts = {
+        "version": version,
+        "database": database,
+        "encoding": encoding,
+        "collate": collate,
+        "ctype": ctype,
+        "owner": owner,
+        "large_objects": int(large_objects),
+    }
+    if provider in ("i", "b"):
+        facts.update(locale_provider="icu" if provider == "i" else "builtin", locale=locale_name)
+    return facts
+
+
+class RowCounter:
+    """Counts rows on up to ``jobs`` connections of its own, in one exported snapshot.
+
+    Each connection locks its tables up front, as pg_dump does, so that a table rewritten by concurrent
+    DDL cannot look empty to the older snapshot, and commits as soon as it is done.
+    """
+
+    def __init__(self, params: Mapping[str, str], jobs: int, snapshot: str) -> None:
+        self._params, self._jobs, self._snapshot = dict(params), jobs, snapshot
+        self._futures: list[Future[dict[str, int]]] = []
+        self._connections: set[Connection] = set()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="qb-pg-count")
+
+    def __enter__(self) -> RowCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Cancel the queries still running (a failed dump) and wait for the threads."""
+        with self._lock:
+            self._closing = True
+            for conn in self._connections:
+                with contextlib.suppress(psycopg2.Error):
+                    conn.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, tables: Sequence[Table]) -> None:
+        # Largest first onto the least loaded connection: the biggest tables set the pace.
+        groups: list[list[Table]] = [[] for _ in range(min(self._jobs, len(tables)))]
+        loads = [0] * len(groups)
+        for table in sorted(tables, key=lambda t: -t.pages):
+            lightest = loads.index(min(loads))
+            groups[lightest].append(table)
+            loads[lightest] += table.pages + 1
+        self._futures = [self._pool.submit(self._count, group) for group in groups]
+
+    def result(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        try:
+            for future in self._futures:
+                counts.update(future.result())
+        except psycopg2.Error as error:
+            database = self._params["dbname"]
+            raise SourceError(f"cannot count rows in {database}: {first_line(error)}") from None
+        return dict(sorted(counts.items()))
+
+    def _count(self, tables: Sequence[Table]) -> dict[str, int]:
+        conn = psycopg2.connect(**self._params, connect_timeout=CONNECT_TIMEOUT)
+        with self._lock:
+            self._connections.add(conn)
+            closing = self._closing
+        try:
+            if closing:
+                return {}
+            with conn.cursor() as cur:
+                conn.autocommit = True
+                unlimited(cur)
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (self._snapshot,))
+                names = [
+                    sql.SQL("ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
+                    for t in tables
+                ]
+                cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(names)))
+                counts = {}
+                for table, name in zip(tables, names, strict=True):
+                    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+                    counts[table.key] = int(one(cur)[0])
+                cur.execute("COMMIT")
+                return counts
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+            conn.close()
+
+
+def one(cur: Cursor) -> tuple[Any, ...]:
+    row = cur.fetchone()
+    if row is None:
+        raise SourceError("postgres: a query expected to return a row returned none")
+    return tuple(row)

@@ -1,0 +1,173 @@
+"""The PostgreSQL client tools (pg_dump, pg_restore) run as child processes whose data is streamed.
+
+The password reaches a tool only through its PGPASSWORD environment variable, never its command line
+(which ``ps`` shows to every user of the host). Standard error is drained on a thread of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from questboard_backup.errors import SourceError
+from questboard_backup.pipeline import READ_SIZE
+from questboard_backup.sources.base import StreamOpener
+
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)")
+_TAIL_LINES = 20
+_MAX_LINE = 64 * 1024
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error, for one-line messages (libpq adds hint lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+class ClientTools:
+    """Finds the tools in ``bin_dir`` (None: on PATH), reads their versions and starts them."""
+
+    def __init__(self, bin_dir: Path | None, password: str | None) -> None:
+        self.bin_dir = bin_dir
+        self._password = password
+        self._versions: dict[str, str] = {}
+
+    def path(self, name: str) -> str:
+        if self.bin_dir is not None:
+            candidate = self.bin_dir / name
+            if os.access(candidate, os.X_OK) and candidate.is_file():
+                return str(candidate)
+            raise SourceError(f"{name} not found in {self.bin_dir}")
+        found = shutil.which(name)
+        if found is None:
+            raise SourceError(
+                f"{name} not found on PATH (install PostgreSQL client tools or set BACKUP_PG_BIN_DIR)"
+            )
+        return found
+
+    def version(self, name: str) -> str:
+        """``15.18`` from ``pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)``."""
+        if name not in self._versions:
+            path = self.path(name)
+            try:
+                output = subprocess.run(
+                    [path, "--version"], capture_output=True, check=True, timeout=30, text=True
+                ).stdout
+            except (OSError, subprocess.SubprocessError) as error:
+                raise SourceError(f"cannot run {path} --version: {first_line(error)}") from None
+            match = _VERSION.search(output)
+            if match is None:
+                raise SourceError(f"cannot tell the version of {path} from {output.strip()[:100]!r}")
+            self._versions[name] = match.group(1)
+        return self._versions[name]
+
+    def major(self, name: str) -> int:
+        return int(self.version(name).split(".")[0])
+
+    def start(self, name: str, args: Sequence[str], **streams: Any) -> subprocess.Popen[bytes]:
+        # The child needs the usual environment (PATH, locale, PGSSL* settings) plus the password.
+        env = dict(os.environ)
+        if self._password:
+            env["PGPASSWORD"] = self._password
+        path = self.path(name)
+        try:
+            return subprocess.Popen([path, *args], env=env, stderr=subprocess.PIPE, **streams)
+        except OSError as error:
+            raise SourceError(f"cannot start {path}: {error.strerror}") from None
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+
+class _StderrTail:
+    """Reads a child's standard error to its end, keeping the last lines (a full pipe would block it)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lines: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._thread = threading.Thread(target=self._drain, name="qb-pg-stderr", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        with self._stream:
+            while raw := self._stream.readline(_MAX_LINE):
+                line = raw.decode("utf-8", "replace").strip()
+                if line:
+                    self._lines.append(line)
+
+    def summary(self) -> str:
+        """The last error line (pg_restore follows it with the failing command), else the last line."""
+        self._thread.join()
+        errors = [line for line in self._lines if "error:" in line.lower() or "fatal:" in line.lower()]
+        return (errors or list(self._lines) or ["no error output"])[-1]
+
+
+def stream_out(tools: ClientTools, name: str, args: Sequence[str], write: Callable[[bytes], object]) -> int:
+    """Run a tool and hand its standard output to ``write`` in chunks; returns the bytes written."""
+    process = tools.start(name, args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    tail = _StderrTail(process.stderr)
+    written = 0
+    try:
+        while chunk := process.stdout.read(READ_SIZE):
+            write(chunk)
+            written += len(chunk)
+    except BaseException:
+        _stop(process)
+        raise
+    finally:
+        process.stdout.close()
+        returncode = process.wait()
+        summary = tail.summary()
+    if returncode != 0:
+        raise SourceError(f"{name} failed (exit {returncode}): {tools.scrub(summary)}")
+    return written
+
+
+def stream_in(tools: ClientTools, name: str, args: Sequence[str], open_stream: StreamOpener) -> None:
+    """Run a tool fed from ``open_stream``. Its standard input is closed, which lets it finish and commit,
+    only after the stream was read to its authenticated end; on any failure it is killed first."""
+    process = tools.start(name, args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert process.stdin is not None and process.stderr is not None
+    tail = _StderrTail(process.stderr)
+    try:
+        with open_stream() as reader:
+            if not _feed(reader, process.stdin) and process.wait() != 0:
+                raise SourceError(f"{name} failed (exit {process.returncode}): {tools.scrub(tail.summary())}")
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
+        returncode = process.wait()
+    except BaseException:
+        _stop(process)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        process.wait()
+        summary = tail.summary()
+    if returncode != 0:
+        raise SourceError(f"{name} failed (exit {returncode}): {tools.scrub(summary)}")
+
+
+def _feed(reader: BinaryIO, stdin: IO[bytes]) -> bool:
+    """Copy the stream into the tool; False when the tool stopped reading (it exited)."""
+    try:
+        while chunk := reader.read(READ_SIZE):
+            stdin.write(chunk)
+        stdin.flush()
+    except BrokenPipeError:
+        return False
+    return True
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()

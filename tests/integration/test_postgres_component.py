@@ -1,0 +1,485 @@
+"""The PostgreSQL component against a real server: round trips through the encrypted pipeline, swaps over
+an existing database, damaged streams, failed tools, tampered facts and unreachable servers."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import psycopg2
+import pytest
+
+from questboard_backup.crypto.stream import DEFAULT_CHUNK_SIZE, HEADER, TAG_SIZE
+from questboard_backup.errors import (
+    DeadlineExceededError,
+    IntegrityError,
+    RestoreVerificationError,
+    SourceError,
+    SourceUnreachableError,
+)
+from questboard_backup.pipeline import READ_SIZE, ComponentReader, ComponentWriter, StreamStats
+from questboard_backup.sources.base import RestoreOptions, StreamOpener
+from questboard_backup.sources.postgres import PostgresComponent, row_counts
+from tests.dataset import load_postgres
+from tests.servers import PostgresServer, free_port, postgres_bindir
+
+KEY = os.urandom(32)
+CONTEXT = "questboard_full_20240101_020000/postgres"
+TIMESTAMP = "20240102_030405"
+STORED_CHUNK = DEFAULT_CHUNK_SIZE + TAG_SIZE
+NOISE_BYTES = 3 * 1024 * 1024  # incompressible, so the stored stream spans many chunks
+_roles = itertools.count()
+
+EXTRAS = """
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'qb_quest_app') THEN CREATE ROLE qb_quest_app; END IF;
+END $$;
+CREATE TABLE events (id bigint NOT NULL, at timestamptz NOT NULL, payload jsonb) PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO events SELECT n, '2024-03-01 12:00+05:30'::timestamptz + n * interval '7 days', jsonb_build_object('n', n)
+    FROM generate_series(1, 70) n;
+CREATE SCHEMA "Guild Hall";
+CREATE TABLE "Guild Hall"."Quest.Log" (id serial PRIMARY KEY, "Note" text, token bytea DEFAULT gen_random_bytes(8));
+INSERT INTO "Guild Hall"."Quest.Log" ("Note") VALUES ('ünïcödé 🐉'), (NULL), ('');
+ALTER TABLE "Guild Hall"."Quest.Log" OWNER TO qb_quest_app;
+GRANT SELECT ON public.quests TO qb_quest_app;
+CREATE TABLE empty_table (id int);
+CREATE UNLOGGED TABLE noise (id int PRIMARY KEY, blob bytea NOT NULL);
+"""
+
+
+@dataclass
+class Backup:
+    facts: dict[str, Any]
+    stored: bytes
+    stats: StreamStats
+    largest_write: int
+
+
+@contextmanager
+def session(url: str) -> Iterator[Any]:
+    """A cursor in autocommit mode on a connection closed afterwards."""
+    with closing(psycopg2.connect(url)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            yield cur
+
+
+def create_database(pg: PostgresServer, name: str) -> str:
+    with session(pg.url()) as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    return pg.url(name)
+
+
+def load_quest_board(url: str) -> None:
+    load_postgres(url, users=30)
+    with session(url) as cur:
+        cur.execute(EXTRAS)
+        for n in range(NOISE_BYTES // (256 * 1024)):
+            cur.execute("INSERT INTO noise VALUES (%s, %s)", (n, os.urandom(256 * 1024)))
+
+
+def backup(component: PostgresComponent, wrap: Callable[[BinaryIO], BinaryIO] | None = None) -> Backup:
+    stored = io.BytesIO()
+    writer = ComponentWriter(stored, KEY, CONTEXT)
+    sizes: list[int] = []
+
+    class Recording:
+        def write(self, data: bytes) -> int:
+            sizes.append(len(data))
+            return writer.write(data)
+
+    sink = cast(BinaryIO, Recording())
+    facts = component.dump(wrap(sink) if wrap else sink)
+    stats = writer.finish()
+    return Backup(facts, stored.getvalue(), stats, max(sizes))
+
+
+def opener(stored: bytes, stats: StreamStats) -> StreamOpener:
+    @contextmanager
+    def open_stream() -> Iterator[BinaryIO]:
+        reader = ComponentReader(
+            io.BytesIO(stored), KEY, CONTEXT, "postgres", stats.stored_bytes, stats.sha256
+        )
+        yield cast(BinaryIO, reader)
+        reader.finish()
+
+    return open_stream
+
+
+def restore(url: str, stored: bytes, stats: StreamStats, facts: dict[str, Any]) -> dict[str, Any]:
+    return PostgresComponent(url).restore(opener(stored, stats), facts, RestoreOptions(TIMESTAMP))
+
+
+def dump_text(url: str) -> str:
+    """Everything pg_dump sees, owners and privileges included, without the lines that name the run."""
+    output = subprocess.run(
+        [str(postgres_bindir() / "pg_dump"), "--format=plain", "--encoding=UTF8", "--dbname", url],
+        check=True,
+        capture_output=True,
+    ).stdout.decode("utf-8")
+    varying = ("-- Dumped from", "-- Dumped by", "\\restrict ", "\\unrestrict ")
+    return "\n".join(line for line in output.splitlines() if not line.startswith(varying))
+
+
+def name_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def databases_like(pg: PostgresServer, prefix: str) -> list[str]:
+    with session(pg.url()) as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (prefix + "\\_%",))
+        return [name for (name,) in cur.fetchall()]
+
+
+def assert_no_sessions_left(pg: PostgresServer, timeout: float = 10.0) -> None:
+    """Waits for the component's sessions (its own and the tools') to end: a backend exits shortly after
+    its client has gone, not at the same instant."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session(pg.url()) as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'questboard-backup'")
+            left = int(cur.fetchone()[0])
+        if left == 0:
+            return
+        assert time.monotonic() < deadline, f"{left} sessions of the component are still open"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def source(pg_server: PostgresServer) -> Iterator[str]:
+    """A loaded Quest Board database shared by the tests of this module, which only read it."""
+    url = create_database(pg_server, "qb_pg_component_source")
+    load_quest_board(url)
+    yield url
+    with session(pg_server.url()) as cur:
+        cur.execute('DROP DATABASE "qb_pg_component_source" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def source_backup(source: str) -> Backup:
+    return backup(PostgresComponent(source))
+
+
+@pytest.fixture
+def existing_target(fresh_database: str) -> str:
+    """A database already in service, holding other data than the backup."""
+    with session(fresh_database) as cur:
+        cur.execute(
+            "CREATE TABLE live (id int PRIMARY KEY, note text); INSERT INTO live VALUES (1, 'before')"
+        )
+    return fresh_database
+
+
+def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_database_identically(
+    pg_server: PostgresServer, source: str, source_backup: Backup, fresh_database: str
+) -> None:
+    PostgresComponent(source).check()
+    facts = source_backup.facts
+    assert json.loads(json.dumps(facts)) == facts
+    assert source_backup.largest_write <= READ_SIZE
+    assert source_backup.stats.stored_bytes > 6 * STORED_CHUNK
+    assert {key: value for key, value in facts.items() if key not in ("version", "pg_dump")} == {
+        "database": "qb_pg_component_source",
+        "encoding": "UTF8",
+        "collate": "C.UTF-8",
+        "ctype": "C.UTF-8",
+        "owner": "postgres",
+        "large_objects": 4,
+        "tables": {
+            '"Guild Hall"."Quest.Log"': 3,
+            "public.empty_table": 0,
+            "public.events_2024": 43,
+            "public.events_2025": 27,
+            "public.noise": NOISE_BYTES // (256 * 1024),
+            "public.quests": 25,
+            "public.submissions": 120,
+            "public.users": 30,
+            "rewards.ledger": 60,
+        },
+    }
+    assert facts["version"].startswith("15.") and facts["pg_dump"].startswith("15.")
+    target = name_of(fresh_database) + "_copy"
+
+    report = restore(pg_server.url(target), source_backup.stored, source_backup.stats, facts)
+
+    assert report == {
+        "database": target,
+        "staging": f"{target}_restore_{TIMESTAMP}",
+        "previous": None,
+        "tables_checked": 9,
+        "rows": sum(facts["tables"].values()),
+        "large_objects": 4,
+    }
+    assert dump_text(pg_server.url(target)) == dump_text(source)
+    assert row_counts(pg_server.url(target)) == row_counts(source) == facts["tables"]
+    assert databases_like(pg_server, target) == []
+    assert_no_sessions_left(pg_server)
+
+
+def test_restoring_over_an_existing_database_keeps_it_as_the_pre_restore_copy(
+    pg_server: PostgresServer, source: str, source_backup: Backup, existing_target: str
+) -> None:
+    before = dump_text(existing_target)
+    name = name_of(existing_target)
+    idle_client = psycopg2.connect(existing_target)
+
+    report = restore(existing_target, source_backup.stored, source_backup.stats, source_backup.facts)
+
+    previous = f"{name}_pre_restore_{TIMESTAMP}"
+    assert report["previous"] == previous and report["database"] == name
+    assert dump_text(existing_target) == dump_text(source)
+    assert dump_text(pg_server.url(previous)) == before
+    assert databases_like(pg_server, name) == [previous]
+    with pytest.raises(psycopg2.OperationalError), idle_client.cursor() as cur:
+        cur.execute("SELECT 1")
+    idle_client.close()
+
+
+def test_a_name_too_long_for_the_suffixes_still_restores_over_the_existing_database(
+    pg_server: PostgresServer, source: str, source_backup: Backup, fresh_database: str
+) -> None:
+    name = (name_of(fresh_database) + "_" + "x" * 63)[:63]
+    create_database(pg_server, name)
+
+    report = restore(pg_server.url(name), source_backup.stored, source_backup.stats, source_backup.facts)
+
+    assert len(report["staging"]) == len(report["previous"]) == 63
+    assert report["previous"].endswith(f"_pre_restore_{TIMESTAMP}")
+    assert sorted(databases_like(pg_server, name_of(fresh_database))) == sorted([name, report["previous"]])
+    assert row_counts(pg_server.url(name)) == source_backup.facts["tables"]
+
+
+def flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        pytest.param(
+            lambda b: (flip(b.stored, len(b.stored) // 2), b.stats),
+            "failed authentication",
+            id="flipped-byte",
+        ),
+        pytest.param(
+            lambda b: (b.stored[: HEADER.size + 4 * STORED_CHUNK], b.stats),
+            "trunc",
+            id="cut-at-a-chunk-boundary",
+        ),
+        # pg_restore has been given the whole archive but the seal: it must not get the end of its input.
+        pytest.param(
+            lambda b: (flip(b.stored, len(b.stored) - 3), b.stats),
+            "failed authentication",
+            id="flip-in-the-seal",
+        ),
+        # The stream itself is sound, only the manifest disagrees with it.
+        pytest.param(
+            lambda b: (b.stored, dataclasses.replace(b.stats, sha256="0" * 64)), "SHA-256", id="manifest-hash"
+        ),
+    ],
+)
+def test_a_damaged_stream_raises_integrity_error_and_leaves_the_target_and_no_staging(
+    pg_server: PostgresServer,
+    source_backup: Backup,
+    existing_target: str,
+    damage: Callable[[Backup], tuple[bytes, StreamStats]],
+    error: str,
+) -> None:
+    before = dump_text(existing_target)
+    damaged, stats = damage(source_backup)
+    assert len(damaged) > HEADER.size + 3 * STORED_CHUNK  # pg_restore has been fed a good part first
+
+    with pytest.raises(IntegrityError, match=error):
+        restore(existing_target, damaged, stats, source_backup.facts)
+
+    assert dump_text(existing_target) == before
+    assert databases_like(pg_server, name_of(existing_target)) == []
+    assert_no_sessions_left(pg_server)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        ({"tables": {"public.users": 31}}, "table public.users expected 31 rows, got 30 rows"),
+        ({"tables": {"public.gone": 1}}, "table public.gone expected 1 rows, got no such table"),
+        ({"large_objects": 5}, "expected 5 large objects, got 4"),
+    ],
+)
+def test_restore_refuses_a_result_that_does_not_match_the_facts_and_leaves_the_target_untouched(
+    pg_server: PostgresServer,
+    source_backup: Backup,
+    existing_target: str,
+    tamper: dict[str, Any],
+    message: str,
+) -> None:
+    facts = {**source_backup.facts, **tamper}
+    if "tables" in tamper:
+        facts["tables"] = {**source_backup.facts["tables"], **tamper["tables"]}
+    before = dump_text(existing_target)
+
+    with pytest.raises(RestoreVerificationError, match=message):
+        restore(existing_target, source_backup.stored, source_backup.stats, facts)
+
+    assert dump_text(existing_target) == before
+    assert databases_like(pg_server, name_of(existing_target)) == []
+
+
+def test_a_failing_pg_restore_is_reported_with_its_error_and_leaves_the_target_and_no_staging(
+    pg_server: PostgresServer, fresh_database: str, existing_target: str
+) -> None:
+    # Dumped while a role owns a table, restored after the role is gone: pg_restore stops on ALTER OWNER.
+    role = f"qb_gone_{next(_roles)}_{os.getpid()}"
+    source = name_of(fresh_database) + "_src"
+    url = create_database(pg_server, source)
+    with session(url) as cur:
+        cur.execute(f"CREATE ROLE {role}; CREATE TABLE quests (id int); INSERT INTO quests VALUES (1)")
+        cur.execute(f"ALTER TABLE quests OWNER TO {role}")
+    taken = backup(PostgresComponent(url))
+    with session(url) as cur:
+        cur.execute(f"REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}; DROP ROLE {role}")
+    before = dump_text(existing_target)
+
+    with pytest.raises(SourceError, match=rf'pg_restore failed \(exit 1\): .*role "{role}" does not exist'):
+        restore(existing_target, taken.stored, taken.stats, taken.facts)
+
+    assert dump_text(existing_target) == before
+    assert databases_like(pg_server, name_of(existing_target)) == [source]
+
+
+def test_an_unreachable_server_is_reported_in_one_line_without_the_password(source_backup: Backup) -> None:
+    component = PostgresComponent(f"postgresql://u:s3cret@127.0.0.1:{free_port()}/db")
+    calls: list[Callable[[], object]] = [
+        component.check,
+        lambda: component.dump(cast(BinaryIO, io.BytesIO())),
+        lambda: component.restore(
+            opener(source_backup.stored, source_backup.stats), source_backup.facts, RestoreOptions(TIMESTAMP)
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(SourceUnreachableError) as caught:
+            call()
+        message = str(caught.value)
+        assert message.startswith("cannot connect to PostgreSQL at postgresql://u:***@127.0.0.1:")
+        assert "\n" not in message and "s3cret" not in message and "refused" in message
+
+
+def fake_tool(folder: Path, name: str, version: str, body: str = "exit 0") -> Path:
+    folder.mkdir(exist_ok=True)
+    script = folder / name
+    script.write_text(
+        f'#!/bin/sh\nif [ "$1" = "--version" ]; then echo "{name} (PostgreSQL) {version}"; exit 0; fi\n{body}\n'
+    )
+    script.chmod(0o755)
+    return folder
+
+
+def test_pg_dump_gets_the_password_only_through_its_environment_and_its_failure_is_reported(
+    pg_server: PostgresServer, fresh_database: str, tmp_path: Path
+) -> None:
+    body = f'echo "$@" > {tmp_path}/args; printf %s "$PGPASSWORD" > {tmp_path}/password\n'
+    body += 'echo "pg_dump: warning: noise" >&2; echo "pg_dump: error: boom" >&2; echo "later" >&2; exit 3'
+    bin_dir = fake_tool(tmp_path / "bin", "pg_dump", "15.18", body)
+    url = fresh_database.replace("postgres@", "postgres:s3cret@")  # the test server trusts, any password goes
+    with session(fresh_database) as cur:
+        cur.execute("CREATE TABLE t (id int)")
+
+    with pytest.raises(SourceError) as caught:
+        PostgresComponent(url, bin_dir).dump(cast(BinaryIO, io.BytesIO()))
+
+    assert str(caught.value) == "pg_dump failed (exit 3): pg_dump: error: boom"
+    args = (tmp_path / "args").read_text()
+    assert "s3cret" not in args and "--snapshot=" in args and "--format=custom" in args
+    assert (tmp_path / "password").read_text() == "s3cret"
+    assert_no_sessions_left(pg_server)
+
+
+def test_an_interrupted_dump_stops_pg_dump_and_releases_every_session(
+    pg_server: PostgresServer, source: str
+) -> None:
+    class Deadline:
+        def __init__(self, inner: BinaryIO) -> None:
+            self.inner, self.calls = inner, 0
+
+        def write(self, data: bytes) -> int:
+            self.calls += 1
+            if self.calls > 1:
+                raise DeadlineExceededError("postgres stopped: the time limit is near")
+            return self.inner.write(data)
+
+    with pytest.raises(DeadlineExceededError):
+        backup(PostgresComponent(source), lambda sink: cast(BinaryIO, Deadline(sink)))
+
+    assert_no_sessions_left(pg_server)
+
+
+def test_check_refuses_a_pg_dump_older_than_the_server(fresh_database: str, tmp_path: Path) -> None:
+    bin_dir = fake_tool(tmp_path / "bin", "pg_dump", "14.9")
+    (bin_dir / "pg_restore").symlink_to(postgres_bindir() / "pg_restore")
+
+    with pytest.raises(SourceError, match=r"^pg_dump 14\.9 cannot dump a PostgreSQL 15 server"):
+        PostgresComponent(fresh_database, bin_dir).check()
+
+
+def test_a_leftover_database_with_the_staging_name_is_refused_and_left_alone(
+    pg_server: PostgresServer, source_backup: Backup, existing_target: str
+) -> None:
+    leftover = f"{name_of(existing_target)}_restore_{TIMESTAMP}"
+    with session(create_database(pg_server, leftover)) as cur:
+        cur.execute("CREATE TABLE kept (id int)")
+
+    with pytest.raises(SourceError, match=f"cannot create staging database {leftover}: .*already exists"):
+        restore(existing_target, source_backup.stored, source_backup.stats, source_backup.facts)
+
+    assert "public.kept" in row_counts(pg_server.url(leftover))
+    assert "public.live" in row_counts(existing_target)
+
+
+@pytest.mark.parametrize(
+    "created_with",
+    [
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'",
+        "LOCALE_PROVIDER icu ICU_LOCALE 'und'",
+        "OWNER qb_db_owner",
+    ],
+    ids=["latin1", "icu", "owned-by-a-role"],
+)
+def test_the_restored_database_gets_the_encoding_and_locale_of_the_backed_up_one(
+    pg_server: PostgresServer, fresh_database: str, created_with: str
+) -> None:
+    source, target = name_of(fresh_database) + "_src", name_of(fresh_database) + "_copy"
+    with session(pg_server.url()) as cur:
+        cur.execute("SELECT FROM pg_roles WHERE rolname = 'qb_db_owner'")
+        if cur.fetchone() is None:
+            cur.execute("CREATE ROLE qb_db_owner")
+        cur.execute(f'CREATE DATABASE "{source}" TEMPLATE template0 {created_with}')
+    with session(pg_server.url(source)) as cur:
+        cur.execute("CREATE TABLE names (n text); INSERT INTO names VALUES ('Zoë'), ('zoe'), ('Ångström')")
+    taken = backup(PostgresComponent(pg_server.url(source)))
+
+    restore(pg_server.url(target), taken.stored, taken.stats, taken.facts)
+
+    def settings(name: str) -> tuple[Any, ...]:
+        with session(pg_server.url()) as cur:
+            cur.execute(
+                "SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, daticulocale, "
+                "pg_get_userbyid(datdba) "
+                "FROM pg_database WHERE datname = %s",
+                (name,),
+            )
+            return tuple(cur.fetchone())
+
+    assert settings(target) == settings(source)
+    assert dump_text(pg_server.url(target)) == dump_text(pg_server.url(source))

@@ -139,7 +139,8 @@ def resolve(reference: str, storages: Sequence[Storage], s3_factory: S3Factory |
     if reference == "latest" or BACKUP_ID.match(reference):
         for storage in storages:
             for entry in list_backups(storage):
-                if entry.manifest is not None and reference in ("latest", entry.backup_id):
+                # A damaged set named by its id is returned, so verify/restore say what is wrong with it.
+                if reference == entry.backup_id or (reference == "latest" and entry.manifest is not None):
                     return entry
         raise NotFoundError(f"no backup named {reference!r} in {', '.join(s.description for s in storages)}")
     path = Path(_strip_suffix(reference)).absolute()

@@ -127,7 +127,10 @@ def run_restore(
     if missing:
         raise ConfigurationError(f"no restore target configured for {', '.join(missing)}")
     for component in selected:
-        targets[component.name].check()
+        # A PostgreSQL target database may not exist yet (a fresh restore); its restore connects to the
+        # server's maintenance database first and fails before creating anything if it cannot.
+        if component.name != "postgres":
+            targets[component.name].check()
     # PostgreSQL restores into a staging database, so its own stream is checked before the swap. The
     # others are read and authenticated in full first, so a bad component is found before any target
     # (PostgreSQL's included) has been replaced.

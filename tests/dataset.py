@@ -128,7 +128,7 @@ def load_redis(url: str) -> None:
     for n in range(15):
         client.xadd("events", {"type": "submission", "n": str(n)})
     client.xgroup_create("events", "workers", id="0")
-    other = redis.Redis.from_url(url, db=1)
+    other = redis.Redis.from_url(url.rsplit("/", 1)[0] + "/1")  # a db in the URL wins over db=
     other.set("cache:home", b"<html>cached</html>", px=600_000)
     other.hset("ratelimit:10.0.0.1", mapping={"count": "3"})
 
@@ -172,14 +172,34 @@ def large_objects(url: str) -> dict[int, str]:
         return dict(cur.fetchall())
 
 
-def redis_snapshot(url: str, dbs: range = range(16)) -> dict[int, dict[bytes, tuple[bytes, bool]]]:
-    """Per db, per key: the DUMP payload and whether it has a TTL."""
+def _redis_value(client: redis.Redis, key: bytes) -> object:
+    """A canonical value per type: DUMP payloads are not canonical (a set's internal order varies)."""
+    kind = client.type(key)
+    if kind == b"string":
+        return client.get(key)
+    if kind == b"list":
+        return client.lrange(key, 0, -1)
+    if kind == b"hash":
+        return sorted(client.hgetall(key).items())
+    if kind == b"set":
+        return sorted(client.smembers(key))
+    if kind == b"zset":
+        return client.zrange(key, 0, -1, withscores=True)
+    if kind == b"stream":
+        groups = [(g["name"], g["last-delivered-id"], g["pending"]) for g in client.xinfo_groups(key)]
+        return client.xrange(key), groups
+    raise AssertionError(f"unexpected Redis type {kind!r}")
+
+
+def redis_snapshot(url: str, dbs: range = range(16)) -> dict[int, dict[bytes, tuple[bytes, object, bool]]]:
+    """Per db, per key: its type, canonical value and whether it has a TTL."""
     snapshot = {}
     for db in dbs:
-        client = redis.Redis.from_url(url, db=db)
-        keys = {}
-        for key in client.scan_iter(count=1000):
-            keys[key] = (client.dump(key), client.pttl(key) > 0)
+        client = redis.Redis.from_url(f"{url}/{db}")
+        keys = {
+            key: (client.type(key), _redis_value(client, key), client.pttl(key) > 0)
+            for key in client.scan_iter(count=1000)
+        }
         if keys:
             snapshot[db] = keys
     return snapshot

@@ -31,6 +31,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+#: What managed Redis (ElastiCache, MemoryDB) refuses to run.
+MANAGED_REDIS_REFUSES = ("CONFIG", "SYNC", "PSYNC", "SAVE", "BGSAVE", "DEBUG")
+
+
+@pytest.fixture(scope="session")
+def managed_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A second Redis server without the commands managed Redis refuses (renamed to nothing)."""
+    disabled = [arg for command in MANAGED_REDIS_REFUSES for arg in ("--rename-command", command, "")]
+    server = RedisServer(tmp_path_factory.mktemp("redis-managed"), extra_args=disabled).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_managed_redis(managed_redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The managed-like Redis server with every logical db flushed before and after the test."""
+    client = redis.Redis(port=managed_redis_server.port)
+    client.flushall()
+    yield managed_redis_server
+    client.flushall()
+
+
 @pytest.fixture
 def fresh_database(pg_server: PostgresServer) -> Iterator[str]:
     """An empty database of its own, dropped afterwards; yields its URL."""

@@ -168,6 +168,8 @@ class RedisServer:
     root: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: Further ``--directive value`` arguments, e.g. ``["--rename-command", "CONFIG", ""]``.
+    extra_args: list[str] = field(default_factory=list)
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -191,6 +193,7 @@ class RedisServer:
                 "16",
                 "--logfile",
                 str(self.root / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

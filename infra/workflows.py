@@ -151,18 +151,36 @@ class BackupWorkflow(Construct):
             result_path="$.error",
         )
         dump = sfn.Parallel(self, "Dump", result_path="$.components")
-        for component in names.COMPONENTS:
-            dump.branch(
-                invoke(
+        dumps_ok = sfn.Choice(self, "AllDumpsSucceeded")
+        for index, component in enumerate(names.COMPONENTS):
+            task = invoke(
+                self,
+                f"Dump{component.capitalize()}",
+                functions[names.BACKUP_DUMP],
+                {"component": component, **backup},
+            )
+            # A failed branch ends its branch cleanly instead of failing the Parallel at once: Step
+            # Functions would then stop waiting while the other dump Lambdas go on writing into the
+            # staging prefix after the failure path has deleted it.
+            task.add_catch(
+                sfn.Pass(self, f"Dump{component.capitalize()}Caught"),
+                errors=[sfn.Errors.ALL],
+                result_path="$.error",
+            )
+            dump.branch(task)
+            dumps_ok.when(
+                sfn.Condition.is_present(f"$.components[{index}].error"),
+                sfn.Pass(
                     self,
-                    f"Dump{component.capitalize()}",
-                    functions[names.BACKUP_DUMP],
-                    {"component": component, **backup},
-                )
+                    f"Dump{component.capitalize()}Failed",
+                    parameters={
+                        "Error.$": f"$.components[{index}].error.Error",
+                        "Cause.$": f"$.components[{index}].error.Cause",
+                    },
+                    result_path="$.error",
+                ).next(failure),
             )
         steps: list[sfn.TaskStateBase | sfn.Parallel] = [
-            prepare,
-            dump,
             invoke(
                 self,
                 "Seal",
@@ -183,14 +201,15 @@ class BackupWorkflow(Construct):
                 self, "Release", functions[names.BACKUP_RELEASE], backup, result_path=sfn.JsonPath.DISCARD
             ),
         ]
-        for step in steps:
+        for step in (prepare, dump, *steps):
             _catch_all(step, failure)
-        definition = sfn.Chain.start(steps[0])
+        after_dumps = sfn.Chain.start(steps[0])
         for step in steps[1:]:
-            definition = definition.next(step)
+            after_dumps = after_dumps.next(step)
+        dumps_ok.otherwise(after_dumps.next(sfn.Succeed(self, "BackupSucceeded")))
         self.state_machine = _state_machine(
             self,
-            definition.next(sfn.Succeed(self, "BackupSucceeded")),
+            sfn.Chain.start(prepare).next(dump).next(dumps_ok),
             names.BACKUP_STATE_MACHINE_TIMEOUT_HOURS,
             'Quest Board backup; input {"type": "full" | "incremental"}',
         )

@@ -14,12 +14,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from questboard_backup.storage.s3 import S3Storage
+import boto3
+from aws_lambda_powertools.utilities import parameters
 
 from questboard_backup.crypto.kms import KmsKeyWrapper
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import StorageLock
 from questboard_backup.sources.base import Component
+from questboard_backup.sources.files import FilesComponent
+from questboard_backup.sources.postgres import PostgresComponent
+from questboard_backup.sources.redis import RedisComponent
+from questboard_backup.storage.s3 import S3Storage
 
 LOCK_KEY = "locks/backup.json"
 LOCK_LIFETIME_SECONDS = 2 * 3600  # the backup state machine's timeout
@@ -100,8 +105,6 @@ class Dependencies:
         clients: Callable[[str], Any] | None = None,
         secrets: Callable[[str], str] | None = None,
     ) -> None:
-        import boto3
-
         self.settings = settings
         self._clients = clients or (lambda name: boto3.client(name))
         self._secrets = secrets or _powertools_secret
@@ -146,11 +149,6 @@ class Dependencies:
         self, name: str, database: str | None = None, redis_db: int | None = None
     ) -> Component | None:
         """The source/target bound for ``name``; None when this deployment does not back it up."""
-        from questboard_backup.sources.postgres import PostgresComponent
-        from questboard_backup.sources.redis import RedisComponent
-
-        from questboard_backup.sources.files import FilesComponent
-
         if name == "postgres":
             return PostgresComponent(self.database_url(database), self.settings.pg_bin_dir)
         if name == "redis":
@@ -162,8 +160,6 @@ class Dependencies:
 
 
 def _powertools_secret(name: str) -> str:
-    from aws_lambda_powertools.utilities import parameters
-
     return str(parameters.get_secret(name, max_age=300))
 
 

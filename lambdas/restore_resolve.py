@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from questboard_backup.storage.s3 import S3Storage
 
 from lambdas.dependencies import dependencies
 from lambdas.models import RestoreRequest, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.catalog import resolve
+from questboard_backup.storage.s3 import S3Storage
 
 
 @logger.inject_lambda_context

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from questboard_backup.storage.s3 import S3Storage
-
 from lambdas.dependencies import Dependencies
 from lambdas.models import RestoreState
 from questboard_backup.catalog import CatalogEntry, read_manifest
 from questboard_backup.sources.base import Component, RestoreOptions
+from questboard_backup.sources.files import FilesComponent
+from questboard_backup.storage.s3 import S3Storage
 
 
 def entry_for(deps: Dependencies, state: RestoreState) -> CatalogEntry:
@@ -20,8 +20,6 @@ def entry_for(deps: Dependencies, state: RestoreState) -> CatalogEntry:
 def target_for(deps: Dependencies, state: RestoreState, name: str) -> Component:
     component = deps.component(name, database=state.targets.database, redis_db=state.targets.redis_db)
     if component is None:
-        from questboard_backup.sources.files import FilesComponent
-
         component = FilesComponent(name, ())
     return component
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from questboard_backup.errors import TransientStorageError
 
 
@@ -33,8 +35,6 @@ class SnsAlerts:
         self._sns = client
 
     def publish(self, subject: str, message: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             self._sns.publish(TopicArn=self._topic_arn, Subject=subject, Message=message)
         except (BotoCoreError, ClientError) as error:

@@ -10,6 +10,8 @@ import base64
 import binascii
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from questboard_backup.crypto.keys import WrappedKey
 from questboard_backup.crypto.stream import DATA_KEY_SIZE
 from questboard_backup.errors import ConfigurationError, IntegrityError, TransientStorageError
@@ -36,8 +38,6 @@ class KmsKeyWrapper:
         self._kms = client
 
     def _error(self, error: Exception, action: str) -> Exception:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "Unknown")
             if code == "InvalidCiphertextException":

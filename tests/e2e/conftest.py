@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -133,7 +134,7 @@ class World:
             if description["status"] != "RUNNING":
                 return dict(description)
             assert time.monotonic() < deadline, f"{machine} execution still running after {timeout}s"
-            time.sleep(0.05)  # polling the interpreter's thread for completion, bounded by the deadline
+            time.sleep(0.1)  # polling the interpreter's thread for completion, bounded by the deadline
 
     def objects(self, prefix: str = "") -> list[str]:
         s3 = boto3.client("s3", region_name=REGION)
@@ -166,7 +167,8 @@ def world(
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
-    monkeypatch.setattr(retrier_decl.time, "sleep", lambda seconds: None)  # Retry backoff: no real waiting
+    # Retry backoff without real waiting: replace the module's `time`, not the global time.sleep.
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=lambda seconds: None, time=time.time))
     monkeypatch.setattr(LambdaFunction, "_invoke_lambda", _invoke_in_process)
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
 
@@ -202,6 +204,8 @@ def world(
         for logical_id, resource in template["Resources"].items():
             refs[logical_id] = f"ref-{logical_id}"
             if resource["Type"] == "AWS::Lambda::Function":
+                # Import now, as Lambda's init phase would, not inside the interpreter's worker threads.
+                importlib.import_module(resource["Properties"]["Handler"].rsplit(".", 1)[0])
                 arn = awslambda.create_function(
                     FunctionName=logical_id[:64],
                     Runtime="python3.12",

@@ -76,7 +76,7 @@ def test_an_s3_failure_takes_the_failure_path(world: World, capsys: pytest.Captu
     world.install()
     result = world.run("backup", {"type": "full"})
     assert result["status"] == "FAILED"
-    assert result["error"] == "StorageError"
+    assert result["error"] == "StorageError", result.get("cause")
     assert "injected failure" in result["cause"]
     assert world.objects(f"{HOSTNAME}/") == []  # no staging objects, no manifest, lock released
     assert "backup_failure_total" in emitted_metrics(capsys.readouterr().out)

@@ -55,9 +55,9 @@ def _tasks(states: dict[str, Any]) -> dict[str, Any]:
 
 def test_backup_runs_the_documented_steps_in_order(backup: dict[str, Any]) -> None:
     assert "QueryLanguage" not in backup, "JSONPath (moto cannot run JSONata)"
-    assert path_from(backup["States"], backup["StartAt"]) == [
-        "Prepare",
-        "Dump",
+    assert path_from(backup["States"], backup["StartAt"]) == ["Prepare", "Dump", "AllDumpsSucceeded"]
+    after_dumps = backup["States"]["AllDumpsSucceeded"]["Default"]
+    assert path_from(backup["States"], after_dumps) == [
         "Seal",
         "Verify",
         "Promote",
@@ -75,13 +75,32 @@ def test_backup_dumps_the_four_components_in_parallel(synth: Synthesized, backup
     assert dump["ResultPath"] == "$.components"
     payloads = []
     for branch in dump["Branches"]:
-        (state,) = branch["States"].values()
+        state = branch["States"][branch["StartAt"]]
         assert state["Resource"] == _function_arn(synth, names.BACKUP_DUMP)
         assert state["Retry"] == [RETRY]
         payloads.append(state["Parameters"])
+        # A failed dump ends its own branch, so no dump still runs when the failure path cleans up.
+        (catch,) = state["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["ResultPath"] == "$.error"
+        assert branch["States"][catch["Next"]]["Type"] == "Pass"
     assert payloads == [
         {"component": c, "backup.$": "$.backup"} for c in ("postgres", "redis", "files", "config")
     ]
+
+
+def test_any_failed_dump_goes_to_the_failure_path_with_its_error(backup: dict[str, Any]) -> None:
+    choice = backup["States"]["AllDumpsSucceeded"]
+    assert choice["Type"] == "Choice"
+    failure_start = backup["States"]["Prepare"]["Catch"][-1]["Next"]
+    for index, rule in enumerate(choice["Choices"]):
+        assert rule == {"Variable": f"$.components[{index}].error", "IsPresent": True, "Next": rule["Next"]}
+        handler = backup["States"][rule["Next"]]
+        assert handler["Parameters"] == {
+            "Error.$": f"$.components[{index}].error.Error",
+            "Cause.$": f"$.components[{index}].error.Cause",
+        }
+        assert handler["ResultPath"] == "$.error" and handler["Next"] == failure_start
+    assert len(choice["Choices"]) == 4
 
 
 def test_backup_steps_keep_backup_and_components_in_the_state(

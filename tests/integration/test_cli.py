@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from questboard_backup.sources.files import tree_listing
 
 from questboard_backup.cli import main
+from questboard_backup.sources.files import tree_listing
 from tests.dataset import large_objects, pg_dump_text, redis_snapshot
 from tests.integration.conftest import Deployment
 

@@ -29,6 +29,9 @@ class _DeadlineComponent:
     def check(self) -> None:
         self._inner.check()
 
+    def restore(self, open_stream: Any, facts: Any, options: Any) -> dict[str, Any]:
+        return dict(self._inner.restore(open_stream, facts, options))
+
     def dump(self, out: Any) -> dict[str, Any]:
         def report(written: int) -> None:
             logger.info("dump progress", extra={"component": self.name, "raw_bytes": written})

@@ -7,7 +7,7 @@ jsonb, timestamps, several tables) at two sizes, then times:
   backup        questboard-backup full (PostgreSQL only, local storage)
   raw restore   pg_restore -j2 of the raw dump into a fresh database
   restore       questboard-backup restore --only postgres into a fresh database
-and reports ratios and the peak RSS of the backup and restore processes. Sizes: QB_BENCH_GB (default 1.1).
+and reports ratios and the peak RSS of the backup and restore processes. Sizes: QB_BENCH_GB (default 1.35, about 1.1 GB on disk).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path) -> dict[str, floa
 
 
 def main() -> int:
-    big = float(os.environ.get("QB_BENCH_GB", "1.1"))
+    big = float(os.environ.get("QB_BENCH_GB", "1.35"))
     work = Path(tempfile.mkdtemp(prefix="qb-bench-"))
     pg = PostgresServer.in_new_folder()
     try:

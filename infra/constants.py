@@ -81,3 +81,8 @@ NO_SUCCESS_ALARM_HOURS: Final = 7
 
 #: CloudWatch Logs retention of every function and state machine log group.
 LOG_RETENTION: Final = logs.RetentionDays.THREE_MONTHS
+
+
+def schedule_name(hostname: str, kind: str) -> str:
+    """EventBridge Scheduler name of a backup schedule; `questboard-backup schedules` finds it by this."""
+    return f"questboard-backup-{hostname}-{kind}"

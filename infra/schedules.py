@@ -57,6 +57,7 @@ class BackupSchedules(Construct):
             config.full_backup_schedule,
             time_zone,
             names.FULL_BACKUP_INPUT,
+            names.schedule_name(config.hostname, "full"),
             state_machine,
             config.backups_enabled,
         )
@@ -65,6 +66,7 @@ class BackupSchedules(Construct):
             config.incremental_backup_schedule,
             time_zone,
             names.INCREMENTAL_BACKUP_INPUT,
+            names.schedule_name(config.hostname, "incremental"),
             state_machine,
             config.backups_enabled,
         )
@@ -75,12 +77,14 @@ class BackupSchedules(Construct):
         expression: str,
         time_zone: TimeZone,
         payload: dict[str, str],
+        name: str,
         state_machine: sfn.IStateMachine,
         enabled: bool,
     ) -> scheduler.Schedule:
         return scheduler.Schedule(
             self,
             construct_id,
+            schedule_name=name,
             description=f"Quest Board Backup: start a {payload['type']} backup",
             schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
             enabled=enabled,

@@ -10,7 +10,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import FailureRequest, parse
 from lambdas.observability import logger, metrics, tracer
-from questboard_backup.alerts import SnsAlerts, describe_failure
 from questboard_backup.backup import BackupPlan, discard_backup
 
 
@@ -22,11 +21,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     metrics.add_metric(name="backup_failure_total", unit=MetricUnit.Count, value=1)
     backup_id = request.backup.backup_id if request.backup else "(not started)"
-    subject, message = describe_failure("backup", backup_id, request.error.Error, request.error.Cause)
     logger.error("backup failed", extra={"error": request.error.Error})
-    if deps.settings.alert_topic_arn:
-        SnsAlerts(deps.settings.alert_topic_arn, deps.client("sns")).publish(subject, message)
+    # Clean up before alerting, so an SNS outage cannot leave staged objects or the lock behind.
     if request.backup is not None:
         discard_backup(BackupPlan.from_dict(request.backup.plan_dict()), [deps.storage()])
         deps.lock().release(request.backup.lock_token)
-    return {"alerted": bool(deps.settings.alert_topic_arn), "cause": message}
+    return deps.alert_failure("backup", backup_id, request.error.Error, request.error.Cause)

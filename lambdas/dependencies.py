@@ -17,6 +17,7 @@ from urllib.parse import quote
 import boto3
 from aws_lambda_powertools.utilities import parameters
 
+from questboard_backup.alerts import SnsAlerts, describe_failure
 from questboard_backup.crypto.kms import KmsKeyWrapper
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import StorageLock
@@ -130,6 +131,13 @@ class Dependencies:
         if self._wrapper is None:
             self._wrapper = KmsKeyWrapper(self.settings.kms_key_id, self._clients("kms"))
         return self._wrapper
+
+    def alert_failure(self, kind: str, backup_id: str, error: str, cause: str) -> dict[str, Any]:
+        """Publish the failure alert (when a topic is configured); returns what the failure path reports."""
+        subject, message = describe_failure(kind, backup_id, error, cause)
+        if self.settings.alert_topic_arn:
+            SnsAlerts(self.settings.alert_topic_arn, self.client("sns")).publish(subject, message)
+        return {"alerted": bool(self.settings.alert_topic_arn), "cause": message}
 
     def lock(self) -> StorageLock:
         return StorageLock(self.storage(), LOCK_KEY, LOCK_LIFETIME_SECONDS)

@@ -10,7 +10,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import FailureRequest, parse
 from lambdas.observability import logger, metrics, tracer
-from questboard_backup.alerts import SnsAlerts, describe_failure
 
 
 @logger.inject_lambda_context(correlation_id_path="restore.backup_id")
@@ -21,8 +20,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     metrics.add_metric(name="restore_failure_total", unit=MetricUnit.Count, value=1)
     backup_id = str((request.restore or {}).get("backup_id", "(unresolved)"))
-    subject, message = describe_failure("restore of", backup_id, request.error.Error, request.error.Cause)
     logger.error("restore failed", extra={"error": request.error.Error})
-    if deps.settings.alert_topic_arn:
-        SnsAlerts(deps.settings.alert_topic_arn, deps.client("sns")).publish(subject, message)
-    return {"alerted": bool(deps.settings.alert_topic_arn), "cause": message}
+    return deps.alert_failure("restore of", backup_id, request.error.Error, request.error.Cause)

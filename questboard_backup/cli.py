@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -221,17 +222,18 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolve(settings: Settings, reference: str) -> CatalogEntry:
+    s3_factory = _s3_storage if settings.s3_bucket or reference.startswith("s3://") else None
+    return resolve(reference, _storages(settings), s3_factory)
+
+
 def _wrapper(settings: Settings) -> PassphraseKeyWrapper:
     return PassphraseKeyWrapper(settings.require_encryption_key())
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     wrapper = _wrapper(settings)
-    entry = resolve(
-        args.backup,
-        _storages(settings),
-        _s3_storage if settings.s3_bucket or args.backup.startswith("s3://") else None,
-    )
+    entry = _resolve(settings, args.backup)
     report = verify_backup(entry, wrapper)
     _emit(
         args,
@@ -249,18 +251,14 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     wrapper = _wrapper(settings)
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     targets = _restore_targets(settings, args)
-    entry = resolve(
-        args.backup,
-        _storages(settings),
-        _s3_storage if settings.s3_bucket or args.backup.startswith("s3://") else None,
-    )
+    entry = _resolve(settings, args.backup)
     now = datetime.now(UTC)
     options = RestoreOptions(
         timestamp=f"{now:%Y%m%d_%H%M%S}",
         files_root=Path(args.to_files_root).absolute() if args.to_files_root else None,
     )
     logs = settings.backup_dir / "logs"
-    with run_log(logs, "restore", now) if os.access(settings.backup_dir, os.W_OK) else _nullcontext():
+    with run_log(logs, "restore", now) if os.access(settings.backup_dir, os.W_OK) else nullcontext():
         report = run_restore(entry, wrapper, targets, options, only)
         for name in report["components"]:
             targets[name].check()  # the seed's first post-restore check: the target answers
@@ -304,12 +302,23 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
+def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
+    from questboard_backup.schedules import DeployedSchedules, aws_configured, scheduler_client
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    if args.action == "detect":
+        return 0 if aws_configured() else 1
+    schedules = DeployedSchedules(scheduler_client(), settings.hostname)
+    if args.action == "setup":
+        changed = schedules.enable()
+        print("enabled: " + ", ".join(changed) if changed else "both schedules were already enabled")
+    infos = schedules.show()
+    _emit(
+        args,
+        {"schedules": [{"kind": i.kind, "name": i.name, "expression": i.expression, "timezone": i.timezone,
+                        "state": i.state, "next_run": i.next_run.isoformat() if i.next_run else None} for i in infos]},
+        "\n".join(info.line() for info in infos),
+    )  # fmt: skip
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_health)
+    sub = commands.add_parser(
+        "schedules", help="show or enable the deployed EventBridge schedules (AWS); backup-cron.sh uses it"
+    )
+    sub.add_argument(
+        "action", choices=("show", "setup", "detect"), help="detect: exit 0 if AWS is configured"
+    )
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_schedules)
     sub = commands.add_parser("list", help="list restorable backups (local and S3)")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_list)

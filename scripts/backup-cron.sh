@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # The seed's schedule command: ./scripts/backup-cron.sh setup | show
-# Local mode (this script): installs or shows the crontab lines for a full backup daily at 02:00
-# and an incremental every 6 hours (00:00, 06:00, 12:00, 18:00: never at 02:00). The lock refuses overlaps.
+# With AWS configured (credentials and region): shows the deployed EventBridge schedules with their
+# next run, or enables them (`questboard-backup schedules`). Without: installs or shows the local
+# crontab lines for a full backup daily at 02:00 and an incremental every 6 hours (00:00, 06:00,
+# 12:00, 18:00: never at 02:00). The lock refuses overlaps.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+case "${1:-}" in
+  setup | show)
+    if "$repo/scripts/backup.sh" schedules detect; then
+      exec "$repo/scripts/backup.sh" schedules "$1"
+    fi
+    ;;
+esac
 marker="# questboard-backup"
 log_dir="${BACKUP_DIR:-/var/backups/questboard}/logs"
 

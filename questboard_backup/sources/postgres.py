@@ -36,7 +36,8 @@ from questboard_backup.sources.postgres_facts import (
     list_tables,
     one,
 )
-from questboard_backup.sources.postgres_tools import ClientTools, first_line, stream_in, stream_out
+from questboard_backup.sources.postgres_restore import parallel_restore
+from questboard_backup.sources.postgres_tools import ClientTools, first_line, stream_out
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +140,9 @@ class PostgresComponent:
             admin.autocommit = True
             self._create_staging(admin, staging, facts)
             try:
-                args = ["--single-transaction", "--exit-on-error", "--no-password"]
-                stream_in(
-                    self.tools, "pg_restore", [*args, f"--dbname={self._conninfo(staging)}"], open_stream
+                # Several pg_restore processes, each on its own authenticated stream (see postgres_restore).
+                parallel_restore(
+                    self.tools, f"--dbname={self._conninfo(staging)}", open_stream, facts["tables"], self.jobs
                 )
                 rows = self._verify(staging, facts)
                 moved = _swap(admin, staging, target, previous)

@@ -6,7 +6,6 @@ The password reaches a tool only through its PGPASSWORD environment variable, ne
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -19,7 +18,6 @@ from typing import IO, Any, BinaryIO
 
 from questboard_backup.errors import SourceError
 from questboard_backup.pipeline import READ_SIZE
-from questboard_backup.sources.base import StreamOpener
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)")
 _TAIL_LINES = 20
@@ -87,7 +85,7 @@ class ClientTools:
         return text.replace(self._password, "***") if self._password else text
 
 
-class _StderrTail:
+class StderrTail:
     """Reads a child's standard error to its end, keeping the last lines (a full pipe would block it)."""
 
     def __init__(self, stream: IO[bytes]) -> None:
@@ -114,14 +112,14 @@ def stream_out(tools: ClientTools, name: str, args: Sequence[str], write: Callab
     """Run a tool and hand its standard output to ``write`` in chunks; returns the bytes written."""
     process = tools.start(name, args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
-    tail = _StderrTail(process.stderr)
+    tail = StderrTail(process.stderr)
     written = 0
     try:
         while chunk := process.stdout.read(READ_SIZE):
             write(chunk)
             written += len(chunk)
     except BaseException:
-        _stop(process)
+        stop(process)
         raise
     finally:
         process.stdout.close()
@@ -132,32 +130,7 @@ def stream_out(tools: ClientTools, name: str, args: Sequence[str], write: Callab
     return written
 
 
-def stream_in(tools: ClientTools, name: str, args: Sequence[str], open_stream: StreamOpener) -> None:
-    """Run a tool fed from ``open_stream``. Its standard input is closed, which lets it finish and commit,
-    only after the stream was read to its authenticated end; on any failure it is killed first."""
-    process = tools.start(name, args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert process.stdin is not None and process.stderr is not None
-    tail = _StderrTail(process.stderr)
-    try:
-        with open_stream() as reader:
-            if not _feed(reader, process.stdin) and process.wait() != 0:
-                raise SourceError(f"{name} failed (exit {process.returncode}): {tools.scrub(tail.summary())}")
-        with contextlib.suppress(BrokenPipeError):
-            process.stdin.close()
-        returncode = process.wait()
-    except BaseException:
-        _stop(process)
-        raise
-    finally:
-        with contextlib.suppress(OSError):
-            process.stdin.close()
-        process.wait()
-        summary = tail.summary()
-    if returncode != 0:
-        raise SourceError(f"{name} failed (exit {returncode}): {tools.scrub(summary)}")
-
-
-def _feed(reader: BinaryIO, stdin: IO[bytes]) -> bool:
+def feed(reader: BinaryIO, stdin: IO[bytes]) -> bool:
     """Copy the stream into the tool; False when the tool stopped reading (it exited)."""
     try:
         while chunk := reader.read(READ_SIZE):
@@ -168,6 +141,6 @@ def _feed(reader: BinaryIO, stdin: IO[bytes]) -> bool:
     return True
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()

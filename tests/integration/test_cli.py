@@ -295,3 +295,30 @@ def test_backup_sh_is_a_thin_wrapper_with_help(deployment: Deployment) -> None:
         [str(REPO / "scripts" / "backup.sh"), "restore", "--help"], capture_output=True, text=True
     )
     assert "--to-database-url" in done.stdout and "exit codes" in done.stdout
+
+
+def test_health_passes_after_a_backup_and_flags_an_old_one(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "health", "--json")
+    assert code == 1 and "no backup has ever succeeded" in json.loads(out)["problems"]
+    full_backup(capsys)
+    code, out, _ = cli(capsys, "health", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["healthy"] is True
+    assert report["checks"]["postgres"] == report["checks"]["redis"] == "ok"
+    code, out, _ = cli(capsys, "health", "--max-age-hours", "0")
+    assert code == 1 and "RPO at risk" in out
+
+
+def test_health_check_sh_reports_an_unreachable_database(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.servers import free_port
+
+    env = {**os.environ, **deployment.env, "DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{free_port()}/db"}
+    done = subprocess.run(
+        [str(REPO / "scripts" / "health-check.sh")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "PROBLEM: cannot connect to PostgreSQL" in done.stdout

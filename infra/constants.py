@@ -35,6 +35,7 @@ ABORT_MULTIPART_AFTER_DAYS: Final = 1
 ACCESS_LOG_RETENTION_DAYS: Final = 365
 
 # Function modules in lambdas/ (handler = "{module}.handler"), as docs/serverless.md names them.
+BACKUP_START: Final = "backup_start"
 BACKUP_PREPARE: Final = "backup_prepare"
 BACKUP_DUMP: Final = "backup_dump"
 BACKUP_SEAL: Final = "backup_seal"

@@ -57,6 +57,7 @@ class LayerPaths:
 
 
 class S3Access(Enum):
+    NONE = "none"
     READ = "read"
     READ_WRITE = "read_write"
 
@@ -91,6 +92,9 @@ _GEN, _DEC = KmsAccess.GENERATE_DATA_KEY, KmsAccess.DECRYPT
 #: that compression and encryption need (Lambda CPU grows with memory). Verification re-reads and
 #: authenticates every object: one full vCPU. Everything else is bookkeeping on small objects.
 FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
+    FunctionSpec(
+        names.BACKUP_START, "Start a scheduled backup, execution named after its id", 1, S3Access.NONE
+    ),
     FunctionSpec(names.BACKUP_PREPARE, "Plan a backup, take the lock, wrap a data key", 1, _RW, _GEN),
     FunctionSpec(names.BACKUP_DUMP, "Stream one component to S3", 15, _RW, _DEC, 3008, reads_secrets=True),
     FunctionSpec(names.BACKUP_SEAL, "Write the authenticated manifest", 2, _RW, _DEC),
@@ -204,7 +208,7 @@ class BackupFunctions(Construct):
         deps = self._deps
         if spec.s3 is S3Access.READ_WRITE:
             deps.bucket.grant_read_write(function)
-        else:
+        elif spec.s3 is S3Access.READ:
             deps.bucket.grant_read(function)
         if spec.kms is KmsAccess.GENERATE_DATA_KEY:
             deps.key.grant(function, "kms:GenerateDataKey")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, TimeZone
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_stepfunctions as sfn
-from cdk_nag import NagPackSuppression, NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
 from infra import constants as names
@@ -31,7 +32,7 @@ class BackupSchedules(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        state_machine: sfn.IStateMachine,
+        starter: lambda_.IFunction,
         config: StackConfig,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -51,6 +52,10 @@ class BackupSchedules(Construct):
                 )
             ],
         )
+        # Scheduler may invoke the starter function and nothing else.
+        self.role = iam.Role(
+            self, "InvokeStarterRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com")
+        )
         time_zone = TimeZone.of(config.schedule_timezone)
         self.full = self._schedule(
             "FullBackup",
@@ -58,7 +63,7 @@ class BackupSchedules(Construct):
             time_zone,
             names.FULL_BACKUP_INPUT,
             names.schedule_name(config.hostname, "full"),
-            state_machine,
+            starter,
             config.backups_enabled,
         )
         self.incremental = self._schedule(
@@ -67,8 +72,21 @@ class BackupSchedules(Construct):
             time_zone,
             names.INCREMENTAL_BACKUP_INPUT,
             names.schedule_name(config.hostname, "incremental"),
-            state_machine,
+            starter,
             config.backups_enabled,
+        )
+        # After the targets exist: the grant's DefaultPolicy is created by them.
+        NagSuppressions.add_resource_suppressions(
+            self.role,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="lambda:InvokeFunction on the starter function's versions and aliases (ARN:*) "
+                    "as the Lambda target grants it; no other function or action.",
+                    applies_to=[RegexAppliesTo(regex=r"/^Resource::<Functions[A-Za-z0-9]+\.Arn>:\*$/g")],
+                )
+            ],
+            apply_to_children=True,
         )
 
     def _schedule(
@@ -78,7 +96,7 @@ class BackupSchedules(Construct):
         time_zone: TimeZone,
         payload: dict[str, str],
         name: str,
-        state_machine: sfn.IStateMachine,
+        starter: lambda_.IFunction,
         enabled: bool,
     ) -> scheduler.Schedule:
         return scheduler.Schedule(
@@ -88,9 +106,14 @@ class BackupSchedules(Construct):
             description=f"Quest Board Backup: start a {payload['type']} backup",
             schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
             enabled=enabled,
-            target=targets.StepFunctionsStartExecution(
-                state_machine,
-                input=scheduler.ScheduleTargetInput.from_object(payload),
+            # The starter names the execution after the backup id derived from the scheduled time, so a
+            # retried or duplicated delivery cannot start a second backup for the same slot.
+            target=targets.LambdaInvoke(
+                starter,
+                role=self.role,
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {**payload, "scheduled_at": scheduler.ContextAttribute.scheduled_time}
+                ),
                 dead_letter_queue=self.dead_letter_queue,
                 retry_attempts=names.SCHEDULE_RETRY_ATTEMPTS,
                 # A start older than this is stale: the next scheduled run is the better backup.

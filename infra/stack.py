@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from infra import constants as names
 from infra.config import StackConfig
 from infra.functions import BackupFunctions, FunctionDependencies, LayerPaths
 from infra.monitoring import AlertTopic, BackupAlarms
@@ -58,9 +59,10 @@ class QuestBoardBackupStack(Stack):
         )
         self.backup = BackupWorkflow(self, "Backup", functions=self.functions)
         self.restore = RestoreWorkflow(self, "Restore", functions=self.functions)
-        self.schedules = BackupSchedules(
-            self, "Schedules", state_machine=self.backup.state_machine, config=config
-        )
+        starter = self.functions[names.BACKUP_START]
+        starter.add_environment("BACKUP_STATE_MACHINE_ARN", self.backup.state_machine.state_machine_arn)
+        self.backup.state_machine.grant_start_execution(starter)
+        self.schedules = BackupSchedules(self, "Schedules", starter=starter, config=config)
         topics: list[sns.ITopic] = [self.alerts.topic]
         if config.alert_topic_arn:
             topics.append(sns.Topic.from_topic_arn(self, "ExtraAlertTopic", config.alert_topic_arn))

@@ -140,7 +140,7 @@ class BackupWorkflow(Construct):
             self,
             "Prepare",
             functions[names.BACKUP_PREPARE],
-            {"type.$": "$.type"},
+            None,  # the whole input: {"type"} and, from a scheduled start, {"backup_id"}
             result_selector=backup,
             result_path="$",
         )

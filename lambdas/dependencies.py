@@ -40,6 +40,7 @@ class FunctionSettings:
     database_secret_arn: str = ""
     redis_secret_arn: str = ""
     alert_topic_arn: str = ""
+    state_machine_arn: str = ""
     files_paths: tuple[Path, ...] = ()
     config_paths: tuple[Path, ...] = ()
     pg_bin_dir: Path | None = None
@@ -67,6 +68,7 @@ class FunctionSettings:
             database_secret_arn=environ.get("DATABASE_SECRET_ARN", ""),
             redis_secret_arn=environ.get("REDIS_SECRET_ARN", ""),
             alert_topic_arn=environ.get("ALERT_TOPIC_ARN", ""),
+            state_machine_arn=environ.get("BACKUP_STATE_MACHINE_ARN", ""),
             files_paths=paths("BACKUP_FILES_PATHS"),
             config_paths=paths("BACKUP_CONFIG_PATHS"),
             pg_bin_dir=Path(pg_bin) if pg_bin and Path(pg_bin).is_dir() else None,

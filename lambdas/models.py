@@ -18,6 +18,12 @@ class _Strict(BaseModel):
 
 class BackupRequest(_Strict):
     type: Literal["full", "incremental"]
+    backup_id: str | None = Field(default=None, pattern=r"^questboard_(full|incremental)_\d{8}_\d{6}$")
+
+
+class StartRequest(_Strict):
+    type: Literal["full", "incremental"]
+    scheduled_at: str | None = None
 
 
 class BackupState(_Strict):

@@ -16,7 +16,7 @@ from typing import Any
 from questboard_backup import __version__
 from questboard_backup.crypto.keys import KeyWrapper, WrappedKey
 from questboard_backup.errors import ConfigurationError
-from questboard_backup.manifest import MANIFEST_NAME, ComponentEntry, Manifest, seal_manifest
+from questboard_backup.manifest import BACKUP_ID, MANIFEST_NAME, ComponentEntry, Manifest, seal_manifest
 from questboard_backup.pipeline import ComponentWriter
 from questboard_backup.sources.base import Component
 from questboard_backup.storage.base import ObjectWriter, Storage
@@ -101,13 +101,23 @@ def _iso(moment: datetime) -> str:
 
 
 def plan_backup(
-    kind: str, hostname: str, wrapper: KeyWrapper, now: datetime | None = None
+    kind: str, hostname: str, wrapper: KeyWrapper, now: datetime | None = None, backup_id: str | None = None
 ) -> tuple[BackupPlan, bytes]:
-    """Choose id and tier and create the backup's data key; returns the plan and the plaintext key."""
+    """Choose id and tier and create the backup's data key; returns the plan and the plaintext key.
+
+    ``backup_id`` (from a scheduled start, which names the execution after it) fixes the id and the
+    time it stands for; otherwise the id comes from ``now``.
+    """
     if kind not in KINDS:
         raise ConfigurationError(f"backup type must be one of {', '.join(KINDS)}, not {kind!r}")
-    started = now or datetime.now(UTC)
-    backup_id = backup_id_for(kind, started)
+    if backup_id is not None:
+        match = BACKUP_ID.match(backup_id)
+        if not match or match.group(1) != kind:
+            raise ConfigurationError(f"backup id {backup_id!r} is not a {kind} backup id")
+        started = datetime.strptime(match.group(2), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    else:
+        started = now or datetime.now(UTC)
+        backup_id = backup_id_for(kind, started)
     data_key, wrapped_key = wrapper.generate(backup_id)
     return BackupPlan(
         backup_id, kind, tier_for(kind, started), hostname, _iso(started), wrapped_key

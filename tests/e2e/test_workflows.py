@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,3 +91,30 @@ def test_disabled_backups_end_without_doing_anything(world: World) -> None:
     result = world.run("backup", {"type": "full"})
     assert result["status"] == "SUCCEEDED"
     assert world.objects() == []
+
+
+def test_a_scheduled_start_names_the_execution_after_the_backup_and_is_idempotent(world: World) -> None:
+    import boto3
+
+    from lambdas import backup_start
+    from tests.e2e.conftest import FakeContext
+
+    world.settings = replace(world.settings, state_machine_arn=world.machines["backup"])
+    world.install()
+    event = {"type": "full", "scheduled_at": "2026-11-29T02:00:00Z"}
+    first = backup_start.handler(event, FakeContext("backup_start"))
+    again = backup_start.handler(event, FakeContext("backup_start"))  # a retried delivery while it runs
+    assert first["backup_id"] == again["backup_id"] == "questboard_full_20261129_020000"
+    assert first["execution"] == again["execution"]  # Step Functions returns the running execution
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    executions = sfn.list_executions(stateMachineArn=world.machines["backup"])["executions"]
+    assert [e["name"] for e in executions] == ["questboard_full_20261129_020000"]
+    deadline = time.monotonic() + 120
+    while sfn.describe_execution(executionArn=first["execution"])["status"] == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)  # polling the interpreter's thread for completion, bounded by the deadline
+    assert sfn.describe_execution(executionArn=first["execution"])["status"] == "SUCCEEDED"
+    assert f"{HOSTNAME}/weekly/questboard_full_20261129_020000/manifest.json" in world.objects(f"{HOSTNAME}/")
+    late = backup_start.handler(event, FakeContext("backup_start"))  # a delivery after it finished
+    assert late == {"backup_id": "questboard_full_20261129_020000", "started": False}
+    assert len(sfn.list_executions(stateMachineArn=world.machines["backup"])["executions"]) == 1

@@ -12,6 +12,7 @@ from infra.functions import CODE_ASSET_EXCLUDE, FUNCTION_SPECS, REPO_ROOT, Layer
 from tests.infra.conftest import Synthesized
 
 DOCUMENTED_MODULES = {
+    names.BACKUP_START,
     names.BACKUP_PREPARE,
     names.BACKUP_DUMP,
     names.BACKUP_SEAL,

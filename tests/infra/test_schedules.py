@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from infra import constants as names
 from tests.infra.conftest import Synthesized
 
 
@@ -29,18 +30,23 @@ def test_incremental_never_runs_in_the_full_backups_slot(synth: Synthesized) -> 
     assert "2" not in hours.split(","), "02:00 belongs to the full backup"
 
 
-def test_schedules_start_the_backup_state_machine_with_retries_and_a_dlq(synth: Synthesized) -> None:
-    machine_id = synth.logical_id(synth.stack.backup.state_machine)
+def test_schedules_invoke_the_starter_with_the_scheduled_time_retries_and_a_dlq(synth: Synthesized) -> None:
+    starter_id = synth.logical_id(synth.stack.functions[names.BACKUP_START])
     queue_id = synth.logical_id(synth.stack.schedules.dead_letter_queue)
-    for schedule in _schedules(synth).values():
+    for kind, schedule in _schedules(synth).items():
         target = schedule["Target"]
-        assert target["Arn"] == {"Ref": machine_id}
+        assert target["Arn"] == {"Fn::GetAtt": [starter_id, "Arn"]}
+        assert json.loads(target["Input"]) == {"type": kind, "scheduled_at": "<aws.scheduler.scheduled-time>"}
         assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
         assert target["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600}
 
 
-def test_scheduler_role_may_only_start_the_backup_state_machine(synth: Synthesized) -> None:
+def test_the_starter_alone_may_start_the_backup_state_machine_and_the_scheduler_only_invokes_it(
+    synth: Synthesized,
+) -> None:
     machine_id = synth.logical_id(synth.stack.backup.state_machine)
+    starter = synth.resources[synth.logical_id(synth.stack.functions[names.BACKUP_START])]["Properties"]
+    assert starter["Environment"]["Variables"]["BACKUP_STATE_MACHINE_ARN"] == {"Ref": machine_id}
     (role_arn,) = {json.dumps(s["Target"]["RoleArn"]) for s in _schedules(synth).values()}
     role_id = json.loads(role_arn)["Fn::GetAtt"][0]
     statements = [
@@ -49,8 +55,20 @@ def test_scheduler_role_may_only_start_the_backup_state_machine(synth: Synthesiz
         if {"Ref": role_id} in policy["Properties"]["Roles"]
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
-    start = [s for s in statements if s["Action"] == "states:StartExecution"]
-    assert [s["Resource"] for s in start] == [{"Ref": machine_id}]
+    assert {s["Action"] for s in statements} == {"lambda:InvokeFunction", "sqs:SendMessage"}  # + the DLQ
+    starters = [
+        policy
+        for policy in synth.of_type("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Action"] == "states:StartExecution"
+    ]
+    assert len(starters) == 1
+    (statement,) = [
+        s
+        for s in starters[0]["Properties"]["PolicyDocument"]["Statement"]
+        if s["Action"] == "states:StartExecution"
+    ]
+    assert statement["Resource"] == {"Ref": machine_id}
 
 
 def test_dead_letter_queue_is_encrypted_and_tls_only(synth: Synthesized) -> None:

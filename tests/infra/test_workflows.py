@@ -107,7 +107,7 @@ def test_backup_steps_keep_backup_and_components_in_the_state(
     synth: Synthesized, backup: dict[str, Any]
 ) -> None:
     states = backup["States"]
-    assert states["Prepare"]["Parameters"] == {"type.$": "$.type"}
+    assert "Parameters" not in states["Prepare"]  # the whole input: type, and backup_id when scheduled
     assert states["Prepare"]["ResultSelector"] == {"backup.$": "$.backup"}
     assert states["Prepare"]["ResultPath"] == "$"
     both = {"backup.$": "$.backup", "components.$": "$.components"}

@@ -69,3 +69,24 @@ def test_prune_deletes_the_expired_sets_folders(tmp_path: Path) -> None:
     old = add_set(storage, "full", timedelta(days=8, hours=1))
     assert prune(storage, NOW) == [old]
     assert not (tmp_path / old).exists()
+
+
+def test_a_scheduled_backup_id_fixes_the_plans_id_time_and_tier() -> None:
+    from questboard_backup.backup import plan_backup
+
+    plan, _key = plan_backup("full", "h", WRAPPER, backup_id="questboard_full_20240301_020000")
+    assert (plan.backup_id, plan.tier, plan.started_at) == (
+        "questboard_full_20240301_020000",
+        "monthly",
+        "2024-03-01T02:00:00Z",
+    )
+
+
+def test_a_backup_id_of_another_type_is_refused() -> None:
+    import pytest
+
+    from questboard_backup.backup import plan_backup
+    from questboard_backup.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="not a incremental backup id"):
+        plan_backup("incremental", "h", WRAPPER, backup_id="questboard_full_20240301_020000")

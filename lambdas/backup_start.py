@@ -1,0 +1,49 @@
+"""The schedules' target: start the backup state machine with an execution named after the backup id.
+
+The id comes from the scheduled time, so a schedule delivery that is retried or duplicated names the
+same execution again and Step Functions refuses the second start: starts are idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.dependencies import dependencies
+from lambdas.models import StartRequest, parse
+from lambdas.observability import logger, metrics, tracer
+from questboard_backup.backup import backup_id_for
+from questboard_backup.errors import ConfigurationError
+
+
+def _scheduled_time(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        raise ConfigurationError(f"invalid task input: scheduled_at: not an ISO time: {text!r}") from None
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(StartRequest, event)
+    deps = dependencies()
+    backup_id = backup_id_for(request.type, _scheduled_time(request.scheduled_at))
+    logger.set_correlation_id(backup_id)
+    sfn = deps.client("stepfunctions")
+    try:
+        execution = sfn.start_execution(
+            stateMachineArn=deps.settings.state_machine_arn,
+            name=backup_id,
+            input=json.dumps({"type": request.type, "backup_id": backup_id}),
+        )
+    except sfn.exceptions.ExecutionAlreadyExists:
+        logger.info("backup already started for this schedule slot")
+        return {"backup_id": backup_id, "started": False}
+    return {"backup_id": backup_id, "started": True, "execution": execution["executionArn"]}

@@ -6,8 +6,7 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -20,9 +19,10 @@ from questboard_backup.errors import (
     SourceError,
     SourceUnreachableError,
 )
-from questboard_backup.pipeline import ComponentReader, ComponentWriter, StreamStats
+from questboard_backup.pipeline import ComponentWriter, StreamStats
 from questboard_backup.sources.base import RestoreOptions, StreamOpener
 from questboard_backup.sources.files import FilesComponent, tree_listing
+from tests import sealed
 
 KEY = os.urandom(32)
 CONTEXT = "questboard_full_20240101_020000/files"
@@ -78,13 +78,7 @@ def backup(
 
 
 def opener(stored: bytes, stats: StreamStats) -> StreamOpener:
-    @contextmanager
-    def open_stream() -> Iterator[BinaryIO]:
-        reader = ComponentReader(io.BytesIO(stored), KEY, CONTEXT, "files", stats.stored_bytes, stats.sha256)
-        yield cast(BinaryIO, reader)
-        reader.finish()
-
-    return open_stream
+    return sealed.opener(stored, stats, KEY, CONTEXT, "files")
 
 
 def restore(

@@ -27,9 +27,10 @@ from questboard_backup.errors import (
     SourceError,
     SourceUnreachableError,
 )
-from questboard_backup.pipeline import READ_SIZE, ComponentReader, ComponentWriter, StreamStats
+from questboard_backup.pipeline import READ_SIZE, ComponentWriter, StreamStats
 from questboard_backup.sources.base import RestoreOptions, StreamOpener
 from questboard_backup.sources.postgres import PostgresComponent, row_counts
+from tests import sealed
 from tests.dataset import load_postgres
 from tests.servers import PostgresServer, free_port, postgres_bindir
 
@@ -108,15 +109,7 @@ def backup(component: PostgresComponent, wrap: Callable[[BinaryIO], BinaryIO] | 
 
 
 def opener(stored: bytes, stats: StreamStats) -> StreamOpener:
-    @contextmanager
-    def open_stream() -> Iterator[BinaryIO]:
-        reader = ComponentReader(
-            io.BytesIO(stored), KEY, CONTEXT, "postgres", stats.stored_bytes, stats.sha256
-        )
-        yield cast(BinaryIO, reader)
-        reader.finish()
-
-    return open_stream
+    return sealed.opener(stored, stats, KEY, CONTEXT, "postgres")
 
 
 def restore(url: str, stored: bytes, stats: StreamStats, facts: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,7 @@ import io
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, BinaryIO, cast
 
 import pytest
@@ -19,9 +18,10 @@ from questboard_backup.errors import (
     SourceError,
     SourceUnreachableError,
 )
-from questboard_backup.pipeline import ComponentReader, ComponentWriter, StreamStats
+from questboard_backup.pipeline import ComponentWriter, StreamStats
 from questboard_backup.sources.base import RestoreOptions, StreamOpener
 from questboard_backup.sources.redis import RedisComponent
+from tests import sealed
 from tests.conftest import MANAGED_REDIS_REFUSES
 from tests.servers import RedisServer, free_port
 
@@ -116,13 +116,7 @@ def backup(component: RedisComponent) -> tuple[dict[str, Any], bytes, StreamStat
 
 
 def opener(stored: bytes, stats: StreamStats) -> StreamOpener:
-    @contextmanager
-    def open_stream() -> Iterator[BinaryIO]:
-        reader = ComponentReader(io.BytesIO(stored), KEY, CONTEXT, "redis", stats.stored_bytes, stats.sha256)
-        yield cast(BinaryIO, reader)
-        reader.finish()
-
-    return open_stream
+    return sealed.opener(stored, stats, KEY, CONTEXT, "redis")
 
 
 def encode(dbs: Mapping[int, list[tuple[bytes, int, bytes]]], end: int | None = None) -> bytes:

@@ -90,6 +90,19 @@ class LocalStorage(Storage):
         except OSError as error:
             raise _storage_error("write to BACKUP_DIR", self.root, error) from None
 
+    def clear_staging(self) -> list[str]:
+        """Remove everything under temp/: only a lock holder may call this, so it is all left by dead runs
+        (including the hidden .partial files that listings skip). Returns what was removed."""
+        removed = []
+        temp = self.root / "temp"
+        for entry in sorted(temp.iterdir()) if temp.is_dir() else []:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+        return removed
+
     def _path(self, key: str) -> Path:
         parts = [part for part in key.split("/") if part]
         if any(part in (".", "..") for part in parts) or not parts:

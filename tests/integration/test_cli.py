@@ -322,3 +322,13 @@ def test_health_check_sh_reports_an_unreachable_database(
     )
     assert done.returncode == 1
     assert "PROBLEM: cannot connect to PostgreSQL" in done.stdout
+
+
+def test_a_dead_runs_partial_files_in_temp_are_removed_by_the_next_backup(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leftover = deployment.backup_dir / "temp" / "questboard_full_20200101_000000"
+    leftover.mkdir(parents=True)
+    (leftover / ".postgres.dump.zst.enc.partial").write_bytes(b"sealed bytes of a killed run")
+    full_backup(capsys)
+    assert not any((deployment.backup_dir / "temp").iterdir())

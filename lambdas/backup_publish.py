@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -12,6 +11,7 @@ from lambdas.dependencies import dependencies
 from lambdas.models import BackupStep, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.catalog import read_manifest, write_latest_pointer
+from questboard_backup.manifest import parse_time
 
 
 @logger.inject_lambda_context(correlation_id_path="backup.backup_id")
@@ -23,8 +23,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     prefix = f"{request.backup.tier}/{request.backup.backup_id}"
     manifest = read_manifest(storage, prefix)
     write_latest_pointer(storage, manifest)
-    started = datetime.strptime(manifest.started_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    finished = datetime.strptime(manifest.finished_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    started, finished = parse_time(manifest.started_at), parse_time(manifest.finished_at)
     metrics.add_dimension(name="type", value=manifest.type)
     metrics.add_metric(
         name="backup_last_success_timestamp", unit=MetricUnit.Seconds, value=finished.timestamp()

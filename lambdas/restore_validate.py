@@ -10,7 +10,7 @@ from lambdas.dependencies import dependencies
 from lambdas.models import RestoreStep, parse
 from lambdas.observability import logger, metrics, tracer
 from lambdas.restore_support import entry_for
-from questboard_backup.restore import load_checked_manifest, read_through, select_components, stream_opener
+from questboard_backup.restore import authenticate_streams, load_checked_manifest, select_components
 
 
 @logger.inject_lambda_context(correlation_id_path="restore.backup_id")
@@ -22,7 +22,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     entry = entry_for(deps, request.restore)
     manifest, data_key = load_checked_manifest(entry, deps.key_wrapper())
     selected = select_components(manifest, request.restore.only)
-    for component in selected:
-        if component.name != "postgres":  # PostgreSQL is checked in its staging database before the swap
-            read_through(stream_opener(entry, manifest, component, data_key), component)
+    # The components are restored one invocation each, so all are authenticated here, before any.
+    authenticate_streams(entry, manifest, data_key, selected)
     return {"components": [component.name for component in selected]}

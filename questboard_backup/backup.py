@@ -16,7 +16,14 @@ from typing import Any
 from questboard_backup import __version__
 from questboard_backup.crypto.keys import KeyWrapper, WrappedKey
 from questboard_backup.errors import ConfigurationError
-from questboard_backup.manifest import BACKUP_ID, MANIFEST_NAME, ComponentEntry, Manifest, seal_manifest
+from questboard_backup.manifest import (
+    BACKUP_ID,
+    MANIFEST_NAME,
+    ComponentEntry,
+    Manifest,
+    format_time,
+    seal_manifest,
+)
 from questboard_backup.pipeline import ComponentWriter
 from questboard_backup.sources.base import Component
 from questboard_backup.storage.base import ObjectWriter, Storage
@@ -96,10 +103,6 @@ class _Tee:
         return len(data)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def plan_backup(
     kind: str, hostname: str, wrapper: KeyWrapper, now: datetime | None = None, backup_id: str | None = None
 ) -> tuple[BackupPlan, bytes]:
@@ -120,7 +123,7 @@ def plan_backup(
         backup_id = backup_id_for(kind, started)
     data_key, wrapped_key = wrapper.generate(backup_id)
     return BackupPlan(
-        backup_id, kind, tier_for(kind, started), hostname, _iso(started), wrapped_key
+        backup_id, kind, tier_for(kind, started), hostname, format_time(started), wrapped_key
     ), data_key
 
 
@@ -167,7 +170,7 @@ def seal_backup(
         tier=plan.tier,
         hostname=plan.hostname,
         started_at=plan.started_at,
-        finished_at=_iso(datetime.now(UTC)),
+        finished_at=format_time(datetime.now(UTC)),
         tool_version=__version__,
         key=plan.key,
         components=tuple(entries),

@@ -22,6 +22,7 @@ from questboard_backup.catalog import CatalogEntry, incomplete_sets, list_backup
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.lock import BackupLock
+from questboard_backup.manifest import parse_time
 from questboard_backup.restore import run_restore, verify_backup
 from questboard_backup.retention import prune
 from questboard_backup.runlog import run_log
@@ -296,7 +297,7 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
         problems.append("no backup has ever succeeded")
     else:
         assert good[0].manifest is not None
-        finished = datetime.strptime(good[0].manifest.finished_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        finished = parse_time(good[0].manifest.finished_at)
         age_hours = (datetime.now(UTC) - finished).total_seconds() / 3600
         checks["last_backup_age_hours"] = f"{age_hours:.1f}"
         if age_hours > args.max_age_hours:

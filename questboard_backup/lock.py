@@ -12,10 +12,12 @@ import logging
 import os
 import secrets
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from questboard_backup.errors import LockedError, NotFoundError, StorageError
+from questboard_backup.manifest import format_time
 from questboard_backup.storage.base import Storage
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class BackupLock:
         record = {
             "holder": self._holder,
             "pid": os.getpid(),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "since": format_time(datetime.now(UTC)),
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)

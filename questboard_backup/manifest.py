@@ -13,6 +13,7 @@ import hmac
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from questboard_backup.crypto.keys import KeyWrapper, WrappedKey, derive_subkey
@@ -24,6 +25,16 @@ MANIFEST_NAME = "manifest.json"
 CIPHER = "AES-256-GCM STREAM, HKDF-SHA256 per component, zstd inside"
 BACKUP_ID = re.compile(r"^questboard_(full|incremental)_(\d{8}_\d{6})$")
 TIERS = ("daily", "weekly", "monthly", "incremental")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_time(moment: datetime) -> str:
+    """How manifests (and lock files) write a time: UTC, to the second."""
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

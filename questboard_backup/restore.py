@@ -88,6 +88,16 @@ def read_through(open_stream: StreamOpener, component: ComponentEntry) -> int:
     return raw_bytes
 
 
+def authenticate_streams(
+    entry: CatalogEntry, manifest: Manifest, data_key: bytes, components: Sequence[ComponentEntry]
+) -> None:
+    """Read every component but PostgreSQL through to its sealed end (PostgreSQL restores into a
+    staging database, so its stream is checked there before the swap)."""
+    for component in components:
+        if component.name != "postgres":
+            read_through(stream_opener(entry, manifest, component, data_key), component)
+
+
 def verify_backup(entry: CatalogEntry, wrapper: KeyWrapper) -> VerifyReport:
     """Read every byte of the set back and authenticate it; raise IntegrityError on the first problem."""
     manifest, data_key = load_checked_manifest(entry, wrapper)
@@ -131,12 +141,10 @@ def run_restore(
         # server's maintenance database first and fails before creating anything if it cannot.
         if component.name != "postgres":
             targets[component.name].check()
-    # PostgreSQL restores into a staging database, so its own stream is checked before the swap. The
-    # others are read and authenticated in full first, so a bad component is found before any target
-    # (PostgreSQL's included) has been replaced.
-    for component in selected:
-        if component.name != "postgres":
-            read_through(stream_opener(entry, manifest, component, data_key), component)
+    if len(selected) > 1:
+        # Each restorer checks its own stream before it replaces its target; with several components,
+        # a bad later one must also be found before an earlier one has been replaced.
+        authenticate_streams(entry, manifest, data_key, selected)
     report: dict[str, Any] = {"backup_id": manifest.backup_id, "components": {}}
     for component in selected:
         clock = time.monotonic()

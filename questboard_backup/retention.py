@@ -7,18 +7,15 @@ set outlives BACKUP_RETENTION_DAYS either, since long-term copies belong in S3 (
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from questboard_backup.catalog import list_backups
+from questboard_backup.manifest import parse_time
 from questboard_backup.storage.base import Storage
 
 logger = logging.getLogger(__name__)
 
 TIER_RETENTION_DAYS = {"incremental": 1, "daily": 7, "weekly": 30, "monthly": 365}
-
-
-def _finished(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def expired_sets(storage: Storage, now: datetime, max_days: int | None = None) -> list[str]:
@@ -31,7 +28,9 @@ def expired_sets(storage: Storage, now: datetime, max_days: int | None = None) -
         days = TIER_RETENTION_DAYS[entry.manifest.tier]
         if max_days is not None:
             days = min(days, max_days)
-        if entry.prefix != newest_full and now - _finished(entry.manifest.finished_at) > timedelta(days=days):
+        if entry.prefix != newest_full and now - parse_time(entry.manifest.finished_at) > timedelta(
+            days=days
+        ):
             expired.append(entry.prefix)
     return expired
 

@@ -24,7 +24,7 @@ from moto.awslambda.models import LambdaFunction
 from lambdas import dependencies as deps_module
 from lambdas.dependencies import Dependencies, FunctionSettings
 from tests.dataset import load_postgres, load_redis, make_files
-from tests.e2e.asl import definition
+from tests.infra.asl import concrete_definition
 from tests.infra.conftest import TEST_CONTEXT, _synth
 from tests.servers import RedisServer
 
@@ -128,12 +128,17 @@ class World:
             name=f"{machine}-{uuid.uuid4().hex[:12]}",
             input=json.dumps(body),
         )["executionArn"]
+        return self.wait(arn, timeout)
+
+    def wait(self, execution_arn: str, timeout: float = 180.0) -> dict[str, Any]:
+        """The execution's description once it has ended."""
+        sfn = boto3.client("stepfunctions", region_name=REGION)
         deadline = time.monotonic() + timeout
         while True:
-            description = sfn.describe_execution(executionArn=arn)
+            description = sfn.describe_execution(executionArn=execution_arn)
             if description["status"] != "RUNNING":
                 return dict(description)
-            assert time.monotonic() < deadline, f"{machine} execution still running after {timeout}s"
+            assert time.monotonic() < deadline, f"{execution_arn} still running after {timeout}s"
             time.sleep(0.1)  # polling the interpreter's thread for completion, bounded by the deadline
 
     def objects(self, prefix: str = "") -> list[str]:
@@ -219,7 +224,7 @@ def world(
         for logical_id, resource in template["Resources"].items():
             if resource["Type"] != "AWS::StepFunctions::StateMachine":
                 continue
-            asl = definition(template, logical_id, refs, attrs)
+            asl = concrete_definition(template, logical_id, refs, attrs)
             kind = "backup" if "Prepare" in asl["States"] else "restore"
             machines[kind] = sfn.create_state_machine(name=kind, definition=json.dumps(asl), roleArn=role)[
                 "stateMachineArn"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,11 +108,7 @@ def test_a_scheduled_start_names_the_execution_after_the_backup_and_is_idempoten
     sfn = boto3.client("stepfunctions", region_name=REGION)
     executions = sfn.list_executions(stateMachineArn=world.machines["backup"])["executions"]
     assert [e["name"] for e in executions] == ["questboard_full_20261129_020000"]
-    deadline = time.monotonic() + 120
-    while sfn.describe_execution(executionArn=first["execution"])["status"] == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)  # polling the interpreter's thread for completion, bounded by the deadline
-    assert sfn.describe_execution(executionArn=first["execution"])["status"] == "SUCCEEDED"
+    assert world.wait(first["execution"])["status"] == "SUCCEEDED"
     assert f"{HOSTNAME}/weekly/questboard_full_20261129_020000/manifest.json" in world.objects(f"{HOSTNAME}/")
     late = backup_start.handler(event, FakeContext("backup_start"))  # a delivery after it finished
     assert late == {"backup_id": "questboard_full_20261129_020000", "started": False}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +80,14 @@ def list_backups(storage: Storage) -> list[CatalogEntry]:
                 entries.append(CatalogEntry(storage, prefix, None, str(error)))
                 continue
             entries.append(CatalogEntry(storage, prefix, manifest))
-    entries.sort(key=lambda entry: (entry.backup_id.rsplit("_", 2)[-2:], entry.backup_id), reverse=True)
-    return entries
+    return newest_first(entries)
+
+
+def newest_first(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
+    """By the time in the backup id (full and incremental interleaved), newest first."""
+    return sorted(
+        entries, key=lambda entry: (entry.backup_id.rsplit("_", 2)[-2:], entry.backup_id), reverse=True
+    )
 
 
 def incomplete_sets(storage: Storage) -> Iterator[str]:
@@ -137,11 +143,12 @@ def resolve(reference: str, storages: Sequence[Storage], s3_factory: S3Factory |
         bucket, hostname, tier, backup_id = parts
         return _entry_at(s3_factory(bucket, hostname), f"{tier}/{backup_id}", reference)
     if reference == "latest" or BACKUP_ID.match(reference):
-        for storage in storages:
-            for entry in list_backups(storage):
-                # A damaged set named by its id is returned, so verify/restore say what is wrong with it.
-                if reference == entry.backup_id or (reference == "latest" and entry.manifest is not None):
-                    return entry
+        # Newest across every storage (an S3-only backup may be newer than the local ones); for equal
+        # ids the first storage (local) wins.
+        for entry in newest_first(entry for storage in storages for entry in list_backups(storage)):
+            # A damaged set named by its id is returned, so verify/restore say what is wrong with it.
+            if reference == entry.backup_id or (reference == "latest" and entry.manifest is not None):
+                return entry
         raise NotFoundError(f"no backup named {reference!r} in {', '.join(s.description for s in storages)}")
     path = Path(_strip_suffix(reference)).absolute()
     if (path / MANIFEST_NAME).is_file() and path.parent.name in TIERS:

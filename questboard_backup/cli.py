@@ -18,7 +18,7 @@ from typing import Any
 
 from questboard_backup import __version__
 from questboard_backup.backup import run_backup
-from questboard_backup.catalog import CatalogEntry, incomplete_sets, list_backups, resolve
+from questboard_backup.catalog import CatalogEntry, incomplete_sets, list_backups, newest_first, resolve
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.lock import BackupLock
@@ -174,11 +174,9 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_entries(settings: Settings) -> list[CatalogEntry]:
-    entries: list[CatalogEntry] = []
-    for storage in _storages(settings):
-        entries.extend(list_backups(storage))
-    return entries
+def _all_entries(storages: Sequence[Storage]) -> list[CatalogEntry]:
+    """Every storage's sets, newest first across storages (an S3-only backup may be the newest)."""
+    return newest_first(entry for storage in storages for entry in list_backups(storage))
 
 
 def _listing_text(entries: Sequence[CatalogEntry]) -> str:
@@ -199,13 +197,14 @@ def _listing_text(entries: Sequence[CatalogEntry]) -> str:
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    entries = _all_entries(settings)
+    entries = _all_entries(_storages(settings))
     _emit(args, {"backups": [e.summary() for e in entries]}, _listing_text(entries))
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    entries = _all_entries(settings)
+    storages = _storages(settings)
+    entries = _all_entries(storages)
     good = [e for e in entries if e.manifest is not None]
     last = good[0].manifest if good else None
     running = BackupLock(settings.backup_dir, "status").is_held_elsewhere()
@@ -213,7 +212,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         "hostname": settings.hostname,
         "enabled": settings.enabled,
         "running": running,
-        "storages": [s.description for s in _storages(settings)],
+        "storages": [s.description for s in storages],
         "backups": len(good),
         "damaged": len(entries) - len(good),
         "last_success": good[0].summary() if good else None,
@@ -222,7 +221,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     lines = [
         f"host {settings.hostname}: backups {'enabled' if settings.enabled else 'DISABLED'}",
         f"running now: {running or 'no'}",
-        f"storage: {', '.join(s.description for s in _storages(settings))}",
+        f"storage: {', '.join(s.description for s in storages)}",
         f"last success: {f'{last.backup_id} at {last.finished_at}' if last else 'never'}",
         "",
         _listing_text(entries),
@@ -292,7 +291,7 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
         except BackupError as error:
             checks[component.name] = "failed"
             problems.append(str(error))
-    good = [e for e in _all_entries(settings) if e.manifest is not None]
+    good = [e for e in _all_entries(_storages(settings)) if e.manifest is not None]
     if not good:
         problems.append("no backup has ever succeeded")
     else:

@@ -109,3 +109,34 @@ def test_an_unreachable_s3_fails_the_backup_and_leaves_no_local_set(
     assert err.count("\n") == 1 and "super-secret-value" not in err
     assert not any(any((deployment.backup_dir / tier).glob("*")) for tier in ("daily", "weekly", "monthly"))
     assert not any((deployment.backup_dir / "temp").iterdir())
+
+
+def test_latest_and_status_look_across_local_and_s3(
+    deployment: Deployment,
+    with_s3: S3Bucket,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import datetime, timedelta
+    from typing import Any
+
+    import questboard_backup.cli as cli_module
+
+    code, out, err = cli(capsys, "full", "--json")
+    assert code == 0, err
+    local_and_s3 = json.loads(out)["backup_id"]
+
+    class AnHourLater(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return datetime.now(tz) + timedelta(hours=1)
+
+    monkeypatch.setattr(cli_module, "datetime", AnHourLater)  # a later backup id, without waiting
+    code, out, err = cli(capsys, "full", "--no-local", "--json")
+    assert code == 0, err
+    s3_only = json.loads(out)["backup_id"]
+    assert s3_only > local_and_s3
+    code, out, _ = cli(capsys, "status", "--json")
+    assert json.loads(out)["last_success"]["id"] == s3_only
+    code, out, err = cli(capsys, "verify", "latest", "--json")
+    assert code == 0 and json.loads(out)["backup_id"] == s3_only, err

@@ -32,11 +32,17 @@ class _DeadlineComponent:
     def restore(self, open_stream: Any, facts: Any, options: Any) -> dict[str, Any]:
         return dict(self._inner.restore(open_stream, facts, options))
 
-    def dump(self, out: Any) -> dict[str, Any]:
+    def dump(self, out: Any, open_part: Any = None) -> dict[str, Any]:
         def report(written: int) -> None:
             logger.info("dump progress", extra={"component": self.name, "raw_bytes": written})
 
-        return dict(self._inner.dump(DeadlineWriter(out, self._deadline, f"{self.name} dump", report)))
+        def guarded(stream: Any) -> DeadlineWriter:
+            return DeadlineWriter(stream, self._deadline, f"{self.name} dump", report)
+
+        def open_guarded_part() -> DeadlineWriter:
+            return guarded(open_part())
+
+        return dict(self._inner.dump(guarded(out), open_guarded_part if open_part is not None else None))
 
 
 @logger.inject_lambda_context(correlation_id_path="backup.backup_id")

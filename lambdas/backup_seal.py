@@ -21,6 +21,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     plan = BackupPlan.from_dict(request.backup.plan_dict())
     data_key = deps.key_wrapper().unwrap(plan.key, plan.backup_id)
-    entries = [ComponentEntry(**entry) for entry in request.components if not entry.get("skipped")]
+    entries = [ComponentEntry.from_dict(entry) for entry in request.components if not entry.get("skipped")]
     manifest = seal_backup(plan, entries, [deps.storage()], data_key)
     return {"backup_id": manifest.backup_id, "stored_bytes": manifest.stored_bytes}

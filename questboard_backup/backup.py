@@ -7,6 +7,7 @@ then promoted, so an interrupted run never yields anything that looks like a bac
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ from questboard_backup.manifest import (
     MANIFEST_NAME,
     ComponentEntry,
     Manifest,
+    PartEntry,
     format_time,
     seal_manifest,
 )
@@ -34,8 +36,13 @@ KINDS = ("full", "incremental")
 OBJECT_NAMES = {"postgres": "postgres.dump.zst.enc", "redis": "redis.rdbx.zst.enc"}
 
 
-def object_name(component: str) -> str:
-    return OBJECT_NAMES.get(component, f"{component}.tar.zst.enc")
+def object_name(component: str, part: int = 0) -> str:
+    """``postgres.dump.zst.enc``; a further part is ``postgres.part1.dump.zst.enc``."""
+    name = OBJECT_NAMES.get(component, f"{component}.tar.zst.enc")
+    if part == 0:
+        return name
+    stem, rest = name.split(".", 1)
+    return f"{stem}.part{part}.{rest}"
 
 
 def backup_id_for(kind: str, now: datetime) -> str:
@@ -54,9 +61,10 @@ def tier_for(kind: str, now: datetime) -> str:
     return "daily"
 
 
-def stream_context(backup_id: str, component: str) -> str:
-    """Binds a component's stream to its backup and name (part of the key derivation)."""
-    return f"{backup_id}/{component}"
+def stream_context(backup_id: str, component: str, part: int = 0) -> str:
+    """Binds a stream to its backup, component and part (part of the key derivation), so no stored
+    object can stand in for another."""
+    return f"{backup_id}/{component}" if part == 0 else f"{backup_id}/{component}/part{part}"
 
 
 @dataclass(frozen=True)
@@ -127,37 +135,84 @@ def plan_backup(
     ), data_key
 
 
+class _ComponentOutputs:
+    """The sealed output streams of one component being dumped: part 0, and further parts opened on
+    demand (``open_part``, from the component's own threads); each writes to every storage."""
+
+    def __init__(
+        self, plan: BackupPlan, component: str, storages: Sequence[Storage], data_key: bytes
+    ) -> None:
+        self._plan, self._component, self._storages, self._data_key = plan, component, storages, data_key
+        self._lock = threading.Lock()
+        self.streams: list[tuple[str, ComponentWriter, list[ObjectWriter]]] = []
+
+    def open(self) -> ComponentWriter:
+        with self._lock:
+            part = len(self.streams)
+            name = object_name(self._component, part)
+            writers: list[ObjectWriter] = []
+            try:
+                for storage in self._storages:
+                    key = f"{storage.staging_prefix(self._plan.tier, self._plan.backup_id)}/{name}"
+                    writers.append(storage.open_write(key, self._plan.tier))
+                # The stream writes its header at once: every storage writer must be open by then.
+                stream = ComponentWriter(
+                    _Tee(writers), self._data_key, stream_context(self._plan.backup_id, self._component, part)
+                )
+            except BaseException:
+                for writer in writers:
+                    writer.abort()
+                raise
+            self.streams.append((name, stream, writers))
+            return stream
+
+    def finish(self) -> list[PartEntry]:
+        parts = []
+        for name, stream, writers in self.streams:
+            stats = stream.finish()
+            for writer in writers:
+                writer.close()
+            parts.append(PartEntry(name, stats.raw_bytes, stats.stored_bytes, stats.sha256))
+        return parts
+
+    def abort(self) -> None:
+        for _name, _stream, writers in self.streams:
+            for writer in writers:
+                writer.abort()
+
+
 def dump_component(
     plan: BackupPlan, component: Component, storages: Sequence[Storage], data_key: bytes
 ) -> ComponentEntry:
     """Stream one component into every storage's staging area; its objects are complete on return."""
-    name = object_name(component.name)
     clock = time.monotonic()
-    writers: list[ObjectWriter] = []
+    outputs = _ComponentOutputs(plan, component.name, storages, data_key)
     try:
-        for storage in storages:
-            key = f"{storage.staging_prefix(plan.tier, plan.backup_id)}/{name}"
-            writers.append(storage.open_write(key, plan.tier))
-        stream = ComponentWriter(_Tee(writers), data_key, stream_context(plan.backup_id, component.name))
-        facts = component.dump(stream)  # type: ignore[arg-type]
-        stats = stream.finish()
-        for writer in writers:
-            writer.close()
+        main = outputs.open()
+        facts = component.dump(main, outputs.open)  # type: ignore[arg-type]
+        first, *parts = outputs.finish()
     except BaseException:
-        for writer in writers:
-            writer.abort()
+        outputs.abort()
         raise
-    seconds = round(time.monotonic() - clock, 3)
-    logger.info(
-        "component stored component=%s raw_bytes=%d stored_bytes=%d seconds=%.1f",
+    entry = ComponentEntry(
         component.name,
-        stats.raw_bytes,
-        stats.stored_bytes,
-        seconds,
+        first.object,
+        first.raw_bytes,
+        first.stored_bytes,
+        first.sha256,
+        round(time.monotonic() - clock, 3),
+        facts,
+        tuple(parts),
     )
-    return ComponentEntry(
-        component.name, name, stats.raw_bytes, stats.stored_bytes, stats.sha256, seconds, facts
+    logger.info(
+        "component stored component=%s objects=%d raw_bytes=%d stored_bytes=%d seconds=%.1f",
+        component.name,
+        1 + len(parts),
+        entry.total_raw_bytes,
+        entry.total_stored_bytes,
+        entry.seconds,
     )
+    return entry
 
 
 def seal_backup(

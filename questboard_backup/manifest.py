@@ -20,12 +20,15 @@ from questboard_backup.crypto.keys import KeyWrapper, WrappedKey, derive_subkey
 from questboard_backup.crypto.stream import DEFAULT_CHUNK_SIZE
 from questboard_backup.errors import IntegrityError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Version 1 had no ``parts``; it reads as a set whose components are one object each.
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 CIPHER = "AES-256-GCM STREAM, HKDF-SHA256 per component, zstd inside"
 BACKUP_ID = re.compile(r"^questboard_(full|incremental)_(\d{8}_\d{6})$")
 TIERS = ("daily", "weekly", "monthly", "incremental")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+OBJECT_NAME = re.compile(r"[a-z][a-z0-9]*(\.[a-z0-9]+)*")
 
 
 def format_time(moment: datetime) -> str:
@@ -38,7 +41,19 @@ def parse_time(text: str) -> datetime:
 
 
 @dataclass(frozen=True)
+class PartEntry:
+    """A further stored object of a component (PostgreSQL dumps large tables on parallel streams)."""
+
+    object: str
+    raw_bytes: int
+    stored_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ComponentEntry:
+    """One component: its first object (``object`` and the sizes beside it) and any further ``parts``."""
+
     name: str
     object: str
     raw_bytes: int
@@ -46,6 +61,27 @@ class ComponentEntry:
     sha256: str
     seconds: float
     facts: dict[str, Any]
+    parts: tuple[PartEntry, ...] = ()
+
+    def stored_objects(self) -> tuple[PartEntry, ...]:
+        """Every stored object of the component, the first one (part 0) first."""
+        return (PartEntry(self.object, self.raw_bytes, self.stored_bytes, self.sha256), *self.parts)
+
+    @property
+    def total_stored_bytes(self) -> int:
+        return sum(part.stored_bytes for part in self.stored_objects())
+
+    @property
+    def total_raw_bytes(self) -> int:
+        return sum(part.raw_bytes for part in self.stored_objects())
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> ComponentEntry:
+        """From the JSON form (a manifest, a workflow step's output); raises KeyError or TypeError."""
+        parts = body.get("parts", ())
+        if not isinstance(parts, (list, tuple)) or not all(isinstance(part, dict) for part in parts):
+            raise TypeError("parts must be a list of objects")
+        return cls(**{**body, "parts": tuple(PartEntry(**part) for part in parts)})
 
 
 @dataclass(frozen=True)
@@ -72,7 +108,7 @@ class Manifest:
 
     @property
     def stored_bytes(self) -> int:
-        return sum(entry.stored_bytes for entry in self.components)
+        return sum(entry.total_stored_bytes for entry in self.components)
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
@@ -111,12 +147,12 @@ def parse_manifest(data: bytes) -> tuple[Manifest, dict[str, Any], str]:
     _require(isinstance(body, dict) and isinstance(mac, str), "missing body or MAC")
     assert isinstance(body, dict) and isinstance(mac, str)
     version = body.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise IntegrityError(
-            f"manifest format version {version!r} is not supported (expected {FORMAT_VERSION})"
+            f"manifest format version {version!r} is not supported (this tool reads {READABLE_VERSIONS})"
         )
     try:
-        components = tuple(ComponentEntry(**entry) for entry in body["components"])
+        components = tuple(ComponentEntry.from_dict(entry) for entry in body["components"])
         fields = {k: v for k, v in body.items() if k != "components"}
         manifest = Manifest(components=components, **fields)
     except (KeyError, TypeError):
@@ -124,7 +160,11 @@ def parse_manifest(data: bytes) -> tuple[Manifest, dict[str, Any], str]:
     _require(bool(BACKUP_ID.match(manifest.backup_id)), f"bad backup id {manifest.backup_id!r}")
     _require(manifest.tier in TIERS, f"bad tier {manifest.tier!r}")
     for entry in manifest.components:
-        _require(re.fullmatch(r"[a-z]+(\.[a-z]+)*", entry.object) is not None, f"bad object {entry.object!r}")
+        _require(version >= 2 or not entry.parts, "parts in a version 1 manifest")
+        for part in entry.stored_objects():
+            _require(OBJECT_NAME.fullmatch(part.object) is not None, f"bad object {part.object!r}")
+        names = [part.object for part in entry.stored_objects()]
+        _require(len(set(names)) == len(names), f"component {entry.name} names an object twice")
     return manifest, body, mac
 
 

@@ -131,9 +131,11 @@ class ComponentReader:
             raise IntegrityError(f"{self._name}: cannot decompress ({error})") from None
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        """Like ``read`` into a caller's buffer (reused buffers spare the allocations of large reads)."""
+        try:
+            return int(self._decompressing.readinto(buffer))
+        except zstandard.ZstdError as error:
+            raise IntegrityError(f"{self._name}: cannot decompress ({error})") from None
 
     def finish(self) -> None:
         while self.read(READ_SIZE):

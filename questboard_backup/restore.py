@@ -34,39 +34,48 @@ class VerifyReport:
 
 
 def load_checked_manifest(entry: CatalogEntry, wrapper: KeyWrapper) -> tuple[Manifest, bytes]:
-    """The authenticated manifest and data key, after checking every component object exists at its size."""
+    """The authenticated manifest and data key, after checking every stored object exists at its size."""
     manifest, data_key = open_manifest(
         entry.storage.read_bytes(f"{entry.prefix}/{MANIFEST_NAME}"), wrapper, expected_id=entry.backup_id
     )
     for component in manifest.components:
-        key = f"{entry.prefix}/{component.object}"
-        try:
-            size = entry.storage.size(key)
-        except NotFoundError:
-            raise IntegrityError(
-                f"{manifest.backup_id}: component {component.name} is missing ({component.object})"
-            ) from None
-        if size != component.stored_bytes:
-            raise IntegrityError(
-                f"{manifest.backup_id}: component {component.name} has {size} bytes, the manifest says {component.stored_bytes}"
-            )
+        for part in component.stored_objects():
+            key = f"{entry.prefix}/{part.object}"
+            try:
+                size = entry.storage.size(key)
+            except NotFoundError:
+                raise IntegrityError(
+                    f"{manifest.backup_id}: component {component.name} is missing ({part.object})"
+                ) from None
+            if size != part.stored_bytes:
+                raise IntegrityError(
+                    f"{manifest.backup_id}: {part.object} of component {component.name} has {size} bytes, "
+                    f"the manifest says {part.stored_bytes}"
+                )
     return manifest, data_key
 
 
 def stream_opener(
     entry: CatalogEntry, manifest: Manifest, component: ComponentEntry, data_key: bytes
 ) -> StreamOpener:
+    objects = component.stored_objects()
+
     @contextmanager
-    def open_stream() -> Iterator[BinaryIO]:
-        raw = entry.storage.open_read(f"{entry.prefix}/{component.object}")
+    def open_stream(part: int = 0) -> Iterator[BinaryIO]:
+        if not 0 <= part < len(objects):
+            raise IntegrityError(
+                f"{manifest.backup_id}: component {component.name} has no part {part} in the manifest"
+            )
+        stored = objects[part]
+        raw = entry.storage.open_read(f"{entry.prefix}/{stored.object}")
         try:
             reader = ComponentReader(
                 raw,
                 data_key,
-                stream_context(manifest.backup_id, component.name),
-                f"{manifest.backup_id}/{component.object}",
-                component.stored_bytes,
-                component.sha256,
+                stream_context(manifest.backup_id, component.name, part),
+                f"{manifest.backup_id}/{stored.object}",
+                stored.stored_bytes,
+                stored.sha256,
             )
             yield reader  # type: ignore[misc]
             reader.finish()
@@ -77,15 +86,20 @@ def stream_opener(
 
 
 def read_through(open_stream: StreamOpener, component: ComponentEntry) -> int:
-    raw_bytes = 0
-    with open_stream() as stream:
-        while chunk := stream.read(READ_SIZE):
-            raw_bytes += len(chunk)
-    if raw_bytes != component.raw_bytes:
-        raise IntegrityError(
-            f"{component.object}: expected {component.raw_bytes} plaintext bytes, got {raw_bytes}"
-        )
-    return raw_bytes
+    """Read every stored object of the component to its sealed end; returns the plaintext bytes."""
+    total = 0
+    buffer = bytearray(READ_SIZE)
+    for part, stored in enumerate(component.stored_objects()):
+        raw_bytes = 0
+        with open_stream(part) as stream:
+            while count := stream.readinto(buffer):  # type: ignore[attr-defined]
+                raw_bytes += count
+        if raw_bytes != stored.raw_bytes:
+            raise IntegrityError(
+                f"{stored.object}: expected {stored.raw_bytes} plaintext bytes, got {raw_bytes}"
+            )
+        total += raw_bytes
+    return total
 
 
 def authenticate_streams(

@@ -13,10 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-#: Opens the authenticated plaintext of one stored component. Leaving the ``with`` block normally
-#: drains the stream to its sealed end and checks size and SHA-256 against the manifest, raising
-#: IntegrityError if anything is wrong. A restorer commits nothing before that exit returned.
-StreamOpener = Callable[[], AbstractContextManager[BinaryIO]]
+
+class StreamOpener(Protocol):
+    """Opens the authenticated plaintext of one stored object of a component: part 0 unless a further
+    part is named (a component that wrote parts records in its facts how many). Leaving the ``with``
+    block normally drains the stream to its sealed end and checks size and SHA-256 against the
+    manifest, raising IntegrityError if anything is wrong. A restorer commits nothing before that exit
+    returned."""
+
+    def __call__(self, part: int = 0) -> AbstractContextManager[BinaryIO]: ...
+
+
+#: Opens the component's next further output stream (part 1, 2, ...); the caller seals and stores it.
+PartOpener = Callable[[], BinaryIO]
 
 Facts = dict[str, Any]
 
@@ -33,8 +42,10 @@ class Component(Protocol):
     """Dump from and restore into one endpoint.
 
     - ``check()`` raises SourceUnreachableError (one line, no secrets) when the endpoint cannot be used.
-    - ``dump(out)`` writes the component's plaintext to ``out`` as a stream (bounded memory) and
-      returns JSON-safe verification facts (row counts, key counts, file counts) and ``version``.
+    - ``dump(out, open_part)`` writes the component's plaintext to ``out`` as a stream (bounded memory)
+      and returns JSON-safe verification facts (row counts, key counts, file counts) and ``version``.
+      A component may write further streams in parallel, each from ``open_part()`` (PostgreSQL does,
+      one per group of large tables); it returns only once every stream it opened is complete.
     - ``restore(open_stream, facts, options)`` restores so that a failure leaves the endpoint as it was
       where the backend allows it (see each module), checks the result against ``facts`` before it
       replaces anything, and returns a JSON-safe report of what it checked.
@@ -44,7 +55,7 @@ class Component(Protocol):
 
     def check(self) -> None: ...
 
-    def dump(self, out: BinaryIO) -> Facts: ...
+    def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts: ...
 
     def restore(
         self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions

@@ -24,7 +24,7 @@ from questboard_backup.errors import (
     SourceUnreachableError,
 )
 from questboard_backup.pipeline import READ_SIZE
-from questboard_backup.sources.base import Facts, RestoreOptions, StreamOpener
+from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
 from questboard_backup.sources.files_restore import COUNTED, NS, Counts, restore_archive
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class FilesComponent:
             except OSError as error:
                 raise SourceUnreachableError(f"{self.name}: cannot read {path}: {error.strerror}") from None
 
-    def dump(self, out: BinaryIO) -> Facts:
+    def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts:
+        """``open_part`` is not used: one stream."""
         counts = Counts()
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=READ_SIZE) as tar:
             # Content is copied in chunks of this size (16 KiB by default); undocumented, hence untyped.

@@ -29,7 +29,7 @@ from questboard_backup.errors import (
 )
 from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.redaction import redact_url
-from questboard_backup.sources.base import Facts, RestoreOptions, StreamOpener
+from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ class RedisComponent:
         with self._errors("check"), self._connected(self.db) as client:
             client.ping()
 
-    def dump(self, out: BinaryIO) -> Facts:
+    def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts:
+        """``open_part`` is not used: one stream."""
         with self._errors("dump"):
             with self._connected(self.db) as client:
                 version = str(client.info("server")["redis_version"])

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.errors import IntegrityError
-from questboard_backup.manifest import ComponentEntry, Manifest, open_manifest, parse_manifest, seal_manifest
+from questboard_backup.manifest import (
+    FORMAT_VERSION,
+    ComponentEntry,
+    Manifest,
+    PartEntry,
+    _mac,
+    open_manifest,
+    parse_manifest,
+    seal_manifest,
+)
 
 WRAPPER = PassphraseKeyWrapper("correct horse battery staple")
 BACKUP_ID = "questboard_full_20240101_020000"
 
 
-def sealed() -> bytes:
+PART = PartEntry("postgres.part1.dump.zst.enc", 50, 40, "ef" * 32)
+
+
+def sealed(version: int = FORMAT_VERSION) -> bytes:
     data_key, wrapped = WRAPPER.generate(BACKUP_ID)
     manifest = Manifest(
         backup_id=BACKUP_ID,
@@ -27,23 +40,72 @@ def sealed() -> bytes:
         key=wrapped,
         components=(
             ComponentEntry(
-                "postgres", "postgres.dump.zst.enc", 100, 80, "ab" * 32, 1.5, {"tables": {"public.users": 3}}
+                "postgres",
+                "postgres.dump.zst.enc",
+                100,
+                80,
+                "ab" * 32,
+                1.5,
+                {"tables": {"public.users": 3}},
+                (PART,) if version >= 2 else (),
             ),
         ),
+        format_version=version,
     )
-    return seal_manifest(manifest, data_key)
+    document = json.loads(seal_manifest(manifest, data_key))
+    if version == 1:  # as version 1 wrote it: no parts field (and so no MAC over one)
+        del document["manifest"]["components"][0]["parts"]
+        body = document["manifest"]
+        document["hmac_sha256"] = _mac(data_key, body)
+    return json.dumps(document).encode()
 
 
 def test_a_sealed_manifest_opens_with_the_right_key() -> None:
     manifest, data_key = open_manifest(sealed(), WRAPPER, expected_id=BACKUP_ID)
-    assert manifest.component("postgres").facts == {"tables": {"public.users": 3}}
+    postgres = manifest.component("postgres")
+    assert postgres.facts == {"tables": {"public.users": 3}}
+    assert postgres.parts == (PART,)
+    assert [part.object for part in postgres.stored_objects()] == [
+        "postgres.dump.zst.enc",
+        "postgres.part1.dump.zst.enc",
+    ]
+    assert manifest.stored_bytes == 80 + 40
     assert len(data_key) == 32
+
+
+def test_a_version_1_manifest_still_opens_as_single_object_components() -> None:
+    manifest, _key = open_manifest(sealed(version=1), WRAPPER, expected_id=BACKUP_ID)
+    assert manifest.format_version == 1
+    assert manifest.component("postgres").parts == ()
+    assert manifest.stored_bytes == 80
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda body: body.update(format_version=3), "format version 3 is not supported"),
+        (lambda body: body.update(format_version=1), "parts in a version 1 manifest"),
+        (lambda body: body["components"][0]["parts"][0].update(object="../x"), "bad object"),
+        (
+            lambda body: body["components"][0]["parts"][0].update(object="postgres.dump.zst.enc"),
+            "names an object twice",
+        ),
+        (lambda body: body["components"][0].update(parts="postgres.part1"), "unexpected or missing fields"),
+    ],
+)
+def test_a_malformed_parts_list_is_refused_before_any_use(change: Any, message: str) -> None:
+    document = json.loads(sealed())
+    change(document["manifest"])
+    with pytest.raises(IntegrityError, match=message):
+        parse_manifest(json.dumps(document).encode())
 
 
 @pytest.mark.parametrize(
     "tamper",
     [
         lambda d: d["manifest"]["components"][0].update(sha256="cd" * 32),
+        lambda d: d["manifest"]["components"][0]["parts"][0].update(stored_bytes=41),
+        lambda d: d["manifest"]["components"][0].update(parts=[]),
         lambda d: d["manifest"]["components"][0]["facts"]["tables"].update({"public.users": 4}),
         lambda d: d["manifest"].update(tier="daily"),
         lambda d: d["manifest"].update(finished_at="2024-01-01T02:04:00Z"),

@@ -21,6 +21,7 @@ from questboard_backup.alerts import SnsAlerts, describe_failure
 from questboard_backup.crypto.kms import KmsKeyWrapper
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import StorageLock
+from questboard_backup.settings import DEFAULT_PG_JOBS, DEFAULT_PG_SPLIT_MIN_MB, whole_setting
 from questboard_backup.sources.base import Component
 from questboard_backup.sources.files import FilesComponent
 from questboard_backup.sources.postgres import PostgresComponent
@@ -44,6 +45,8 @@ class FunctionSettings:
     files_paths: tuple[Path, ...] = ()
     config_paths: tuple[Path, ...] = ()
     pg_bin_dir: Path | None = None
+    pg_jobs: int = DEFAULT_PG_JOBS
+    pg_split_min_bytes: int = DEFAULT_PG_SPLIT_MIN_MB * 2**20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
@@ -72,6 +75,11 @@ class FunctionSettings:
             files_paths=paths("BACKUP_FILES_PATHS"),
             config_paths=paths("BACKUP_CONFIG_PATHS"),
             pg_bin_dir=Path(pg_bin) if pg_bin and Path(pg_bin).is_dir() else None,
+            pg_jobs=whole_setting(environ, "BACKUP_PG_JOBS", DEFAULT_PG_JOBS, 1, 32),
+            pg_split_min_bytes=whole_setting(
+                environ, "BACKUP_PG_SPLIT_MIN_MB", DEFAULT_PG_SPLIT_MIN_MB, 0, 2**30
+            )
+            * 2**20,
         )
 
 
@@ -160,7 +168,12 @@ class Dependencies:
     ) -> Component | None:
         """The source/target bound for ``name``; None when this deployment does not back it up."""
         if name == "postgres":
-            return PostgresComponent(self.database_url(database), self.settings.pg_bin_dir)
+            return PostgresComponent(
+                self.database_url(database),
+                self.settings.pg_bin_dir,
+                jobs=self.settings.pg_jobs,
+                split_min_bytes=self.settings.pg_split_min_bytes,
+            )
         if name == "redis":
             return RedisComponent(self.redis_url(redis_db)) if self.settings.redis_secret_arn else None
         paths = {"files": self.settings.files_paths, "config": self.settings.config_paths}.get(name)

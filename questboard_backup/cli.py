@@ -74,11 +74,17 @@ def _storages(settings: Settings, local: bool = True) -> list[Storage]:
     return storages
 
 
-def _source_components(settings: Settings) -> list[Component]:
-    # Each source module is imported only when configured: the redis client alone costs ~0.1 s of startup.
+def _postgres(settings: Settings, url: str) -> Component:
     from questboard_backup.sources.postgres import PostgresComponent
 
-    components: list[Component] = [PostgresComponent(settings.require_database_url(), settings.pg_bin_dir)]
+    return PostgresComponent(
+        url, settings.pg_bin_dir, jobs=settings.pg_jobs, split_min_bytes=settings.pg_split_min_bytes
+    )
+
+
+def _source_components(settings: Settings) -> list[Component]:
+    # Each source module is imported only when configured: the redis client alone costs ~0.1 s of startup.
+    components: list[Component] = [_postgres(settings, settings.require_database_url())]
     if settings.redis_url:
         from questboard_backup.sources.redis import RedisComponent
 
@@ -95,13 +101,12 @@ def _source_components(settings: Settings) -> list[Component]:
 
 def _restore_targets(settings: Settings, args: argparse.Namespace) -> dict[str, Component]:
     from questboard_backup.sources.files import FilesComponent
-    from questboard_backup.sources.postgres import PostgresComponent
     from questboard_backup.sources.redis import RedisComponent
 
     targets: dict[str, Component] = {}
     database_url = args.to_database_url or settings.database_url
     if database_url:
-        targets["postgres"] = PostgresComponent(database_url, settings.pg_bin_dir)
+        targets["postgres"] = _postgres(settings, database_url)
     redis_url = args.to_redis_url or settings.redis_url
     if redis_url:
         targets["redis"] = RedisComponent(redis_url)

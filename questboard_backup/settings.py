@@ -2,7 +2,8 @@
 
 The names are the seed's and the operators' contract: DATABASE_URL, REDIS_URL, BACKUP_FILES_PATHS,
 BACKUP_CONFIG_PATHS, BACKUP_ENABLED, BACKUP_DIR, BACKUP_S3_BUCKET, BACKUP_HOSTNAME,
-BACKUP_RETENTION_DAYS, BACKUP_ENCRYPTION, BACKUP_ENCRYPTION_KEY (plus BACKUP_PG_BIN_DIR).
+BACKUP_RETENTION_DAYS, BACKUP_ENCRYPTION, BACKUP_ENCRYPTION_KEY (plus BACKUP_PG_BIN_DIR, BACKUP_PG_JOBS and
+BACKUP_PG_SPLIT_MIN_MB).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from questboard_backup.errors import ConfigurationError
 
 DEFAULT_BACKUP_DIR = "/var/backups/questboard"
 DEFAULT_RETENTION_DAYS = 30
+DEFAULT_PG_JOBS = 2
+DEFAULT_PG_SPLIT_MIN_MB = 64
 MIN_KEY_LENGTH = 16
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -61,6 +64,17 @@ def _url(environ: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str
     return raw
 
 
+def whole_setting(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = environ.get(name, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
@@ -74,6 +88,10 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     encryption_key: str = field(default="", repr=False)
     pg_bin_dir: Path | None = None
+    #: PostgreSQL: pg_dump streams, row-counting connections and pg_restore processes at once.
+    pg_jobs: int = DEFAULT_PG_JOBS
+    #: PostgreSQL: databases with fewer bytes of tables are dumped as one stream.
+    pg_split_min_bytes: int = DEFAULT_PG_SPLIT_MIN_MB * 2**20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -104,6 +122,8 @@ class Settings:
         if not Path(backup_dir).is_absolute():
             raise ConfigurationError(f"BACKUP_DIR must be an absolute path, not {backup_dir!r}")
         pg_bin = environ.get("BACKUP_PG_BIN_DIR", "").strip()
+        pg_jobs = whole_setting(environ, "BACKUP_PG_JOBS", DEFAULT_PG_JOBS, 1, 32)
+        split_mb = whole_setting(environ, "BACKUP_PG_SPLIT_MIN_MB", DEFAULT_PG_SPLIT_MIN_MB, 0, 2**30)
         return cls(
             database_url=_url(environ, "DATABASE_URL", ("postgresql", "postgres")),
             redis_url=_url(environ, "REDIS_URL", ("redis", "rediss")),
@@ -116,6 +136,8 @@ class Settings:
             retention_days=days,
             encryption_key=key,
             pg_bin_dir=Path(pg_bin) if pg_bin else None,
+            pg_jobs=pg_jobs,
+            pg_split_min_bytes=split_mb * 2**20,
         )
 
     def require_encryption_key(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,22 +26,29 @@ from questboard_backup.errors import (
     SourceUnreachableError,
 )
 from questboard_backup.redaction import redact_url
-from questboard_backup.sources.base import Facts, RestoreOptions, StreamOpener
+from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
 from questboard_backup.sources.postgres_facts import (
     CONNECT_TIMEOUT,
     RowCounter,
+    Table,
     begin_snapshot,
     database_facts,
     failing_as,
+    index_tables,
     list_tables,
     one,
+    table_sizes,
 )
 from questboard_backup.sources.postgres_restore import parallel_restore
-from questboard_backup.sources.postgres_tools import ClientTools, first_line, stream_out
+from questboard_backup.sources.postgres_tools import ClientTools, first_line, stream_out_all
 
 logger = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer database names
+#: Below this many bytes of tables a database is dumped as one stream (splitting buys nothing there).
+SPLIT_MIN_BYTES = 64 * 2**20
+#: At most this many of the largest tables move to further streams (each is named on pg_dump's command line).
+MAX_SPLIT_TABLES = 64
 _REQUIRED_FACTS = ("encoding", "collate", "ctype", "pg_dump", "tables", "large_objects")
 
 
@@ -52,12 +59,14 @@ class PostgresComponent:
     exist on the target server, and the restoring user must be able to create databases and to rename the
     target and end its sessions (its owner or a superuser). Settings made with ``ALTER DATABASE ... SET``
     and grants on the database itself are not part of a dump without ``--create`` and are not restored.
-    ``jobs`` connections count rows in parallel; pg_restore cannot run parallel jobs from a pipe.
+    ``jobs`` is how many pg_dump streams, row-counting connections and pg_restore processes run at once.
     """
 
     name = "postgres"
 
-    def __init__(self, url: str, bin_dir: Path | None = None, jobs: int = 2) -> None:
+    def __init__(
+        self, url: str, bin_dir: Path | None = None, jobs: int = 2, split_min_bytes: int = SPLIT_MIN_BYTES
+    ) -> None:
         self.url = url
         self._shown = redact_url(url)
         try:
@@ -74,6 +83,7 @@ class PostgresComponent:
         self._params.setdefault("application_name", "questboard-backup")
         self.database = self._params["dbname"]
         self.jobs = jobs
+        self.split_min_bytes = split_min_bytes
         self.tools = ClientTools(bin_dir, password)
 
     def check(self) -> None:
@@ -88,32 +98,63 @@ class PostgresComponent:
                 f"client tools {server} or newer are needed (BACKUP_PG_BIN_DIR)"
             )
 
-    def dump(self, out: BinaryIO) -> Facts:
+    def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts:
+        """One pg_dump of the whole database to ``out``; with ``open_part`` and ``jobs`` > 1, the rows of
+        the largest tables go instead to data-only pg_dumps of their own, running at the same time in the
+        same exported snapshot (see ``group_tables``)."""
         failed = failing_as(f"postgres dump of {self.database} failed")
         with contextlib.closing(self._connect()) as conn, failed, conn.cursor() as cur:
+            conn.autocommit = True
+            sizes = table_sizes(cur)
             snapshot = begin_snapshot(conn, cur)
             facts = database_facts(cur)
             tables = list_tables(cur)
+            groups = (
+                group_tables(tables, sizes, self.jobs, self.split_min_bytes) if open_part is not None else []
+            )
             facts["pg_dump"] = self.tools.version("pg_dump")
-            logger.info("postgres dump started database=%s tables=%d", self.database, len(tables))
+            facts["parts"] = [[table.key for table in group] for group in groups]
+            # Only the largest tables' indexes: the others are built in batches once all rows are in, and
+            # the facts stay small (a Step Functions state carries them; its limit is 256 KiB).
+            largest = {table.key for table in largest_tables(tables, sizes)}
+            facts["indexes"] = {
+                index: table for index, table in index_tables(cur).items() if table in largest
+            }
+            logger.info(
+                "postgres dump started database=%s tables=%d streams=%d",
+                self.database,
+                len(tables),
+                1 + len(groups),
+            )
+            common = ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
+            dbname = f"--dbname={self._conninfo()}"
             # -b (--blobs up to 15, --large-objects from 16) is understood by every version.
-            args = ["--format=custom", "--compress=0", "-b", f"--snapshot={snapshot}", "--no-password"]
+            main = [
+                *common,
+                "-b",
+                *[f"--exclude-table-data={_pattern(t)}" for g in groups for t in g],
+                dbname,
+            ]
+            runs: list[tuple[list[str], Callable[[memoryview], object]]] = [(main, out.write)]
+            for group in groups:
+                assert open_part is not None
+                part = [*common, "--data-only", *[f"--table={_pattern(table)}" for table in group], dbname]
+                runs.append((part, open_part().write))
             # The exporting transaction only has to outlive pg_dump's import of the snapshot. It holds no
             # table locks (the counters take their own and commit), so it cannot deadlock with queued DDL.
             with RowCounter(self._params, self.jobs, snapshot) as counter:
                 counter.start(tables)
-                written = stream_out(
-                    self.tools, "pg_dump", [*args, f"--dbname={self._conninfo()}"], out.write
-                )
+                written = stream_out_all(self.tools, "pg_dump", runs)
                 facts["tables"] = counter.result()
             cur.execute("COMMIT")
         logger.info(
-            "postgres dumped database=%s tables=%d rows=%d large_objects=%d bytes=%d",
+            "postgres dumped database=%s tables=%d rows=%d large_objects=%d bytes=%d streams=%d",
             self.database,
             len(facts["tables"]),
             sum(facts["tables"].values()),
             facts["large_objects"],
-            written,
+            sum(written),
+            len(written),
         )
         return facts
 
@@ -141,10 +182,18 @@ class PostgresComponent:
             self._create_staging(admin, staging, facts)
             try:
                 # Several pg_restore processes, each on its own authenticated stream (see postgres_restore).
+                checked: list[int] = []
                 parallel_restore(
-                    self.tools, f"--dbname={self._conninfo(staging)}", open_stream, facts["tables"], self.jobs
+                    self.tools,
+                    f"--dbname={self._conninfo(staging)}",
+                    open_stream,
+                    facts["tables"],
+                    self.jobs,
+                    len(facts.get("parts", [])),
+                    index_tables=facts.get("indexes"),
+                    once_loaded=lambda: checked.append(self._verify(staging, facts)),
                 )
-                rows = self._verify(staging, facts)
+                rows = checked[0]
                 moved = _swap(admin, staging, target, previous)
             except BaseException:
                 _drop_quietly(admin, staging)
@@ -233,11 +282,50 @@ class PostgresComponent:
                     f"restored database {staging} does not match the backup: expected "
                     f"{facts['large_objects']} large objects, got {large_objects}; nothing was replaced"
                 )
-            # pg_restore leaves no planner statistics, and without them the first queries after the swap crawl.
+            # pg_restore leaves no planner statistics, and without them the first queries after the swap
+            # crawl. A coarse pass (vacuumdb --analyze-in-stages' middle stage: a 10-value sample target,
+            # a sixth of the default's time) gives row counts and histograms at once; autovacuum then
+            # re-analyzes every restored table at full detail on its own, as all their rows are new.
+            cur.execute("SET default_statistics_target = 10")
             cur.execute("ANALYZE")
+            cur.execute("RESET default_statistics_target")
         rows = sum(expected.values())
         logger.info("postgres staging verified staging=%s tables=%d rows=%d", staging, len(expected), rows)
         return rows
+
+
+def group_tables(
+    tables: Sequence[Table], sizes: Mapping[str, int], jobs: int, min_bytes: int = SPLIT_MIN_BYTES
+) -> list[list[Table]]:
+    """The tables whose rows go to further streams, one list per stream (the main stream keeps the rest).
+
+    Greedy by size, largest first onto the lightest stream, the main one starting with every table that
+    is not among the ``MAX_SPLIT_TABLES`` largest; streams that would get nothing are left out, so a
+    small database or one table larger than all others together gives fewer streams than ``jobs``.
+    """
+    total = sum(sizes.get(table.key, 0) for table in tables)
+    if jobs < 2 or total < min_bytes or len(tables) < 2:
+        return []
+    largest = largest_tables(tables, sizes)
+    chosen = {table.key for table in largest}
+    others = [table for table in tables if table.key not in chosen]
+    loads = [sum(sizes.get(table.key, 0) for table in others)] + [0] * (jobs - 1)
+    groups: list[list[Table]] = [[] for _ in range(jobs)]
+    for table in largest:
+        lightest = loads.index(min(loads))
+        groups[lightest].append(table)
+        loads[lightest] += sizes.get(table.key, 0)
+    return [sorted(group, key=lambda table: table.key) for group in groups[1:] if group]
+
+
+def largest_tables(tables: Sequence[Table], sizes: Mapping[str, int]) -> list[Table]:
+    """The ``MAX_SPLIT_TABLES`` largest tables, largest first (ties by name)."""
+    return sorted(tables, key=lambda table: (-sizes.get(table.key, 0), table.key))[:MAX_SPLIT_TABLES]
+
+
+def _pattern(table: Table) -> str:
+    """An exact pg_dump table pattern: inside double quotes nothing is a wildcard."""
+    return ".".join('"' + name.replace('"', '""') + '"' for name in (table.schema, table.name))
 
 
 def row_counts(url: str, jobs: int = 1) -> dict[str, int]:

@@ -66,6 +66,39 @@ def list_tables(cur: Cursor) -> list[Table]:
     return [Table(key, schema, name, int(pages)) for key, schema, name, pages in cur.fetchall()]
 
 
+def table_sizes(cur: Cursor) -> dict[str, int]:
+    """Bytes per user table (``schema.table``), to balance dump streams; call it outside a transaction.
+
+    Each size takes the table's lock for one statement only, and waits for it at most a second: behind
+    a long DDL lock the sizes are left out (empty: the dump runs as one stream) rather than wait.
+    """
+    try:
+        cur.execute("SET lock_timeout = '1s'")
+        cur.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname), coalesce(pg_table_size(c.oid), 0) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'"
+        )
+        sizes = {str(key): int(size) for key, size in cur.fetchall()}
+    except psycopg2.errors.LockNotAvailable:
+        sizes = {}
+    cur.execute("SET lock_timeout = 0")
+    return sizes
+
+
+def index_tables(cur: Cursor) -> dict[str, str]:
+    """Each index of a user table (``schema.index`` as pg_restore lists it) and its table (quoted like
+    the row counts' keys), so a restore can build an index as soon as its table's rows are in."""
+    cur.execute(
+        "SELECT n.nspname || '.' || i.relname, format('%I.%I', tn.nspname, t.relname) "
+        "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace "
+        "JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace "
+        "WHERE t.relkind = 'r' AND tn.nspname <> 'information_schema' AND tn.nspname NOT LIKE 'pg\\_%' "
+        "ORDER BY 1"
+    )
+    return {str(index): str(table) for index, table in cur.fetchall()}
+
+
 def database_facts(cur: Cursor) -> Facts:
     cur.execute("SELECT current_setting('server_version_num')::int")
     version_num = int(one(cur)[0])

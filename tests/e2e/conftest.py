@@ -239,6 +239,7 @@ def world(
             alert_topic_arn=topic,
             files_paths=(uploads,),
             config_paths=(config,),
+            pg_split_min_bytes=0,  # the test database is small: split it all the same (parallel dump streams)
         )
         world = World(machines, settings, fresh_database, fresh_redis_dbs, uploads, config, queue_url)
         world.install()

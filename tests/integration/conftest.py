@@ -52,6 +52,8 @@ def deployment(
         "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
         "BACKUP_S3_BUCKET": "",
         "BACKUP_ENABLED": "true",
+        # The test database is small: split it all the same, so the CLI tests run the parallel streams.
+        "BACKUP_PG_SPLIT_MIN_MB": "0",
     }
     monkeypatch.chdir(tmp_path)  # no stray ./.env
     deployment = Deployment(

@@ -53,6 +53,7 @@ def test_a_full_backup_restores_into_fresh_targets_identically(
         [
             "manifest.json",
             "postgres.dump.zst.enc",
+            "postgres.part1.dump.zst.enc",  # the largest tables' rows, dumped beside the main stream
             "redis.rdbx.zst.enc",
             "files.tar.zst.enc",
             "config.tar.zst.enc",
@@ -168,6 +169,7 @@ def _component_path(backup_dir: Path, object_name: str) -> Path:
     "object_name",
     [
         "postgres.dump.zst.enc",
+        "postgres.part1.dump.zst.enc",
         "redis.rdbx.zst.enc",
         "files.tar.zst.enc",
         "config.tar.zst.enc",

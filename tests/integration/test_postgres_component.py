@@ -67,6 +67,7 @@ class Backup:
     stored: bytes
     stats: StreamStats
     largest_write: int
+    parts: list[tuple[bytes, StreamStats]] = dataclasses.field(default_factory=list)
 
 
 @contextmanager
@@ -92,28 +93,51 @@ def load_quest_board(url: str) -> None:
             cur.execute("INSERT INTO noise VALUES (%s, %s)", (n, os.urandom(256 * 1024)))
 
 
-def backup(component: PostgresComponent, wrap: Callable[[BinaryIO], BinaryIO] | None = None) -> Backup:
-    stored = io.BytesIO()
-    writer = ComponentWriter(stored, KEY, CONTEXT)
+def backup(
+    component: PostgresComponent, wrap: Callable[[BinaryIO], BinaryIO] | None = None, parts: bool = False
+) -> Backup:
+    """Dump through the real pipeline; with ``parts``, further streams are offered as the engine does."""
+    streams: list[tuple[io.BytesIO, ComponentWriter]] = []
     sizes: list[int] = []
 
-    class Recording:
-        def write(self, data: bytes) -> int:
-            sizes.append(len(data))
-            return writer.write(data)
+    def open_stream() -> BinaryIO:
+        stored = io.BytesIO()
+        context = CONTEXT if not streams else f"{CONTEXT}/part{len(streams)}"
+        writer = ComponentWriter(stored, KEY, context)
+        streams.append((stored, writer))
 
-    sink = cast(BinaryIO, Recording())
-    facts = component.dump(wrap(sink) if wrap else sink)
-    stats = writer.finish()
-    return Backup(facts, stored.getvalue(), stats, max(sizes))
+        class Recording:
+            def write(self, data: bytes) -> int:
+                sizes.append(len(data))
+                return writer.write(data)
+
+        sink = cast(BinaryIO, Recording())
+        return wrap(sink) if wrap else sink
+
+    main = open_stream()
+    facts = component.dump(main, open_stream if parts else None)
+    stats = [writer.finish() for _stored, writer in streams]  # seals the last chunk first
+    sealed_streams = [
+        (stored.getvalue(), stat) for (stored, _writer), stat in zip(streams, stats, strict=True)
+    ]
+    (stored, first), *further = sealed_streams
+    return Backup(facts, stored, first, max(sizes), further)
 
 
-def opener(stored: bytes, stats: StreamStats) -> StreamOpener:
-    return sealed.opener(stored, stats, KEY, CONTEXT, "postgres")
+def opener(
+    stored: bytes, stats: StreamStats, parts: list[tuple[bytes, StreamStats]] | None = None
+) -> StreamOpener:
+    return sealed.opener(stored, stats, KEY, CONTEXT, "postgres", parts or ())
 
 
-def restore(url: str, stored: bytes, stats: StreamStats, facts: dict[str, Any]) -> dict[str, Any]:
-    return PostgresComponent(url).restore(opener(stored, stats), facts, RestoreOptions(TIMESTAMP))
+def restore(
+    url: str,
+    stored: bytes,
+    stats: StreamStats,
+    facts: dict[str, Any],
+    parts: list[tuple[bytes, StreamStats]] | None = None,
+) -> dict[str, Any]:
+    return PostgresComponent(url).restore(opener(stored, stats, parts), facts, RestoreOptions(TIMESTAMP))
 
 
 def dump_text(url: str) -> str:
@@ -184,7 +208,9 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
     assert json.loads(json.dumps(facts)) == facts
     assert source_backup.largest_write <= READ_SIZE
     assert source_backup.stats.stored_bytes > 6 * STORED_CHUNK
-    assert {key: value for key, value in facts.items() if key not in ("version", "pg_dump")} == {
+    varying = ("version", "pg_dump", "indexes")
+    assert {key: value for key, value in facts.items() if key not in varying} == {
+        "parts": [],  # below the split threshold: one stream
         "database": "qb_pg_component_source",
         "encoding": "UTF8",
         "collate": "C.UTF-8",
@@ -204,6 +230,8 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
         },
     }
     assert facts["version"].startswith("15.") and facts["pg_dump"].startswith("15.")
+    assert facts["indexes"]["public.users_pkey"] == "public.users"
+    assert facts["indexes"]["Guild Hall.Quest.Log_pkey"] == '"Guild Hall"."Quest.Log"'
     target = name_of(fresh_database) + "_copy"
 
     report = restore(pg_server.url(target), source_backup.stored, source_backup.stats, facts)
@@ -220,6 +248,84 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
     assert row_counts(pg_server.url(target)) == row_counts(source) == facts["tables"]
     assert databases_like(pg_server, target) == []
     assert_no_sessions_left(pg_server)
+
+
+@pytest.fixture(scope="module")
+def split_backup(source: str) -> Backup:
+    """The same database dumped on parallel streams: the largest tables' rows in data-only parts."""
+    return backup(PostgresComponent(source, jobs=3, split_min_bytes=0), parts=True)
+
+
+def test_a_database_dumped_on_parallel_streams_restores_identically(
+    pg_server: PostgresServer, source: str, split_backup: Backup, fresh_database: str
+) -> None:
+    facts = split_backup.facts
+    # jobs=3: two further streams; the largest table (noise, 3 MiB) keeps the main stream to itself
+    # and the others are spread over the two parts; every table's rows are in exactly one stream.
+    assert len(split_backup.parts) == len(facts["parts"]) == 2
+    moved = [table for part in facts["parts"] for table in part]
+    assert len(moved) == len(set(moved)) and set(moved) == set(facts["tables"]) - {"public.noise"}
+    target = name_of(fresh_database) + "_split"
+
+    report = restore(
+        pg_server.url(target), split_backup.stored, split_backup.stats, facts, split_backup.parts
+    )
+
+    assert report["rows"] == sum(facts["tables"].values())
+    assert dump_text(pg_server.url(target)) == dump_text(source)
+    assert row_counts(pg_server.url(target)) == facts["tables"]
+    assert databases_like(pg_server, target) == []
+    assert_no_sessions_left(pg_server)
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (lambda part: (flip(part[0], len(part[0]) - 100), part[1]), "failed authentication"),
+        (lambda part: (part[0][: HEADER.size + 10], part[1]), "truncated"),
+        (None, "no part 2"),
+    ],
+    ids=["flipped byte", "truncated", "missing"],
+)
+def test_a_damaged_or_missing_part_fails_the_restore_and_leaves_the_target(
+    pg_server: PostgresServer,
+    split_backup: Backup,
+    existing_target: str,
+    damage: Callable[[tuple[bytes, StreamStats]], tuple[bytes, StreamStats]] | None,
+    error: str,
+) -> None:
+    before = dump_text(existing_target)
+    parts = list(split_backup.parts)
+    if damage is None:
+        parts.pop()
+    else:
+        parts[-1] = damage(parts[-1])
+
+    with pytest.raises(IntegrityError, match=error):
+        restore(existing_target, split_backup.stored, split_backup.stats, split_backup.facts, parts)
+
+    assert dump_text(existing_target) == before
+    assert databases_like(pg_server, name_of(existing_target)) == []
+    assert_no_sessions_left(pg_server)
+
+
+def test_one_failing_dump_stream_stops_the_others_and_fails_the_dump(
+    pg_server: PostgresServer, source: str
+) -> None:
+    class DiskFull(Exception):
+        pass
+
+    class FailingSink:
+        def write(self, data: bytes) -> int:
+            raise DiskFull("the part's storage is full")
+
+    main = io.BytesIO()
+    component = PostgresComponent(source, jobs=2, split_min_bytes=0)
+
+    with pytest.raises(DiskFull):
+        component.dump(main, lambda: cast(BinaryIO, FailingSink()))
+
+    assert_no_sessions_left(pg_server)  # both pg_dumps and the counters have gone
 
 
 def test_restoring_over_an_existing_database_keeps_it_as_the_pre_restore_copy(

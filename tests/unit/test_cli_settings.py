@@ -11,6 +11,7 @@ from questboard_backup.cli import main
 SEED_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "BACKUP_FILES_PATHS", "BACKUP_CONFIG_PATHS", "BACKUP_ENABLED", "BACKUP_DIR",
     "BACKUP_S3_BUCKET", "BACKUP_HOSTNAME", "BACKUP_RETENTION_DAYS", "BACKUP_ENCRYPTION", "BACKUP_ENCRYPTION_KEY",
+    "BACKUP_PG_JOBS", "BACKUP_PG_SPLIT_MIN_MB",
 )  # fmt: skip
 
 
@@ -52,3 +53,19 @@ def test_a_bad_value_in_the_file_is_named(tmp_path: Path, capsys: pytest.Capture
 def test_no_local_without_a_bucket_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["full", "--no-local"]) == 2
     assert "BACKUP_S3_BUCKET" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("BACKUP_PG_JOBS=0", "BACKUP_PG_JOBS must be between 1 and 32, not 0"),
+        ("BACKUP_PG_JOBS=two", "BACKUP_PG_JOBS must be a whole number, not 'two'"),
+        ("BACKUP_PG_SPLIT_MIN_MB=-1", "BACKUP_PG_SPLIT_MIN_MB must be between 0 and 1073741824, not -1"),
+    ],
+)
+def test_bad_postgres_tuning_is_named_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, message: str
+) -> None:
+    (tmp_path / ".env").write_text(setting + "\n")
+    assert main(["status"]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from questboard_backup.sources.postgres_restore import entry_kind, plan_phases
+import pytest
+
+from questboard_backup.errors import IntegrityError
+from questboard_backup.sources.postgres_restore import Run, _Schedule, entry_kind, plan_restore
 
 TOC = """;
 ; Archive created at 2026-11-29 05:00:00 UTC
@@ -38,36 +41,121 @@ def test_entry_kinds_are_read_from_the_listing() -> None:
     assert entry_kind("; a comment") == ""
 
 
-def test_phases_follow_the_archive_order_and_split_data_and_indexes() -> None:
-    before, data, indexes, rest = plan_phases(TOC, 2, ROWS)
-    assert before == [
-        [line for line in TOC if line.startswith(("215;", "216;", "217;", "218;", "3390;", "3391;"))]
+def test_the_plan_follows_the_archive_order_and_splits_the_data() -> None:
+    plan = plan_restore([TOC], 2, ROWS)
+    assert plan.before == [
+        line for line in TOC if line.startswith(("215;", "216;", "217;", "218;", "3390;", "3391;"))
     ]
-    # The biggest table alone on one process; everything else, in archive order, on the other.
-    assert sorted(data, key=len) == [
-        ["3401; 0 16400 TABLE DATA public quests postgres"],
-        [
-            "3400; 0 16386 TABLE DATA public users postgres",
-            "3402; 0 16410 TABLE DATA rewards ledger postgres",
-            "3403; 0 0 BLOBS - BLOBS",
-            "3404; 0 0 SEQUENCE SET public users_id_seq postgres",
-        ],
+    # The biggest table alone on one process; everything else, in archive order, on the other; the
+    # first data run reads the stream to its sealed end.
+    assert sorted(plan.data, key=lambda run: len(run.entries)) == [
+        Run(0, ["3401; 0 16400 TABLE DATA public quests postgres"], True),
+        Run(
+            0,
+            [
+                "3400; 0 16386 TABLE DATA public users postgres",
+                "3402; 0 16410 TABLE DATA rewards ledger postgres",
+                "3403; 0 0 BLOBS - BLOBS",
+                "3404; 0 0 SEQUENCE SET public users_id_seq postgres",
+            ],
+            False,
+        ),
     ]
-    assert sorted(line for group in indexes for line in group) == [
-        line for line in TOC if line.startswith(("3410;", "3411;", "3412;"))
-    ]
-    assert len(indexes) == 2
+    assert plan.post == [line for line in TOC if line.startswith(("3410;", "3411;", "3412;"))]
     # Foreign keys wait for every index and key; ACLs come last, in order.
-    assert rest == [[line for line in TOC if line.startswith(("3413;", "3414;"))]]
+    assert plan.rest == [line for line in TOC if line.startswith(("3413;", "3414;"))]
 
 
-def test_one_job_keeps_a_single_process_per_phase() -> None:
-    assert all(len(phase) == 1 for phase in plan_phases(TOC, 1, ROWS))
+def test_further_parts_get_a_process_each_and_only_their_table_data() -> None:
+    part = [
+        ";",
+        "5000; 0 16400 TABLE DATA public quests postgres",
+        "5001; 0 0 SEQUENCE SET public quests_id_seq postgres",
+    ]
+    main = [line for line in TOC if "TABLE DATA public quests" not in line]
+    plan = plan_restore([main, part], 2, ROWS)
+    assert plan.data == [
+        Run(0, [line for line in main if line.startswith(("3400;", "3402;", "3403;", "3404;"))], True),
+        Run(1, ["5000; 0 16400 TABLE DATA public quests postgres"], True),
+    ]
 
 
-def test_an_archive_without_data_is_one_phase() -> None:
+def test_one_job_keeps_one_data_process() -> None:
+    assert len(plan_restore([TOC], 1, ROWS).data) == 1
+
+
+def test_an_archive_without_data_is_restored_first_and_still_read_to_its_end() -> None:
     schema_only = [
         line for line in TOC if "DATA" not in line and "BLOBS" not in line and "SEQUENCE SET" not in line
     ]
-    (phase,) = plan_phases(schema_only, 2, ROWS)
-    assert phase == [[line for line in schema_only if line[:1].isdigit()]]
+    plan = plan_restore([schema_only], 2, ROWS)
+    assert plan.before == [line for line in schema_only if line[:1].isdigit()]
+    assert plan.data == [Run(0, [], True)] and plan.post == [] and plan.rest == []
+
+
+def test_a_part_with_data_behind_a_main_archive_without_is_refused() -> None:
+    schema_only = [line for line in TOC if "DATA" not in line and "BLOBS" not in line and "SET" not in line]
+    with pytest.raises(IntegrityError, match="no data but further parts do"):
+        plan_restore([schema_only, ["1; 0 1 TABLE DATA public quests postgres"]], 2, ROWS)
+
+
+POST_TOC = """3400; 0 1 TABLE DATA public users postgres
+3401; 0 2 TABLE DATA public quests postgres
+3410; 2606 3 CONSTRAINT public users users_pkey postgres
+3411; 2606 4 CONSTRAINT public quests quests_pkey postgres
+3412; 1259 5 INDEX public quests_by_reward postgres
+3413; 1259 6 INDEX public quests_by_due postgres
+3414; 1259 7 INDEX public orphan_index postgres
+3415; 2606 8 FK CONSTRAINT public quests quests_posted_by_fkey postgres""".splitlines()
+INDEXES = {"public.quests_by_reward": "public.quests", "public.quests_by_due": "public.quests"}
+POST_ROWS = {"public.users": 10, "public.quests": 900_000}
+
+
+def schedule(jobs: int = 2) -> _Schedule:
+    return _Schedule(plan_restore([POST_TOC], jobs, POST_ROWS), POST_ROWS, INDEXES)
+
+
+def names(run: Run | None) -> list[str]:
+    assert run is not None
+    return [line.split(" ")[-2] for line in run.entries]
+
+
+def test_indexes_start_as_soon_as_their_table_is_loaded_and_wait_for_it_otherwise() -> None:
+    plan = schedule()
+    quests_data, users_data = plan.next(), plan.next()
+    assert names(quests_data) == ["quests"] and names(users_data) == ["users"]
+    assert plan.next() is None  # nothing of the post-data part may start before its table's rows
+    plan.done(users_data)  # type: ignore[arg-type]
+    # Small tables' entries go together on one process; the unknown index waits for all the rows.
+    assert names(plan.next()) == ["users_pkey"]
+    assert plan.next() is None
+    plan.done(quests_data)  # type: ignore[arg-type]
+    # Large tables' entries go one per process, the heaviest first (ties: archive order). The key locks
+    # quests exclusively, so beside it only the index of unknown table (now that all rows are in) runs.
+    key, orphan = plan.next(), plan.next()
+    assert names(key) == ["quests_pkey"] and names(orphan) == ["orphan_index"]
+    assert plan.next() is None
+    plan.done(key)  # type: ignore[arg-type]
+    # CREATE INDEX only shares the table: both builds run at once.
+    assert [names(plan.next()), names(plan.next())] == [["quests_by_reward"], ["quests_by_due"]]
+
+
+def test_a_table_constraint_waits_until_no_index_build_holds_its_table() -> None:
+    plan = schedule(jobs=4)
+    for _ in range(2):
+        plan.done(plan.next())  # type: ignore[arg-type]
+    started = []
+    while (run := plan.next()) is not None:
+        started.append(run)
+    kinds = [entry_kind(line) for run in started for line in run.entries if "quests" in line]
+    # quests_pkey (ADD CONSTRAINT locks the table exclusively) never runs beside a quests index build.
+    assert not ("CONSTRAINT" in kinds and "INDEX" in kinds)
+    for run in started:
+        plan.done(run)
+    rest = []
+    while (run := plan.next()) is not None:
+        rest.append(run)
+        plan.done(run)
+    assert plan.finished
+    everything = [line for run in [*started, *rest] for line in run.entries]
+    assert sorted(everything) == sorted(POST_TOC[2:7])  # each entry exactly once; the FK is in `rest`

@@ -6,6 +6,7 @@ written to disk as plaintext, and plaintext backup data never rests on disk.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -34,10 +35,12 @@ from questboard_backup.sources.postgres_facts import (
     begin_snapshot,
     database_facts,
     failing_as,
+    foreign_keys,
     index_tables,
     list_tables,
     one,
     table_sizes,
+    unlimited,
 )
 from questboard_backup.sources.postgres_restore import parallel_restore
 from questboard_backup.sources.postgres_tools import ClientTools, first_line, stream_out_all
@@ -116,9 +119,12 @@ class PostgresComponent:
             facts["parts"] = [[table.key for table in group] for group in groups]
             # Only the largest tables' indexes: the others are built in batches once all rows are in, and
             # the facts stay small (a Step Functions state carries them; its limit is 256 KiB).
-            largest = {table.key for table in largest_tables(tables, sizes)}
+            largest = {f"{table.schema}.{table.name}" for table in largest_tables(tables, sizes)}
             facts["indexes"] = {
                 index: table for index, table in index_tables(cur).items() if table in largest
+            }
+            facts["foreign_keys"] = {
+                tag: pair for tag, pair in foreign_keys(cur).items() if largest.intersection(pair)
             }
             logger.info(
                 "postgres dump started database=%s tables=%d streams=%d",
@@ -183,6 +189,10 @@ class PostgresComponent:
             try:
                 # Several pg_restore processes, each on its own authenticated stream (see postgres_restore).
                 checked: list[int] = []
+
+                def verify(counted: Mapping[str, int]) -> None:
+                    checked.append(self._verify(staging, facts, counted))
+
                 parallel_restore(
                     self.tools,
                     f"--dbname={self._conninfo(staging)}",
@@ -191,7 +201,9 @@ class PostgresComponent:
                     self.jobs,
                     len(facts.get("parts", [])),
                     index_tables=facts.get("indexes"),
-                    once_loaded=lambda: checked.append(self._verify(staging, facts)),
+                    foreign_keys=facts.get("foreign_keys"),
+                    count_rows=functools.partial(self._count_rows, staging),
+                    once_loaded=verify,
                 )
                 rows = checked[0]
                 moved = _swap(admin, staging, target, previous)
@@ -257,8 +269,30 @@ class PostgresComponent:
             raise SourceError(f"cannot create staging database {staging}: {first_line(error)}") from None
         logger.info("postgres staging database created staging=%s", staging)
 
-    def _verify(self, staging: str, facts: Mapping[str, Any]) -> int:
-        """Compare the staging database with the facts; raises before anything is swapped."""
+    def _count_rows(self, staging: str, names: Sequence[tuple[str, str]]) -> dict[str, int]:
+        """Rows of the (schema, table) pairs in the staging database, keyed like the facts; a pair that
+        does not name a table (a listing's names are split on spaces) is left to ``_verify``."""
+        counts: dict[str, int] = {}
+        with contextlib.closing(self._connect(staging)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            unlimited(cur)
+            for schema, name in names:
+                query = sql.SQL("SELECT format('%I.%I', {}, {}), count(*) FROM ONLY {}.{}").format(
+                    sql.Literal(schema), sql.Literal(name), sql.Identifier(schema), sql.Identifier(name)
+                )
+                try:
+                    cur.execute(query)
+                except psycopg2.errors.UndefinedTable:
+                    continue
+                except psycopg2.Error as error:
+                    raise SourceError(f"cannot count rows in {staging}: {first_line(error)}") from None
+                key, count = one(cur)
+                counts[str(key)] = int(count)
+        return counts
+
+    def _verify(self, staging: str, facts: Mapping[str, Any], counted: Mapping[str, int]) -> int:
+        """Compare the staging database with the facts (``counted``: rows already counted as the tables
+        came in); raises before anything is swapped."""
         params = {**self._params, "dbname": staging}
         failed = failing_as(f"cannot check restored database {staging}")
         with contextlib.closing(self._connect(staging)) as conn, failed, conn.cursor() as cur:
@@ -266,8 +300,8 @@ class PostgresComponent:
             cur.execute("SELECT count(*) FROM pg_largeobject_metadata")
             large_objects = int(one(cur)[0])
             with RowCounter(params, self.jobs, snapshot) as counter:
-                counter.start(list_tables(cur))
-                counts = counter.result()
+                counter.start([table for table in list_tables(cur) if table.key not in counted])
+                counts = {**counted, **counter.result()}
             cur.execute("COMMIT")
             expected: Mapping[str, int] = facts["tables"]
             for key in sorted(expected):

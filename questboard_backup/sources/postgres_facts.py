@@ -87,16 +87,29 @@ def table_sizes(cur: Cursor) -> dict[str, int]:
 
 
 def index_tables(cur: Cursor) -> dict[str, str]:
-    """Each index of a user table (``schema.index`` as pg_restore lists it) and its table (quoted like
-    the row counts' keys), so a restore can build an index as soon as its table's rows are in."""
+    """Each index of a user table (``schema.index``) and its table (``schema.table``), named as
+    ``pg_restore --list`` names them, so a restore can build an index as soon as its table's rows are in."""
     cur.execute(
-        "SELECT n.nspname || '.' || i.relname, format('%I.%I', tn.nspname, t.relname) "
+        "SELECT n.nspname || '.' || i.relname, tn.nspname || '.' || t.relname "
         "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace "
         "JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace "
         "WHERE t.relkind = 'r' AND tn.nspname <> 'information_schema' AND tn.nspname NOT LIKE 'pg\\_%' "
         "ORDER BY 1"
     )
     return {str(index): str(table) for index, table in cur.fetchall()}
+
+
+def foreign_keys(cur: Cursor) -> dict[str, list[str]]:
+    """Each foreign key between plain tables, by its listing tag (``schema table name``), with its table
+    and the table it references (``schema.table``), so a restore can add it once both are in."""
+    cur.execute(
+        "SELECT n.nspname || ' ' || t.relname || ' ' || c.conname, n.nspname || '.' || t.relname, "
+        "rn.nspname || '.' || r.relname "
+        "FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "JOIN pg_class r ON r.oid = c.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+        "WHERE c.contype = 'f' AND t.relkind = 'r' AND r.relkind = 'r' ORDER BY 1"
+    )
+    return {str(tag): [str(table), str(referenced)] for tag, table, referenced in cur.fetchall()}
 
 
 def database_facts(cur: Cursor) -> Facts:

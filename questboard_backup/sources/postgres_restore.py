@@ -34,7 +34,7 @@ from typing import BinaryIO
 from questboard_backup.errors import IntegrityError, SourceError
 from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.sources.base import StreamOpener
-from questboard_backup.sources.postgres_tools import ClientTools, StderrTail, feed, stop
+from questboard_backup.sources.postgres_tools import ClientTools, StderrTail, feed, stop, widen_pipe
 
 DATA_KINDS = ("TABLE DATA", "SEQUENCE SET", "BLOBS", "BLOB DATA", "LARGE OBJECTS")
 PARALLEL_AFTER_DATA = ("INDEX", "CONSTRAINT")
@@ -81,20 +81,21 @@ def split_by_weight(lines: Sequence[str], jobs: int, weight: Callable[[str], int
 
 @dataclass(frozen=True)
 class Run:
-    """One pg_restore process: the TOC entries it restores from ``part``, and whether it reads that
-    part to its sealed end (which authenticates all of it)."""
+    """One step: a pg_restore process restoring ``entries`` from ``part`` (reading that part to its
+    sealed end with ``to_end``, which authenticates all of it), or, for ``kind`` "count", the row counts
+    of the tables whose TABLE DATA ``entries`` name."""
 
     part: int
     entries: list[str]
     to_end: bool
-    post: bool = False  # post-data entries (indexes, table constraints), not rows
+    kind: str = "data"  # "data" (rows), "post" (indexes, keys, foreign keys) or "count"
 
 
 @dataclass(frozen=True)
 class RestorePlan:
     """``before`` runs first on one process; then the ``data`` runs at once, and each ``post`` entry
-    (plain indexes and table constraints) as soon as the rows of its table are in; ``rest`` last, in
-    archive order on one process (foreign keys need every key; triggers and grants come after)."""
+    (indexes, table constraints, and foreign keys whose tables the facts name) as soon as what it
+    needs is in; ``rest`` last, in archive order on one process (other foreign keys, triggers, grants)."""
 
     before: list[str]
     data: list[Run]
@@ -102,7 +103,12 @@ class RestorePlan:
     rest: list[str]
 
 
-def plan_restore(tocs: Sequence[Sequence[str]], jobs: int, rows: Mapping[str, int]) -> RestorePlan:
+def plan_restore(
+    tocs: Sequence[Sequence[str]],
+    jobs: int,
+    rows: Mapping[str, int],
+    foreign_keys: Mapping[str, Sequence[str]] | None = None,
+) -> RestorePlan:
     """``tocs[0]`` lists the main archive, ``tocs[k]`` the data-only part k, of which only table data is
     restored (its sequence values are the main archive's business)."""
     entries = [line for line in tocs[0] if _ENTRY.match(line)]
@@ -118,17 +124,29 @@ def plan_restore(tocs: Sequence[Sequence[str]], jobs: int, rows: Mapping[str, in
     main_data = split_by_weight(data, main_jobs, lambda line: rows.get(_table_of(line), 0))
     runs = [Run(0, group, index == 0) for index, group in enumerate(main_data)]
     runs += [Run(part, group, True) for part, group in enumerate(further, start=1)]
+
+    def early(line: str) -> bool:
+        kind = entry_kind(line)
+        return kind in PARALLEL_AFTER_DATA or (
+            kind == "FK CONSTRAINT" and _fk_key(line) in (foreign_keys or {})
+        )
+
     return RestorePlan(
         before,
         runs,
-        [line for line in after if entry_kind(line) in PARALLEL_AFTER_DATA],
-        [line for line in after if entry_kind(line) not in PARALLEL_AFTER_DATA],
+        [line for line in after if early(line)],
+        [line for line in after if not early(line)],
     )
+
+
+def _fk_key(line: str) -> str:
+    # "3413; 2606 16423 FK CONSTRAINT public quests quests_posted_by_fkey owner" -> "public quests quests_posted_by_fkey"
+    return " ".join(line.split(" ")[-4:-1])
 
 
 def post_table(line: str, index_tables: Mapping[str, str]) -> str | None:
     """The table an index or table constraint entry works on, where the listing and the dump's facts
-    tell it (None: unknown, so it waits for every table's rows)."""
+    tell it (None: unknown)."""
     parts = line.split(" ")
     kind = entry_kind(line)
     if kind == "CONSTRAINT" and len(parts) >= 4:
@@ -140,77 +158,147 @@ def post_table(line: str, index_tables: Mapping[str, str]) -> str | None:
     return None
 
 
+# PostgreSQL's table lock modes the steps take, and which of them conflict.
+ACCESS_SHARE, SHARE = "AccessShare", "Share"
+SHARE_ROW_EXCLUSIVE, ACCESS_EXCLUSIVE = "ShareRowExclusive", "AccessExclusive"
+_CONFLICTS = {
+    ACCESS_SHARE: {ACCESS_EXCLUSIVE},
+    SHARE: {SHARE_ROW_EXCLUSIVE, ACCESS_EXCLUSIVE},
+    SHARE_ROW_EXCLUSIVE: {SHARE, SHARE_ROW_EXCLUSIVE, ACCESS_EXCLUSIVE},
+    ACCESS_EXCLUSIVE: {ACCESS_SHARE, SHARE, SHARE_ROW_EXCLUSIVE, ACCESS_EXCLUSIVE},
+}
+
+
+Step = tuple[str, str]  # ("post", TOC line) or ("count", table)
+
+
 class _Schedule:
-    """Which run may start next: data runs first; then the heaviest post-data entry whose table is
-    loaded and not locked against it (ADD CONSTRAINT locks its table exclusively, CREATE INDEX shares
-    it), together with every other startable small entry so small tables cost one process, not many."""
+    """Which step may start next, like ``pg_restore -j`` decides for a seekable archive.
+
+    Data runs first. Then each step as soon as what it needs is in and no running step holds a lock it
+    would wait for: an index (``Share`` on its table) or table constraint (``AccessExclusive``) once its
+    table's rows are in; a row count (``AccessShare``) likewise; a foreign key (``ShareRowExclusive`` on
+    both tables) once both tables' rows are in and the referenced table's keys are built. Tables are
+    named as the listing names them (``schema.table``). Entries whose table is unknown (indexes of
+    tables the facts do not map) go together once every table's rows are in: each statement of a
+    pg_restore process locks one table at a time, so at worst they wait, never deadlock. The heaviest
+    step goes first; small ones of a kind go together, so small tables cost one process, not one each.
+    """
 
     SMALL_ROWS = 50_000
 
-    def __init__(self, plan: RestorePlan, rows: Mapping[str, int], index_tables: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        plan: RestorePlan,
+        rows: Mapping[str, int],
+        index_tables: Mapping[str, str],
+        foreign_keys: Mapping[str, Sequence[str]],
+    ) -> None:
         self._data = list(plan.data)
         self._data_running = 0
-        self._order = {line: index for index, line in enumerate(plan.post)}
-        self._post = list(plan.post)
-        self._table = {line: post_table(line, index_tables) for line in plan.post}
+        data_lines = [line for run in plan.data for line in run.entries if entry_kind(line) == "TABLE DATA"]
+        self._data_line = {_table_of(line): line for line in data_lines}
+        self._unloaded = set(self._data_line)
         self._rows = rows
-        self._unloaded = {
-            _table_of(line) for run in plan.data for line in run.entries if entry_kind(line) == "TABLE DATA"
-        }
-        self._shared: dict[str, int] = {}
-        self._exclusive: set[str] = set()
+        self._order = {line: index for index, line in enumerate(plan.post)}
+        self._pending: dict[Step, dict[str, str]] = {}  # step -> the locks it takes
+        self._started: dict[Step, dict[str, str]] = {}
+        self._referenced: dict[str, str] = {}
+        for line in plan.post:
+            kind = entry_kind(line)
+            if kind == "FK CONSTRAINT":
+                table, referenced = foreign_keys[_fk_key(line)][:2]
+                self._referenced[line] = referenced
+                locks = {table: SHARE_ROW_EXCLUSIVE, referenced: SHARE_ROW_EXCLUSIVE}
+            else:
+                target = post_table(line, index_tables)
+                locks = {target: SHARE if kind == "INDEX" else ACCESS_EXCLUSIVE} if target else {}
+            if not set(locks) <= set(self._data_line):
+                locks = {}  # a table without rows in the archives: unknown
+            self._pending[("post", line)] = locks
+        for table in self._data_line:
+            self._pending[("count", table)] = {table: ACCESS_SHARE}
+        self._held: dict[str, list[str]] = {}
 
-    def _weight(self, line: str) -> int:
-        table = self._table[line]
-        return self._rows.get(table, 0) if table else 0
+    def _weight(self, step: Step) -> int:
+        return max((self._rows.get(table, 0) for table in self._pending[step]), default=0)
 
-    def _ready(self, line: str) -> bool:
-        table = self._table[line]
-        if table is None or table not in self._rows:
-            return not self._data and not self._data_running  # unknown: after every table's rows
-        if table in self._unloaded or table in self._exclusive:
+    def _keys_pending(self, table: str) -> bool:
+        return any(
+            kind == "post" and entry_kind(line) in PARALLEL_AFTER_DATA and table in locks
+            for steps in (self._pending, self._started)
+            for (kind, line), locks in steps.items()
+        )
+
+    def _free(self, locks: Mapping[str, str]) -> bool:
+        return all(
+            held not in _CONFLICTS[mode]
+            for table, mode in locks.items()
+            for held in self._held.get(table, [])
+        )
+
+    def _ready(self, step: Step) -> bool:
+        locks = self._pending[step]
+        if not locks:
+            return not self._data and not self._data_running
+        if set(locks) & self._unloaded:
             return False
-        return entry_kind(line) != "CONSTRAINT" or not self._shared.get(table)
+        kind, line = step
+        if kind == "post" and line in self._referenced and self._keys_pending(self._referenced[line]):
+            return False
+        return self._free(locks)
 
     def next(self) -> Run | None:
-        """The next run that may start now, or None (wait for a running one to finish)."""
+        """The next step that may start now, or None (wait for a running one to finish)."""
         if self._data:
             self._data_running += 1
             return self._data.pop(0)
-        ready = [line for line in self._post if self._ready(line)]
+        ready = [step for step in self._pending if self._ready(step)]
         if not ready:
             return None
-        heaviest = max(ready, key=self._weight)
-        chosen = [heaviest]
-        if self._weight(heaviest) < self.SMALL_ROWS:
-            chosen = [line for line in ready if self._weight(line) < self.SMALL_ROWS]
-        for line in chosen:
-            self._post.remove(line)
-            table = self._table[line] or ""
-            if entry_kind(line) == "CONSTRAINT":
-                self._exclusive.add(table)
-            else:
-                self._shared[table] = self._shared.get(table, 0) + 1
-        chosen.sort(key=self._order.__getitem__)
-        return Run(0, chosen, False, post=True)
+        unknown = [step for step in ready if not self._pending[step]]
+        if unknown:
+            chosen = unknown
+        else:
+            heaviest = max(ready, key=self._weight)
+            chosen = [heaviest]
+            if self._weight(heaviest) < self.SMALL_ROWS:
+                chosen += [
+                    step
+                    for step in ready
+                    if step != heaviest and step[0] == heaviest[0] and self._weight(step) < self.SMALL_ROWS
+                ]
+        taken = []
+        for step in chosen:
+            if step is chosen[0] or not self._pending[step] or self._free(self._pending[step]):
+                taken.append(step)
+                locks = self._pending.pop(step)
+                self._started[step] = locks
+                for table, mode in locks.items():
+                    self._held.setdefault(table, []).append(mode)
+        if taken[0][0] == "count":
+            return Run(0, [self._data_line[table] for _kind, table in taken], False, kind="count")
+        lines = sorted((line for _kind, line in taken), key=self._order.__getitem__)
+        return Run(0, lines, False, kind="post")
 
     def done(self, run: Run) -> None:
-        if not run.post:
+        if run.kind == "data":
             self._data_running -= 1
             self._unloaded.difference_update(
                 _table_of(line) for line in run.entries if entry_kind(line) == "TABLE DATA"
             )
             return
-        for line in run.entries:
-            table = self._table[line] or ""
-            if entry_kind(line) == "CONSTRAINT":
-                self._exclusive.discard(table)
-            else:
-                self._shared[table] -= 1
+        if run.kind == "count":
+            steps = [("count", _table_of(line)) for line in run.entries]
+        else:
+            steps = [("post", line) for line in run.entries]
+        for step in steps:
+            for table, mode in self._started.pop(step).items():
+                self._held[table].remove(mode)
 
     @property
     def finished(self) -> bool:
-        return not self._data and not self._post
+        return not self._data and not self._pending
 
 
 def read_toc(tools: ClientTools, open_stream: _Opener) -> list[str]:
@@ -235,6 +323,7 @@ def _run(
         bufsize=0,
     )
     assert process.stdin is not None and process.stderr is not None
+    widen_pipe(process.stdin)
     tail = StderrTail(process.stderr)
     output: list[bytes] = []
     reader_thread = None
@@ -298,28 +387,41 @@ def parallel_restore(
     jobs: int,
     parts: int = 0,
     index_tables: Mapping[str, str] | None = None,
-    once_loaded: Callable[[], object] | None = None,
+    foreign_keys: Mapping[str, Sequence[str]] | None = None,
+    count_rows: Callable[[Sequence[tuple[str, str]]], Mapping[str, int]] | None = None,
+    once_loaded: Callable[[Mapping[str, int]], object] | None = None,
 ) -> None:
     """Restore the main archive and its ``parts`` further parts into the (empty, staging) database
     named by ``dbname_arg``, on up to ``jobs`` processes at once.
 
-    ``index_tables`` (index -> table, from the dump's facts) lets an index be built as soon as its
-    table's rows are in, while other tables still load. ``once_loaded`` (the caller's checks of the
-    restored rows) runs beside the last, single-process step (foreign keys, triggers, grants) and its
-    error is raised like a restore error once that step stopped.
+    ``index_tables`` (index -> table) and ``foreign_keys`` (listing tag -> [table, referenced table]),
+    from the dump's facts, let indexes and foreign keys start as soon as their tables are in, while
+    other tables still load. ``count_rows`` counts the rows of (schema, table) pairs, each as soon as
+    its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs beside the last,
+    single-process step (the remaining foreign keys, triggers, grants). Its error is raised like a
+    restore error once that step stopped.
     """
     tocs = [read_toc(tools, functools.partial(open_stream, part)) for part in range(parts + 1)]
-    plan = plan_restore(tocs, jobs, rows)
+    plan = plan_restore(tocs, jobs, rows, foreign_keys)
+    counted: dict[str, int] = {}
+    counted_lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="qb-toc-") as folder:
         listings = (Path(folder, f"{number}.list") for number in itertools.count())
 
         def run_one(run: Run) -> None:
+            if run.kind == "count":
+                if count_rows is not None:
+                    names = [(line.split(" ")[-3], line.split(" ")[-2]) for line in run.entries]
+                    counts = count_rows(names)
+                    with counted_lock:
+                        counted.update(counts)
+                return
             _run_group(tools, dbname_arg, open_stream, next(listings), run)
 
         started = time.monotonic()
         if plan.before:
             run_one(Run(0, plan.before, False))
-        schedule = _Schedule(plan, rows, index_tables or {})
+        schedule = _Schedule(plan, rows, index_tables or {}, foreign_keys or {})
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="qb-pg-restore") as pool:
             running: dict[Future[None], Run] = {}
@@ -346,7 +448,7 @@ def parallel_restore(
         def check() -> None:
             try:
                 if once_loaded is not None:
-                    once_loaded()
+                    once_loaded(counted)
             except BaseException as error:  # noqa: BLE001 - raised below once the last step stopped
                 check_errors.append(error)
 

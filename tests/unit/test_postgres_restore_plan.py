@@ -106,13 +106,17 @@ POST_TOC = """3400; 0 1 TABLE DATA public users postgres
 3412; 1259 5 INDEX public quests_by_reward postgres
 3413; 1259 6 INDEX public quests_by_due postgres
 3414; 1259 7 INDEX public orphan_index postgres
-3415; 2606 8 FK CONSTRAINT public quests quests_posted_by_fkey postgres""".splitlines()
+3415; 2606 8 FK CONSTRAINT public quests quests_posted_by_fkey postgres
+3416; 2606 9 FK CONSTRAINT public quests quests_other_fkey postgres
+3417; 0 0 ACL - SCHEMA public postgres""".splitlines()
 INDEXES = {"public.quests_by_reward": "public.quests", "public.quests_by_due": "public.quests"}
+FOREIGN_KEYS = {"public quests quests_posted_by_fkey": ["public.quests", "public.users"]}
 POST_ROWS = {"public.users": 10, "public.quests": 900_000}
 
 
 def schedule(jobs: int = 2) -> _Schedule:
-    return _Schedule(plan_restore([POST_TOC], jobs, POST_ROWS), POST_ROWS, INDEXES)
+    plan = plan_restore([POST_TOC], jobs, POST_ROWS, FOREIGN_KEYS)
+    return _Schedule(plan, POST_ROWS, INDEXES, FOREIGN_KEYS)
 
 
 def names(run: Run | None) -> list[str]:
@@ -120,42 +124,106 @@ def names(run: Run | None) -> list[str]:
     return [line.split(" ")[-2] for line in run.entries]
 
 
-def test_indexes_start_as_soon_as_their_table_is_loaded_and_wait_for_it_otherwise() -> None:
+def test_only_foreign_keys_the_facts_name_are_scheduled_early_the_rest_keep_the_archive_order() -> None:
+    plan = plan_restore([POST_TOC], 2, POST_ROWS, FOREIGN_KEYS)
+    assert [line.split(" ")[-2] for line in plan.post] == [
+        "users_pkey",
+        "quests_pkey",
+        "quests_by_reward",
+        "quests_by_due",
+        "orphan_index",
+        "quests_posted_by_fkey",
+    ]
+    assert plan.rest == POST_TOC[-2:]
+
+
+def test_steps_start_as_soon_as_their_tables_are_in_while_other_tables_still_load() -> None:
     plan = schedule()
     quests_data, users_data = plan.next(), plan.next()
     assert names(quests_data) == ["quests"] and names(users_data) == ["users"]
     assert plan.next() is None  # nothing of the post-data part may start before its table's rows
     plan.done(users_data)  # type: ignore[arg-type]
-    # Small tables' entries go together on one process; the unknown index waits for all the rows.
-    assert names(plan.next()) == ["users_pkey"]
+    # The users key starts at once; the row count waits for it (ADD CONSTRAINT locks the table
+    # exclusively); the foreign key from quests waits for the quests rows, the unknown index for all.
+    users_key = plan.next()
+    assert names(users_key) == ["users_pkey"] and users_key.kind == "post"  # type: ignore[union-attr]
+    assert plan.next() is None
+    plan.done(users_key)  # type: ignore[arg-type]
+    users_count = plan.next()
+    assert users_count is not None and users_count.kind == "count" and names(users_count) == ["users"]
+    plan.done(users_count)
     assert plan.next() is None
     plan.done(quests_data)  # type: ignore[arg-type]
-    # Large tables' entries go one per process, the heaviest first (ties: archive order). The key locks
-    # quests exclusively, so beside it only the index of unknown table (now that all rows are in) runs.
-    key, orphan = plan.next(), plan.next()
-    assert names(key) == ["quests_pkey"] and names(orphan) == ["orphan_index"]
+    # Every table's rows are in: the unknown index goes now, and of the large table's steps the heaviest
+    # (ties: the order they were listed), one per process. The key locks quests exclusively.
+    orphan, key = plan.next(), plan.next()
+    assert names(orphan) == ["orphan_index"] and names(key) == ["quests_pkey"]
+    plan.done(orphan)  # type: ignore[arg-type]
     assert plan.next() is None
     plan.done(key)  # type: ignore[arg-type]
     # CREATE INDEX only shares the table: both builds run at once.
     assert [names(plan.next()), names(plan.next())] == [["quests_by_reward"], ["quests_by_due"]]
 
 
-def test_a_table_constraint_waits_until_no_index_build_holds_its_table() -> None:
-    plan = schedule(jobs=4)
-    for _ in range(2):
-        plan.done(plan.next())  # type: ignore[arg-type]
-    started = []
-    while (run := plan.next()) is not None:
-        started.append(run)
-    kinds = [entry_kind(line) for run in started for line in run.entries if "quests" in line]
-    # quests_pkey (ADD CONSTRAINT locks the table exclusively) never runs beside a quests index build.
-    assert not ("CONSTRAINT" in kinds and "INDEX" in kinds)
-    for run in started:
-        plan.done(run)
-    rest = []
-    while (run := plan.next()) is not None:
-        rest.append(run)
-        plan.done(run)
-    assert plan.finished
-    everything = [line for run in [*started, *rest] for line in run.entries]
-    assert sorted(everything) == sorted(POST_TOC[2:7])  # each entry exactly once; the FK is in `rest`
+def simulate(plan: _Schedule, jobs: int) -> list[list[Run]]:
+    """Runs the schedule, finishing the oldest running step whenever it stalls; returns what ran at
+    once at every start."""
+    running: list[Run] = []
+    moments = []
+    while not (plan.finished and not running):
+        while len(running) < jobs and (run := plan.next()) is not None:
+            running.append(run)
+            moments.append(list(running))
+        assert running, "the schedule stalled with nothing running"
+        plan.done(running.pop(0))
+    return moments
+
+
+LOCKS = {"INDEX": "Share", "CONSTRAINT": "AccessExclusive", "FK CONSTRAINT": "ShareRowExclusive"}
+CONFLICTING = {
+    frozenset({"AccessExclusive"}),
+    frozenset({"AccessExclusive", "Share"}),
+    frozenset({"AccessExclusive", "AccessShare"}),
+    frozenset({"AccessExclusive", "ShareRowExclusive"}),
+    frozenset({"ShareRowExclusive"}),
+    frozenset({"ShareRowExclusive", "Share"}),
+}
+
+
+def locks_of(run: Run) -> list[tuple[str, str]]:
+    taken = []
+    for line in run.entries:
+        parts = line.split(" ")
+        if run.kind == "count":
+            taken.append((f"{parts[-3]}.{parts[-2]}", "AccessShare"))
+        elif run.kind == "post":
+            kind = entry_kind(line)
+            if kind == "FK CONSTRAINT":
+                taken += [(table, LOCKS[kind]) for table in FOREIGN_KEYS.get(" ".join(parts[-4:-1]), [])]
+            elif kind == "CONSTRAINT":
+                taken.append((f"{parts[-4]}.{parts[-3]}", LOCKS[kind]))
+            elif line.split(" ")[-2] in ("quests_by_reward", "quests_by_due"):
+                taken.append(("public.quests", LOCKS[kind]))
+    return taken
+
+
+def test_no_two_steps_that_would_wait_for_each_others_locks_ever_run_at_once() -> None:
+    for jobs in (1, 2, 4, 8):
+        moments = simulate(schedule(jobs), jobs)
+        for moment in moments:
+            held = [(table, mode, id(run)) for run in moment for table, mode in locks_of(run)]
+            for table, mode, owner in held:
+                for other_table, other_mode, other_owner in held:
+                    if owner != other_owner and table == other_table:
+                        assert frozenset({mode, other_mode}) not in CONFLICTING, (jobs, moment)
+        ran = [line for moment in moments for line in moment[-1].entries if moment[-1].kind == "post"]
+        assert sorted(ran) == sorted(POST_TOC[2:8])  # each post step exactly once
+        counted = [name for moment in moments for name in names(moment[-1]) if moment[-1].kind == "count"]
+        assert sorted(counted) == ["quests", "users"]
+
+
+def test_a_foreign_key_waits_for_the_referenced_key() -> None:
+    for jobs in (2, 8):
+        moments = simulate(schedule(jobs), jobs)
+        started = [names(moment[-1]) for moment in moments]
+        assert started.index(["quests_posted_by_fkey"]) > started.index(["users_pkey"])

@@ -10,6 +10,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -42,7 +43,7 @@ from questboard_backup.sources.postgres_facts import (
     table_sizes,
     unlimited,
 )
-from questboard_backup.sources.postgres_restore import parallel_restore
+from questboard_backup.sources.postgres_restore import parallel_restore, read_tocs
 from questboard_backup.sources.postgres_tools import ClientTools, first_line, stream_out_all
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,11 @@ class PostgresComponent:
         # A session cannot rename its own database, so a target named postgres is handled from template1.
         with contextlib.closing(self._connect("template1" if target == "postgres" else "postgres")) as admin:
             admin.autocommit = True
-            self._create_staging(admin, staging, facts)
+            parts = len(facts.get("parts", []))
+            # The archives' listings are read while the staging database is being created.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qb-pg-toc") as pool:
+                listings = pool.submit(read_tocs, self.tools, open_stream, parts)
+                self._create_staging(admin, staging, facts)
             try:
                 # Several pg_restore processes, each on its own authenticated stream (see postgres_restore).
                 checked: list[int] = []
@@ -199,11 +204,12 @@ class PostgresComponent:
                     open_stream,
                     facts["tables"],
                     self.jobs,
-                    len(facts.get("parts", [])),
+                    parts,
                     index_tables=facts.get("indexes"),
                     foreign_keys=facts.get("foreign_keys"),
                     count_rows=functools.partial(self._count_rows, staging),
                     once_loaded=verify,
+                    tocs=listings.result(),
                 )
                 rows = checked[0]
                 moved = _swap(admin, staging, target, previous)

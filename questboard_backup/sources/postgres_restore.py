@@ -301,6 +301,15 @@ class _Schedule:
         return not self._data and not self._pending
 
 
+def read_tocs(tools: ClientTools, open_stream: StreamOpener, parts: int) -> list[list[str]]:
+    """The listings of the main archive and its ``parts`` further parts, read at once (each reads only
+    the head of its stream)."""
+    with ThreadPoolExecutor(max_workers=parts + 1, thread_name_prefix="qb-pg-toc") as pool:
+        return list(
+            pool.map(lambda part: read_toc(tools, functools.partial(open_stream, part)), range(parts + 1))
+        )
+
+
 def read_toc(tools: ClientTools, open_stream: _Opener) -> list[str]:
     output = _run(tools, ["--list"], open_stream, capture=True, verify=False)
     return output.splitlines()
@@ -390,6 +399,7 @@ def parallel_restore(
     foreign_keys: Mapping[str, Sequence[str]] | None = None,
     count_rows: Callable[[Sequence[tuple[str, str]]], Mapping[str, int]] | None = None,
     once_loaded: Callable[[Mapping[str, int]], object] | None = None,
+    tocs: Sequence[Sequence[str]] | None = None,
 ) -> None:
     """Restore the main archive and its ``parts`` further parts into the (empty, staging) database
     named by ``dbname_arg``, on up to ``jobs`` processes at once.
@@ -399,9 +409,10 @@ def parallel_restore(
     other tables still load. ``count_rows`` counts the rows of (schema, table) pairs, each as soon as
     its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs beside the last,
     single-process step (the remaining foreign keys, triggers, grants). Its error is raised like a
-    restore error once that step stopped.
+    restore error once that step stopped. ``tocs``: the parts' listings, if already read (``read_tocs``).
     """
-    tocs = [read_toc(tools, functools.partial(open_stream, part)) for part in range(parts + 1)]
+    if tocs is None:
+        tocs = read_tocs(tools, open_stream, parts)
     plan = plan_restore(tocs, jobs, rows, foreign_keys)
     counted: dict[str, int] = {}
     counted_lock = threading.Lock()

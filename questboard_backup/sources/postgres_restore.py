@@ -125,11 +125,16 @@ def plan_restore(
     runs = [Run(0, group, index == 0) for index, group in enumerate(main_data)]
     runs += [Run(part, group, True) for part, group in enumerate(further, start=1)]
 
+    loaded = {_table_of(line) for run in runs for line in run.entries if entry_kind(line) == "TABLE DATA"}
+
     def early(line: str) -> bool:
+        """Indexes and keys; foreign keys only where both tables are known to load here (else one could
+        start before the key it references exists)."""
         kind = entry_kind(line)
-        return kind in PARALLEL_AFTER_DATA or (
-            kind == "FK CONSTRAINT" and _fk_key(line) in (foreign_keys or {})
-        )
+        if kind == "FK CONSTRAINT":
+            tables = (foreign_keys or {}).get(_fk_key(line))
+            return tables is not None and set(tables[:2]) <= loaded
+        return kind in PARALLEL_AFTER_DATA
 
     return RestorePlan(
         before,

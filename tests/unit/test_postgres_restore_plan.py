@@ -137,6 +137,15 @@ def test_only_foreign_keys_the_facts_name_are_scheduled_early_the_rest_keep_the_
     assert plan.rest == POST_TOC[-2:]
 
 
+def test_a_foreign_key_to_a_table_without_rows_here_keeps_its_place_at_the_end() -> None:
+    # e.g. a table the listing names differently from the facts (a name with spaces), or a partitioned
+    # parent: its keys are not scheduled here, so the foreign key must wait for everything.
+    foreign_keys = {"public quests quests_posted_by_fkey": ["public.quests", "public.events"]}
+    plan = plan_restore([POST_TOC], 2, POST_ROWS, foreign_keys)
+    fk = next(line for line in POST_TOC if "quests_posted_by_fkey" in line)
+    assert fk not in plan.post and plan.rest == [fk, *POST_TOC[-2:]]
+
+
 def test_steps_start_as_soon_as_their_tables_are_in_while_other_tables_still_load() -> None:
     plan = schedule()
     quests_data, users_data = plan.next(), plan.next()

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -308,6 +309,56 @@ def test_a_damaged_or_missing_part_fails_the_restore_and_leaves_the_target(
     assert dump_text(existing_target) == before
     assert databases_like(pg_server, name_of(existing_target)) == []
     assert_no_sessions_left(pg_server)
+
+
+def test_parallel_streams_see_one_snapshot_while_the_database_is_being_written(
+    pg_server: PostgresServer, fresh_database: str
+) -> None:
+    with session(fresh_database) as cur:
+        cur.execute(
+            "CREATE TABLE guilds (id bigint PRIMARY KEY, note text); "
+            "CREATE TABLE members (id bigserial PRIMARY KEY, guild bigint NOT NULL REFERENCES guilds (id), note text); "
+            "INSERT INTO guilds SELECT g, repeat('g', 100) FROM generate_series(1, 2000) g; "
+            "INSERT INTO members (guild, note) SELECT 1 + g % 2000, repeat('m', 200) FROM generate_series(1, 40000) g"
+        )
+    commits = 0
+    stop = threading.Event()
+
+    def write() -> None:
+        """A new guild and its first member in each transaction, as fast as the server takes them."""
+        nonlocal commits
+        with closing(psycopg2.connect(fresh_database)) as conn, conn.cursor() as cur:
+            guild = 2000
+            while not stop.is_set():
+                guild += 1
+                cur.execute("INSERT INTO guilds VALUES (%s, 'new')", (guild,))
+                cur.execute("INSERT INTO members (guild, note) VALUES (%s, 'new')", (guild,))
+                conn.commit()
+                commits += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        while commits < 50:  # the writer is going before the dump starts
+            assert writer.is_alive()
+            time.sleep(0.01)
+        before = commits
+        written = backup(PostgresComponent(fresh_database, jobs=2, split_min_bytes=0), parts=True)
+        during = commits - before
+    finally:
+        stop.set()
+        writer.join()
+    assert during > 10  # transactions committed while the streams were being dumped
+    # The larger table keeps the main stream, the other has a part: they were dumped by different
+    # pg_dump processes, which must all have read the same snapshot.
+    assert written.facts["parts"] == [["public.guilds"]]
+    target = name_of(fresh_database) + "_copy"
+
+    restore(pg_server.url(target), written.stored, written.stats, written.facts, written.parts)
+
+    counts = row_counts(pg_server.url(target))
+    assert counts == written.facts["tables"]
+    assert counts["public.guilds"] - 2000 == counts["public.members"] - 40000 > 0
 
 
 def test_one_failing_dump_stream_stops_the_others_and_fails_the_dump(

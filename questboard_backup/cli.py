@@ -158,7 +158,8 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
         f"backup {manifest.backup_id} complete ({manifest.tier}, {_human_size(manifest.stored_bytes)}, {result.seconds:.1f} s)"
     ]
     lines += [
-        f"  {c.name:9} {_human_size(c.raw_bytes):>10} -> {_human_size(c.stored_bytes):>10}"
+        f"  {c.name:9} {_human_size(c.total_raw_bytes):>10} -> {_human_size(c.total_stored_bytes):>10}"
+        + (f"  ({len(c.stored_objects())} streams)" if c.parts else "")
         for c in manifest.components
     ]
     lines += [f"  stored at {location}" for location in result.locations]
@@ -170,6 +171,14 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
             "backup_id": manifest.backup_id,
             "tier": manifest.tier,
             "stored_bytes": manifest.stored_bytes,
+            "components": {
+                c.name: {
+                    "raw_bytes": c.total_raw_bytes,
+                    "stored_bytes": c.total_stored_bytes,
+                    "objects": [part.object for part in c.stored_objects()],
+                }
+                for c in manifest.components
+            },
             "seconds": round(result.seconds, 1),
             "locations": list(result.locations),
             "log": str(log),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import psycopg2
 import pytest
@@ -59,6 +60,11 @@ def test_a_full_backup_restores_into_fresh_targets_identically(
             "config.tar.zst.enc",
         ]
     )
+    components = cast(dict[str, dict[str, Any]], result["components"])
+    postgres = components["postgres"]
+    assert postgres["objects"] == ["postgres.dump.zst.enc", "postgres.part1.dump.zst.enc"]
+    assert postgres["stored_bytes"] == sum((set_dir / name).stat().st_size for name in postgres["objects"])
+    assert result["stored_bytes"] == sum(c["stored_bytes"] for c in components.values())
     assert list((deployment.backup_dir / "logs").glob("backup_*.log"))
     assert not list((deployment.backup_dir / "temp").iterdir())
 

@@ -118,14 +118,16 @@ class PostgresComponent:
             )
             facts["pg_dump"] = self.tools.version("pg_dump")
             facts["parts"] = [[table.key for table in group] for group in groups]
-            # Only the largest tables' indexes: the others are built in batches once all rows are in, and
-            # the facts stay small (a Step Functions state carries them; its limit is 256 KiB).
+            # Only the largest tables' foreign keys and the indexes of their tables: the others are built
+            # in batches once all rows are in, and the facts stay small (a Step Functions state carries
+            # them; its limit is 256 KiB). An early foreign key needs its referenced table's indexes known.
             largest = {f"{table.schema}.{table.name}" for table in largest_tables(tables, sizes)}
-            facts["indexes"] = {
-                index: table for index, table in index_tables(cur).items() if table in largest
-            }
             facts["foreign_keys"] = {
                 tag: pair for tag, pair in foreign_keys(cur).items() if largest.intersection(pair)
+            }
+            indexed = largest.union(*facts["foreign_keys"].values())
+            facts["indexes"] = {
+                index: table for index, table in index_tables(cur).items() if table in indexed
             }
             logger.info(
                 "postgres dump started database=%s tables=%d streams=%d",

@@ -249,9 +249,22 @@ class _Schedule:
         if set(locks) & self._unloaded:
             return False
         kind, line = step
-        if kind == "post" and line in self._referenced and self._keys_pending(self._referenced[line]):
+        # A foreign key's referenced table needs its unique index: wait for that table's known keys and
+        # indexes, and for every index of unknown table (it may be that one).
+        if (
+            kind == "post"
+            and line in self._referenced
+            and (self._keys_pending(self._referenced[line]) or self._unknown_outstanding())
+        ):
             return False
         return self._free(locks)
+
+    def _unknown_outstanding(self) -> bool:
+        return any(
+            kind == "post" and not locks
+            for steps in (self._pending, self._started)
+            for (kind, _line), locks in steps.items()
+        )
 
     def next(self) -> Run | None:
         """The next step that may start now, or None (wait for a running one to finish)."""

@@ -236,3 +236,22 @@ def test_a_foreign_key_waits_for_the_referenced_key() -> None:
         moments = simulate(schedule(jobs), jobs)
         started = [names(moment[-1]) for moment in moments]
         assert started.index(["quests_posted_by_fkey"]) > started.index(["users_pkey"])
+
+
+def test_a_foreign_key_waits_for_every_index_of_unknown_table() -> None:
+    # The referenced table's unique index is not in the facts (say the table is not among the largest):
+    # it may be the one the foreign key needs, so the key must not start before it has been built.
+    toc = """10; 0 1 TABLE DATA public a o
+11; 0 2 TABLE DATA public b o
+20; 2606 5 CONSTRAINT public a a_pkey o
+21; 1259 6 INDEX public b_uq o
+22; 2606 7 FK CONSTRAINT public a a_b_fkey o""".splitlines()
+    rows = {"public.a": 10**6, "public.b": 10}
+    foreign_keys = {"public a a_b_fkey": ["public.a", "public.b"]}
+    plan = _Schedule(plan_restore([toc], 4, rows, foreign_keys), rows, {}, foreign_keys)
+    for moment in simulate(plan, 4):
+        running = [line for run in moment for line in run.entries if run.kind == "post"]
+        assert not ("21; 1259 6 INDEX public b_uq o" in running and toc[-1] in running)
+    plan = _Schedule(plan_restore([toc], 4, rows, foreign_keys), rows, {}, foreign_keys)
+    started = [names(moment[-1]) for moment in simulate(plan, 4)]
+    assert started.index(["a_b_fkey"]) > started.index(["b_uq"])

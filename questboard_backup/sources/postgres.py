@@ -31,6 +31,8 @@ from questboard_backup.redaction import redact_url
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
 from questboard_backup.sources.postgres_facts import (
     CONNECT_TIMEOUT,
+    SNAPSHOT_LOCK_WAIT,
+    WORKER_LOCK_WAIT,
     RowCounter,
     Table,
     begin_snapshot,
@@ -88,6 +90,8 @@ class PostgresComponent:
         self.database = self._params["dbname"]
         self.jobs = jobs
         self.split_min_bytes = split_min_bytes
+        #: How long a backup waits for a table that a running DDL holds exclusively (then it fails).
+        self.lock_wait = SNAPSHOT_LOCK_WAIT
         self.tools = ClientTools(bin_dir, password)
 
     def check(self) -> None:
@@ -110,7 +114,7 @@ class PostgresComponent:
         with contextlib.closing(self._connect()) as conn, failed, conn.cursor() as cur:
             conn.autocommit = True
             sizes = table_sizes(cur)
-            snapshot = begin_snapshot(conn, cur)
+            snapshot = begin_snapshot(conn, cur, lock=list_tables(cur), lock_wait=self.lock_wait)
             facts = database_facts(cur)
             tables = list_tables(cur)
             groups = (
@@ -135,7 +139,13 @@ class PostgresComponent:
                 len(tables),
                 1 + len(groups),
             )
-            common = ["--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
+            common = [
+                "--format=custom",
+                "--compress=0",
+                f"--snapshot={snapshot}",
+                f"--lock-wait-timeout={WORKER_LOCK_WAIT}",
+                "--no-password",
+            ]
             dbname = f"--dbname={self._conninfo()}"
             # -b (--blobs up to 15, --large-objects from 16) is understood by every version.
             main = [
@@ -149,8 +159,10 @@ class PostgresComponent:
                 assert open_part is not None
                 part = [*common, "--data-only", *[f"--table={_pattern(table)}" for table in group], dbname]
                 runs.append((part, open_part().write))
-            # The exporting transaction only has to outlive pg_dump's import of the snapshot. It holds no
-            # table locks (the counters take their own and commit), so it cannot deadlock with queued DDL.
+            # The exporting transaction holds its table locks until every pg_dump and counter is done.
+            # DDL arriving meanwhile queues behind them; a pg_dump or counter that would then queue behind
+            # that DDL (which cannot get through before the dump ends) gives up after WORKER_LOCK_WAIT and
+            # fails the backup, instead of waiting forever or reading a table truncated after the snapshot.
             with RowCounter(self._params, self.jobs, snapshot) as counter:
                 counter.start(tables)
                 written = stream_out_all(self.tools, "pg_dump", runs)

@@ -39,10 +39,30 @@ def failing_as(what: str) -> Iterator[None]:
         raise SourceError(f"{what}: {first_line(error)}") from None
 
 
-def begin_snapshot(conn: Connection, cur: Cursor) -> str:
+#: How long the exporting session waits for a table another session holds exclusively (a running DDL).
+SNAPSHOT_LOCK_WAIT = "60s"
+#: How long pg_dump and the row counters wait for a table lock: they can only be kept waiting by DDL
+#: queued behind the exporting session's own locks, which would never get through before the dump ends.
+WORKER_LOCK_WAIT = "10s"
+
+
+def begin_snapshot(
+    conn: Connection, cur: Cursor, lock: Sequence[Table] = (), lock_wait: str = SNAPSHOT_LOCK_WAIT
+) -> str:
+    """Open a read-only repeatable-read transaction and export its snapshot.
+
+    ``lock`` tables are locked (``ACCESS SHARE``, as pg_dump does) before the snapshot is taken and
+    stay locked until the transaction ends, so no TRUNCATE or table rewrite can commit between the
+    snapshot and the dumps that read it (which would show them an empty table).
+    """
     conn.autocommit = True
     unlimited(cur)
     cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    if lock:
+        cur.execute("SET LOCAL lock_timeout = %s", (lock_wait,))
+        names = [sql.SQL("ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name)) for t in lock]
+        # LOCK takes no snapshot: the transaction's snapshot is the export's, after every lock is held.
+        cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(names)))
     cur.execute("SELECT pg_export_snapshot()")
     return str(one(cur)[0])
 
@@ -199,6 +219,7 @@ class RowCounter:
                 unlimited(cur)
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (self._snapshot,))
+                cur.execute("SET LOCAL lock_timeout = %s", (WORKER_LOCK_WAIT,))
                 names = [
                     sql.SQL("ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
                     for t in tables

@@ -361,6 +361,24 @@ def test_parallel_streams_see_one_snapshot_while_the_database_is_being_written(
     assert counts["public.guilds"] - 2000 == counts["public.members"] - 40000 > 0
 
 
+def test_a_table_locked_by_running_ddl_fails_the_dump_in_one_line_once_the_wait_is_over(
+    pg_server: PostgresServer, fresh_database: str
+) -> None:
+    with session(fresh_database) as cur:
+        cur.execute("CREATE TABLE ledger (id int); CREATE TABLE other (id int)")
+    component = PostgresComponent(fresh_database, jobs=2, split_min_bytes=0)
+    component.lock_wait = "300ms"
+    with closing(psycopg2.connect(fresh_database)) as ddl, ddl.cursor() as cur:
+        cur.execute("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")  # a migration, mid-way
+
+        with pytest.raises(SourceError) as failure:
+            component.dump(io.BytesIO(), lambda: cast(BinaryIO, io.BytesIO()))
+
+        ddl.rollback()
+    assert "lock timeout" in str(failure.value) and "\n" not in str(failure.value)
+    assert_no_sessions_left(pg_server)
+
+
 def test_one_failing_dump_stream_stops_the_others_and_fails_the_dump(
     pg_server: PostgresServer, source: str
 ) -> None:

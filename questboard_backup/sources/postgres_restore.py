@@ -67,6 +67,27 @@ def _table_of(line: str) -> str:
     return f"{parts[-3]}.{parts[-2]}" if len(parts) >= 3 else ""
 
 
+#: Words in a listing line whose names have no spaces: "ID; catalog oid KIND schema tag owner", the tag
+#: of a table constraint being "table name".
+_PLAIN_WORDS = {"TABLE DATA": 8, "INDEX": 7, "CONSTRAINT": 8, "FK CONSTRAINT": 9}
+
+
+def _plain(line: str) -> bool:
+    """True when the line's names can be read off it (no name holds a space)."""
+    return len(line.split(" ")) == _PLAIN_WORDS.get(entry_kind(line), -1)
+
+
+def _loaded_tables(lines: Sequence[str]) -> dict[str, str]:
+    """The tables whose rows these TABLE DATA lines load, each by the one line naming it; tables whose
+    names cannot be read off unambiguously (a space in a name; a dot making two names read alike) are
+    left out, so every step on them waits until all rows are in."""
+    named: dict[str, list[str]] = {}
+    for line in lines:
+        if entry_kind(line) == "TABLE DATA" and _plain(line):
+            named.setdefault(_table_of(line), []).append(line)
+    return {table: found[0] for table, found in named.items() if len(found) == 1}
+
+
 def split_by_weight(lines: Sequence[str], jobs: int, weight: Callable[[str], int]) -> list[list[str]]:
     """Greedy: heaviest first onto the lightest list; each list keeps the archive's order."""
     order = {line: index for index, line in enumerate(lines)}
@@ -125,14 +146,14 @@ def plan_restore(
     runs = [Run(0, group, index == 0) for index, group in enumerate(main_data)]
     runs += [Run(part, group, True) for part, group in enumerate(further, start=1)]
 
-    loaded = {_table_of(line) for run in runs for line in run.entries if entry_kind(line) == "TABLE DATA"}
+    loaded = set(_loaded_tables([line for run in runs for line in run.entries]))
 
     def early(line: str) -> bool:
         """Indexes and keys; foreign keys only where both tables are known to load here (else one could
         start before the key it references exists)."""
         kind = entry_kind(line)
         if kind == "FK CONSTRAINT":
-            tables = (foreign_keys or {}).get(_fk_key(line))
+            tables = (foreign_keys or {}).get(_fk_key(line)) if _plain(line) else None
             return tables is not None and set(tables[:2]) <= loaded
         return kind in PARALLEL_AFTER_DATA
 
@@ -152,11 +173,16 @@ def _fk_key(line: str) -> str:
 def post_table(line: str, index_tables: Mapping[str, str]) -> str | None:
     """The table an index or table constraint entry works on, where the listing and the dump's facts
     tell it (None: unknown)."""
+    if not _plain(line):
+        return None
     parts = line.split(" ")
     kind = entry_kind(line)
-    if kind == "CONSTRAINT" and len(parts) >= 4:
-        # "3410; 2606 16420 CONSTRAINT public users users_pkey owner" -> "public.users"
-        return f"{parts[-4]}.{parts[-3]}"
+    if kind == "CONSTRAINT":
+        # "3410; 2606 16420 CONSTRAINT public users users_pkey owner": only a key or unique constraint
+        # (its index, named alike, is in the facts) is known to touch no other table; a CHECK added
+        # NOT VALID to an inheritance parent would reach children still loading.
+        table = f"{parts[-4]}.{parts[-3]}"
+        return table if index_tables.get(f"{parts[-4]}.{parts[-2]}") == table else None
     if kind == "INDEX":
         # "3412; 1259 16422 INDEX public submissions_by_quest owner": the facts map the index to its table
         return index_tables.get(_table_of(line))
@@ -201,8 +227,7 @@ class _Schedule:
     ) -> None:
         self._data = list(plan.data)
         self._data_running = 0
-        data_lines = [line for run in plan.data for line in run.entries if entry_kind(line) == "TABLE DATA"]
-        self._data_line = {_table_of(line): line for line in data_lines}
+        self._data_line = _loaded_tables([line for run in plan.data for line in run.entries])
         self._unloaded = set(self._data_line)
         self._rows = rows
         self._order = {line: index for index, line in enumerate(plan.post)}

@@ -204,7 +204,9 @@ def feed(reader: BinaryIO, stdin: IO[bytes]) -> bool:
     view = memoryview(buffer)
     try:
         while count := reader.readinto(buffer):  # type: ignore[attr-defined]
-            stdin.write(view[:count])
+            chunk = view[:count]
+            while chunk:  # an unbuffered pipe may take part of a write (a signal arriving mid-way)
+                chunk = chunk[stdin.write(chunk) :]
         stdin.flush()
     except BrokenPipeError:
         return False

@@ -1,16 +1,17 @@
 """A parallel pg_restore from streams: pg_restore -j needs a seekable archive, and this project never
-writes a decrypted dump to disk, so the archive's own order is split into phases instead.
+writes a decrypted dump to disk, so this module schedules the archive's entries itself.
 
 A backup holds a main archive (part 0: the whole database but the rows of its largest tables) and
 possibly further data-only archives (parts 1..n, one per group of large tables, dumped in the same
 snapshot). The main archive's table of contents (``pg_restore -l``, in its serial restore order) is cut
-where the data starts and where it ends. Phase 1 restores everything before the data; phase 2 the
-data: each further part on a process of its own, which decodes only that part, and the main
-archive's data split by row count over the processes left of ``jobs``; phase 3 the plain indexes and
-table constraints, split the same way; phase 4 everything else in order (foreign keys, index
-attachments, triggers, ACLs...). Each process reads its own authenticated stream; every part is read
-to its sealed end by one of them, so the whole backup has been authenticated before the caller swaps
-anything in.
+where the data starts and where it ends. What comes before the data runs first, on one process. Then
+the data: each further part on a process of its own, which decodes only that part, and the main
+archive's data split by row count over the processes left of ``jobs``. As each table's rows are in,
+its indexes, keys, row count and foreign keys start (``_Schedule``), up to ``jobs`` at once and never
+two that would wait for each other's table locks. Everything else (the remaining foreign keys, index
+attachments, triggers, ACLs...) runs last, in order. Each process reads its own authenticated stream;
+every part is read to its sealed end by one of them, so the whole backup has been authenticated
+before the caller swaps anything in.
 """
 
 from __future__ import annotations

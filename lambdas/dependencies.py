@@ -21,7 +21,7 @@ from questboard_backup.alerts import SnsAlerts, describe_failure
 from questboard_backup.crypto.kms import KmsKeyWrapper
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import StorageLock
-from questboard_backup.settings import DEFAULT_PG_JOBS, DEFAULT_PG_SPLIT_MIN_MB, whole_setting
+from questboard_backup.settings import DEFAULT_PG_JOBS, DEFAULT_PG_SPLIT_MIN_MB, postgres_tuning
 from questboard_backup.sources.base import Component
 from questboard_backup.sources.files import FilesComponent
 from questboard_backup.sources.postgres import PostgresComponent
@@ -63,6 +63,7 @@ class FunctionSettings:
         if enabled not in ("true", "false"):
             raise ConfigurationError(f"BACKUP_ENABLED must be true or false, not {enabled!r}")
         pg_bin = environ.get("BACKUP_PG_BIN_DIR", "/opt/bin").strip()
+        pg_jobs, pg_split_min_bytes = postgres_tuning(environ)
         return cls(
             bucket=required("BACKUP_S3_BUCKET"),
             hostname=required("BACKUP_HOSTNAME"),
@@ -75,11 +76,8 @@ class FunctionSettings:
             files_paths=paths("BACKUP_FILES_PATHS"),
             config_paths=paths("BACKUP_CONFIG_PATHS"),
             pg_bin_dir=Path(pg_bin) if pg_bin and Path(pg_bin).is_dir() else None,
-            pg_jobs=whole_setting(environ, "BACKUP_PG_JOBS", DEFAULT_PG_JOBS, 1, 32),
-            pg_split_min_bytes=whole_setting(
-                environ, "BACKUP_PG_SPLIT_MIN_MB", DEFAULT_PG_SPLIT_MIN_MB, 0, 2**30
-            )
-            * 2**20,
+            pg_jobs=pg_jobs,
+            pg_split_min_bytes=pg_split_min_bytes,
         )
 
 

@@ -75,6 +75,13 @@ def whole_setting(environ: Mapping[str, str], name: str, default: int, low: int,
     return value
 
 
+def postgres_tuning(environ: Mapping[str, str]) -> tuple[int, int]:
+    """``BACKUP_PG_JOBS`` and ``BACKUP_PG_SPLIT_MIN_MB`` (as bytes), shared by the CLI and the Lambdas."""
+    jobs = whole_setting(environ, "BACKUP_PG_JOBS", DEFAULT_PG_JOBS, 1, 32)
+    split_mb = whole_setting(environ, "BACKUP_PG_SPLIT_MIN_MB", DEFAULT_PG_SPLIT_MIN_MB, 0, 2**30)
+    return jobs, split_mb * 2**20
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
@@ -104,15 +111,7 @@ class Settings:
         bucket = environ.get("BACKUP_S3_BUCKET", "").strip()
         if bucket and not _BUCKET.match(bucket):
             raise ConfigurationError(f"BACKUP_S3_BUCKET is not a valid bucket name: {bucket!r}")
-        raw_days = environ.get("BACKUP_RETENTION_DAYS", "").strip() or str(DEFAULT_RETENTION_DAYS)
-        try:
-            days = int(raw_days)
-        except ValueError:
-            raise ConfigurationError(
-                f"BACKUP_RETENTION_DAYS must be a whole number, not {raw_days!r}"
-            ) from None
-        if not 1 <= days <= 3650:
-            raise ConfigurationError(f"BACKUP_RETENTION_DAYS must be between 1 and 3650, not {days}")
+        days = whole_setting(environ, "BACKUP_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 1, 3650)
         if not _flag(environ, "BACKUP_ENCRYPTION", True):
             raise ConfigurationError("BACKUP_ENCRYPTION=false is not supported: backups are always encrypted")
         key = environ.get("BACKUP_ENCRYPTION_KEY", "")
@@ -122,8 +121,7 @@ class Settings:
         if not Path(backup_dir).is_absolute():
             raise ConfigurationError(f"BACKUP_DIR must be an absolute path, not {backup_dir!r}")
         pg_bin = environ.get("BACKUP_PG_BIN_DIR", "").strip()
-        pg_jobs = whole_setting(environ, "BACKUP_PG_JOBS", DEFAULT_PG_JOBS, 1, 32)
-        split_mb = whole_setting(environ, "BACKUP_PG_SPLIT_MIN_MB", DEFAULT_PG_SPLIT_MIN_MB, 0, 2**30)
+        pg_jobs, pg_split_min_bytes = postgres_tuning(environ)
         return cls(
             database_url=_url(environ, "DATABASE_URL", ("postgresql", "postgres")),
             redis_url=_url(environ, "REDIS_URL", ("redis", "rediss")),
@@ -137,7 +135,7 @@ class Settings:
             encryption_key=key,
             pg_bin_dir=Path(pg_bin) if pg_bin else None,
             pg_jobs=pg_jobs,
-            pg_split_min_bytes=split_mb * 2**20,
+            pg_split_min_bytes=pg_split_min_bytes,
         )
 
     def require_encryption_key(self) -> str:

@@ -200,10 +200,9 @@ class PostgresComponent:
         # A session cannot rename its own database, so a target named postgres is handled from template1.
         with contextlib.closing(self._connect("template1" if target == "postgres" else "postgres")) as admin:
             admin.autocommit = True
-            parts = len(facts.get("parts", []))
             # The archives' listings are read while the staging database is being created.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qb-pg-toc") as pool:
-                listings = pool.submit(read_tocs, self.tools, open_stream, parts)
+                listings = pool.submit(read_tocs, self.tools, open_stream, len(facts.get("parts", [])))
                 self._create_staging(admin, staging, facts)
             try:
                 # Several pg_restore processes, each on its own authenticated stream (see postgres_restore).
@@ -216,14 +215,13 @@ class PostgresComponent:
                     self.tools,
                     f"--dbname={self._conninfo(staging)}",
                     open_stream,
+                    listings.result(),
                     facts["tables"],
                     self.jobs,
-                    parts,
                     index_tables=facts.get("indexes"),
                     foreign_keys=facts.get("foreign_keys"),
                     count_rows=functools.partial(self._count_rows, staging),
                     once_loaded=verify,
-                    tocs=listings.result(),
                 )
                 rows = checked[0]
                 moved = _swap(admin, staging, target, previous)

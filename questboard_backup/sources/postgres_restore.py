@@ -62,10 +62,15 @@ def entry_kind(line: str) -> str:
     return next((kind for kind in _KNOWN_KINDS if rest.startswith(kind + " ")), rest.split(" ", 1)[0])
 
 
-def _table_of(line: str) -> str:
+def _names_of(line: str) -> tuple[str, str]:
+    """``("public", "users")`` from ``"3385; 0 16386 TABLE DATA public users owner"``."""
     parts = line.split(" ")
-    # "3385; 0 16386 TABLE DATA public users owner" -> "public.users"
-    return f"{parts[-3]}.{parts[-2]}" if len(parts) >= 3 else ""
+    return (parts[-3], parts[-2]) if len(parts) >= 3 else ("", "")
+
+
+def _table_of(line: str) -> str:
+    schema, name = _names_of(line)
+    return f"{schema}.{name}" if schema else ""
 
 
 #: Words in a listing line whose names have no spaces: "ID; catalog oid KIND schema tag owner", the tag
@@ -144,6 +149,8 @@ def plan_restore(
     before, data, after = entries[:first], entries[first : last + 1], entries[last + 1 :]
     main_jobs = max(1, jobs - len(further))
     main_data = split_by_weight(data, main_jobs, lambda line: rows.get(_table_of(line), 0))
+    # The first main data run and every part's run read their stream to its sealed end: the whole
+    # backup is authenticated once the data is in.
     runs = [Run(0, group, index == 0) for index, group in enumerate(main_data)]
     runs += [Run(part, group, True) for part, group in enumerate(further, start=1)]
 
@@ -391,8 +398,7 @@ def _run(
                 if not feed(reader, process.stdin):
                     if not verify:
                         raise _StoppedReading
-                    while reader.read(READ_SIZE):
-                        pass
+                    _drain(reader)
         except _StoppedReading:
             pass
         with contextlib.suppress(BrokenPipeError, OSError):
@@ -426,37 +432,39 @@ def _run_group(
 
 
 def _read_to_end(opener: _Opener) -> None:
-    buffer = bytearray(READ_SIZE)
     with opener() as reader:
-        while reader.readinto(buffer):  # type: ignore[attr-defined]
-            pass
+        _drain(reader)
+
+
+def _drain(reader: BinaryIO) -> None:
+    """Read the rest of a stream (to its sealed end, which the opener's exit then checks)."""
+    buffer = bytearray(READ_SIZE)
+    while reader.readinto(buffer):  # type: ignore[attr-defined]
+        pass
 
 
 def parallel_restore(
     tools: ClientTools,
     dbname_arg: str,
     open_stream: StreamOpener,
+    tocs: Sequence[Sequence[str]],
     rows: Mapping[str, int],
     jobs: int,
-    parts: int = 0,
     index_tables: Mapping[str, str] | None = None,
     foreign_keys: Mapping[str, Sequence[str]] | None = None,
     count_rows: Callable[[Sequence[tuple[str, str]]], Mapping[str, int]] | None = None,
     once_loaded: Callable[[Mapping[str, int]], object] | None = None,
-    tocs: Sequence[Sequence[str]] | None = None,
 ) -> None:
-    """Restore the main archive and its ``parts`` further parts into the (empty, staging) database
-    named by ``dbname_arg``, on up to ``jobs`` processes at once.
+    """Restore the main archive and its further parts, listed by ``tocs`` (``read_tocs``), into the
+    (empty, staging) database named by ``dbname_arg``, on up to ``jobs`` processes at once.
 
     ``index_tables`` (index -> table) and ``foreign_keys`` (listing tag -> [table, referenced table]),
     from the dump's facts, let indexes and foreign keys start as soon as their tables are in, while
     other tables still load. ``count_rows`` counts the rows of (schema, table) pairs, each as soon as
     its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs beside the last,
     single-process step (the remaining foreign keys, triggers, grants). Its error is raised like a
-    restore error once that step stopped. ``tocs``: the parts' listings, if already read (``read_tocs``).
+    restore error once that step stopped.
     """
-    if tocs is None:
-        tocs = read_tocs(tools, open_stream, parts)
     plan = plan_restore(tocs, jobs, rows, foreign_keys)
     counted: dict[str, int] = {}
     counted_lock = threading.Lock()
@@ -466,8 +474,7 @@ def parallel_restore(
         def run_one(run: Run) -> None:
             if run.kind == "count":
                 if count_rows is not None:
-                    names = [(line.split(" ")[-3], line.split(" ")[-2]) for line in run.entries]
-                    counts = count_rows(names)
+                    counts = count_rows([_names_of(line) for line in run.entries])
                     with counted_lock:
                         counted.update(counts)
                 return
@@ -516,7 +523,3 @@ def parallel_restore(
             checker.join()
         if check_errors:
             raise check_errors[0]
-    authenticated = {run.part for run in plan.data if run.to_end}
-    for part in range(parts + 1):
-        if part not in authenticated:
-            _read_to_end(functools.partial(open_stream, part))

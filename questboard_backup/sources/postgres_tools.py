@@ -119,13 +119,6 @@ class StderrTail:
         return (errors or list(self._lines) or ["no error output"])[-1]
 
 
-def stream_out(
-    tools: ClientTools, name: str, args: Sequence[str], write: Callable[[memoryview], object]
-) -> int:
-    """Run a tool and hand its standard output to ``write`` in chunks; returns the bytes written."""
-    return stream_out_all(tools, name, [(args, write)])[0]
-
-
 def stream_out_all(
     tools: ClientTools, name: str, runs: Sequence[tuple[Sequence[str], Callable[[memoryview], object]]]
 ) -> list[int]:

@@ -44,13 +44,18 @@ def managed_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     server.stop()
 
 
+def _flushed(server: RedisServer) -> Iterator[RedisServer]:
+    """The server with every logical db flushed before and after the test."""
+    client = redis.Redis(port=server.port)
+    client.flushall()
+    yield server
+    client.flushall()
+
+
 @pytest.fixture
 def fresh_managed_redis(managed_redis_server: RedisServer) -> Iterator[RedisServer]:
-    """The managed-like Redis server with every logical db flushed before and after the test."""
-    client = redis.Redis(port=managed_redis_server.port)
-    client.flushall()
-    yield managed_redis_server
-    client.flushall()
+    """The managed-like Redis server, flushed before and after the test."""
+    yield from _flushed(managed_redis_server)
 
 
 @pytest.fixture
@@ -74,11 +79,8 @@ def fresh_database(pg_server: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture
 def fresh_redis_dbs(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """The session Redis server with every logical db flushed before and after the test."""
-    client = redis.Redis(port=redis_server.port)
-    client.flushall()
-    yield redis_server
-    client.flushall()
+    """The session Redis server, flushed before and after the test."""
+    yield from _flushed(redis_server)
 
 
 @pytest.fixture

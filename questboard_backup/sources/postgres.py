@@ -113,10 +113,10 @@ class PostgresComponent:
         failed = failing_as(f"postgres dump of {self.database} failed")
         with contextlib.closing(self._connect()) as conn, failed, conn.cursor() as cur:
             conn.autocommit = True
-            sizes = table_sizes(cur)
             snapshot = begin_snapshot(conn, cur, lock=list_tables(cur), lock_wait=self.lock_wait)
             facts = database_facts(cur)
             tables = list_tables(cur)
+            sizes = table_sizes(cur, tables)
             groups = (
                 group_tables(tables, sizes, self.jobs, self.split_min_bytes) if open_part is not None else []
             )

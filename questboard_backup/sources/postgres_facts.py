@@ -86,24 +86,15 @@ def list_tables(cur: Cursor) -> list[Table]:
     return [Table(key, schema, name, int(pages)) for key, schema, name, pages in cur.fetchall()]
 
 
-def table_sizes(cur: Cursor) -> dict[str, int]:
-    """Bytes per user table (``schema.table``), to balance dump streams; call it outside a transaction.
-
-    Each size takes the table's lock for one statement only, and waits for it at most a second: behind
-    a long DDL lock the sizes are left out (empty: the dump runs as one stream) rather than wait.
-    """
-    try:
-        cur.execute("SET lock_timeout = '1s'")
-        cur.execute(
-            "SELECT format('%I.%I', n.nspname, c.relname), coalesce(pg_table_size(c.oid), 0) "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'"
-        )
-        sizes = {str(key): int(size) for key, size in cur.fetchall()}
-    except psycopg2.errors.LockNotAvailable:
-        sizes = {}
-    cur.execute("SET lock_timeout = 0")
-    return sizes
+def table_sizes(cur: Cursor, tables: Sequence[Table]) -> dict[str, int]:
+    """Bytes per table (keyed like ``Table.key``), to balance dump streams. Run it in the transaction
+    that locked the tables (``begin_snapshot``): the sizes then wait for no other session."""
+    cur.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname), coalesce(pg_table_size(c.oid), 0) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY(%s::regclass[])",
+        ([table.key for table in tables],),
+    )
+    return {str(key): int(size) for key, size in cur.fetchall()}
 
 
 def index_tables(cur: Cursor) -> dict[str, str]:

@@ -9,7 +9,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,6 +29,13 @@ from questboard_backup.errors import (
 )
 from questboard_backup.redaction import redact_url
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
+from questboard_backup.sources.postgres_copy import (
+    CopyTable,
+    PartWriter,
+    binary_columns,
+    copy_out_args,
+    load_part,
+)
 from questboard_backup.sources.postgres_facts import (
     CONNECT_TIMEOUT,
     SNAPSHOT_LOCK_WAIT,
@@ -46,7 +53,7 @@ from questboard_backup.sources.postgres_facts import (
     unlimited,
 )
 from questboard_backup.sources.postgres_restore import parallel_restore, read_tocs
-from questboard_backup.sources.postgres_tools import ClientTools, first_line, stream_out_all
+from questboard_backup.sources.postgres_tools import ClientTools, ToolRun, first_line, stream_out_all
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +106,7 @@ class PostgresComponent:
             cur.execute("SELECT current_setting('server_version_num')::int / 10000")
             server = int(one(cur)[0])
         self.tools.path("pg_restore")
+        self.tools.path("psql")
         client = self.tools.major("pg_dump")
         if client < server:
             raise SourceError(
@@ -121,7 +129,20 @@ class PostgresComponent:
                 group_tables(tables, sizes, self.jobs, self.split_min_bytes) if open_part is not None else []
             )
             facts["pg_dump"] = self.tools.version("pg_dump")
-            facts["parts"] = [[table.key for table in group] for group in groups]
+            # Each group's tables whose rows binary COPY can carry go to a copy part (postgres_copy), the
+            # others to a data-only archive part.
+            split = [table.key for group in groups for table in group]
+            copying = split and _major(facts["version"]) >= 12
+            binary = binary_columns(cur, split) if copying else {}
+            archive_groups = [[t for t in group if t.key not in binary] for group in groups]
+            copy_groups = [
+                [CopyTable(t.key, t.schema, t.name, binary[t.key]) for t in group if t.key in binary]
+                for group in groups
+            ]
+            archive_groups = [group for group in archive_groups if group]
+            copy_groups = [group for group in copy_groups if group]
+            facts["parts"] = [[table.key for table in group] for group in archive_groups]
+            facts["copy_parts"] = [[[t.key, t.schema, t.name] for t in group] for group in copy_groups]
             # Only the largest tables' foreign keys and the indexes of their tables: the others are built
             # in batches once all rows are in, and the facts stay small (a Step Functions state carries
             # them; its limit is 256 KiB). An early foreign key needs its referenced table's indexes known.
@@ -137,7 +158,7 @@ class PostgresComponent:
                 "postgres dump started database=%s tables=%d streams=%d",
                 self.database,
                 len(tables),
-                1 + len(groups),
+                1 + len(archive_groups) + len(copy_groups),
             )
             common = [
                 "--format=custom",
@@ -154,18 +175,21 @@ class PostgresComponent:
                 *[f"--exclude-table-data={_pattern(t)}" for g in groups for t in g],
                 dbname,
             ]
-            runs: list[tuple[list[str], Callable[[memoryview], object]]] = [(main, out.write)]
-            for group in groups:
+            runs = [ToolRun([("pg_dump", main)], out.write)]
+            for archive_group in archive_groups:
                 assert open_part is not None
-                part = [*common, "--data-only", *[f"--table={_pattern(table)}" for table in group], dbname]
-                runs.append((part, open_part().write))
+                part = [*common, "--data-only", *[f"--table={_pattern(t)}" for t in archive_group], dbname]
+                runs.append(ToolRun([("pg_dump", part)], open_part().write))
+            for copy_group in copy_groups:
+                assert open_part is not None
+                runs.append(self._copy_run(cur, snapshot, copy_group, open_part()))
             # The exporting transaction holds its table locks until every pg_dump and counter is done.
             # DDL arriving meanwhile queues behind them; a pg_dump or counter that would then queue behind
             # that DDL (which cannot get through before the dump ends) gives up after WORKER_LOCK_WAIT and
             # fails the backup, instead of waiting forever or reading a table truncated after the snapshot.
             with RowCounter(self._params, self.jobs, snapshot) as counter:
                 counter.start(tables)
-                written = stream_out_all(self.tools, "pg_dump", runs)
+                written = stream_out_all(self.tools, runs)
                 facts["tables"] = counter.result()
             cur.execute("COMMIT")
         logger.info(
@@ -178,6 +202,20 @@ class PostgresComponent:
             len(written),
         )
         return facts
+
+    def _copy_run(self, cur: Cursor, snapshot: str, tables: Sequence[CopyTable], out: BinaryIO) -> ToolRun:
+        """One psql per table, one after another, each writing its rows into the part ``out``."""
+        writer = PartWriter(out.write)
+        conninfo = self._conninfo()
+        commands = [
+            ("psql", copy_out_args(cur, conninfo, snapshot, WORKER_LOCK_WAIT, table)) for table in tables
+        ]
+        return ToolRun(
+            commands,
+            writer.write,
+            before=lambda number: writer.begin(tables[number]),
+            after=lambda _: writer.end(),
+        )
 
     def restore(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
         missing = [key for key in _REQUIRED_FACTS if key not in facts]
@@ -222,6 +260,8 @@ class PostgresComponent:
                     foreign_keys=facts.get("foreign_keys"),
                     count_rows=functools.partial(self._count_rows, staging),
                     once_loaded=verify,
+                    copy_parts=facts.get("copy_parts", []),
+                    load_copy=functools.partial(self._load_copy, open_stream, staging),
                 )
                 rows = checked[0]
                 moved = _swap(admin, staging, target, previous)
@@ -287,6 +327,12 @@ class PostgresComponent:
             raise SourceError(f"cannot create staging database {staging}: {first_line(error)}") from None
         logger.info("postgres staging database created staging=%s", staging)
 
+    def _load_copy(
+        self, open_stream: StreamOpener, staging: str, part: int, tables: Sequence[Sequence[str]]
+    ) -> dict[str, int]:
+        with open_stream(part) as reader:
+            return load_part(functools.partial(self._connect, staging), reader, tables)
+
     def _count_rows(self, staging: str, names: Sequence[tuple[str, str]]) -> dict[str, int]:
         """Rows of the (schema, table) pairs in the staging database, keyed like the facts; a pair that
         does not name a table (a listing's names are split on spaces) is left to ``_verify``."""
@@ -351,9 +397,11 @@ def group_tables(
 ) -> list[list[Table]]:
     """The tables whose rows go to further streams, one list per stream (the main stream keeps the rest).
 
-    Greedy by size, largest first onto the lightest stream, the main one starting with every table that
-    is not among the ``MAX_SPLIT_TABLES`` largest; streams that would get nothing are left out, so a
-    small database or one table larger than all others together gives fewer streams than ``jobs``.
+    Greedy by size, largest first onto the lightest stream (a further one on a tie: their rows travel
+    as binary COPY where they can, which costs half of pg_dump's text), the main one starting with
+    every table that is not among the ``MAX_SPLIT_TABLES`` largest and keeping at least one table (its
+    listing marks where the restore's data steps go). Streams that would get nothing are left out, so
+    a small database gives fewer streams than ``jobs``.
     """
     total = sum(sizes.get(table.key, 0) for table in tables)
     if jobs < 2 or total < min_bytes or len(tables) < 2:
@@ -362,17 +410,28 @@ def group_tables(
     chosen = {table.key for table in largest}
     others = [table for table in tables if table.key not in chosen]
     loads = [sum(sizes.get(table.key, 0) for table in others)] + [0] * (jobs - 1)
-    groups: list[list[Table]] = [[] for _ in range(jobs)]
+    groups: list[list[Table]] = [others] + [[] for _ in range(jobs - 1)]
     for table in largest:
-        lightest = loads.index(min(loads))
+        lightest = max(index for index, load in enumerate(loads) if load == min(loads))
         groups[lightest].append(table)
         loads[lightest] += sizes.get(table.key, 0)
+    if not groups[0]:
+        smallest = largest[-1]
+        for group in groups[1:]:
+            if smallest in group:
+                group.remove(smallest)
+        groups[0].append(smallest)
     return [sorted(group, key=lambda table: table.key) for group in groups[1:] if group]
 
 
 def largest_tables(tables: Sequence[Table], sizes: Mapping[str, int]) -> list[Table]:
     """The ``MAX_SPLIT_TABLES`` largest tables, largest first (ties by name)."""
     return sorted(tables, key=lambda table: (-sizes.get(table.key, 0), table.key))[:MAX_SPLIT_TABLES]
+
+
+def _major(version: str) -> int:
+    match = re.match(r"\d+", version)
+    return int(match.group()) if match else 0
 
 
 def _pattern(table: Table) -> str:

@@ -109,13 +109,16 @@ def split_by_weight(lines: Sequence[str], jobs: int, weight: Callable[[str], int
 @dataclass(frozen=True)
 class Run:
     """One step: a pg_restore process restoring ``entries`` from ``part`` (reading that part to its
-    sealed end with ``to_end``, which authenticates all of it), or, for ``kind`` "count", the row counts
-    of the tables whose TABLE DATA ``entries`` name."""
+    sealed end with ``to_end``, which authenticates all of it); for ``kind`` "copy", the loading of a
+    copy part's ``tables`` (``entries`` then names them as listing lines would); for ``kind`` "count",
+    the row counts of the tables whose TABLE DATA ``entries`` name."""
 
     part: int
     entries: list[str]
     to_end: bool
-    kind: str = "data"  # "data" (rows), "post" (indexes, keys, foreign keys) or "count"
+    kind: str = "data"  # "data" (rows), "copy" (rows of a copy part), "post" (indexes, keys...) or "count"
+    #: A copy part's tables, ``[key, schema, name]`` each, in the part's order.
+    tables: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,24 +138,31 @@ def plan_restore(
     jobs: int,
     rows: Mapping[str, int],
     foreign_keys: Mapping[str, Sequence[str]] | None = None,
+    copy_parts: Sequence[Sequence[Sequence[str]]] = (),
 ) -> RestorePlan:
-    """``tocs[0]`` lists the main archive, ``tocs[k]`` the data-only part k, of which only table data is
-    restored (its sequence values are the main archive's business)."""
+    """``tocs[0]`` lists the main archive, ``tocs[k]`` the data-only archive part k, of which only table
+    data is restored (its sequence values are the main archive's business); the copy parts follow
+    them, numbered on from ``len(tocs)``, each listing its tables as ``[key, schema, name]``."""
     entries = [line for line in tocs[0] if _ENTRY.match(line)]
     further = [[line for line in toc if entry_kind(line) == "TABLE DATA"] for toc in tocs[1:]]
     data_positions = [i for i, line in enumerate(entries) if entry_kind(line) in DATA_KINDS]
     if not data_positions:
-        if any(further):
+        if any(further) or copy_parts:
             raise IntegrityError("postgres: the main archive holds no data but further parts do")
         return RestorePlan(entries, [Run(part, [], True) for part in range(len(tocs))], [], [])
     first, last = data_positions[0], data_positions[-1]
     before, data, after = entries[:first], entries[first : last + 1], entries[last + 1 :]
-    main_jobs = max(1, jobs - len(further))
+    main_jobs = max(1, jobs - len(further) - len(copy_parts))
     main_data = split_by_weight(data, main_jobs, lambda line: rows.get(_table_of(line), 0))
     # The first main data run and every part's run read their stream to its sealed end: the whole
     # backup is authenticated once the data is in.
     runs = [Run(0, group, index == 0) for index, group in enumerate(main_data)]
     runs += [Run(part, group, True) for part, group in enumerate(further, start=1)]
+    for part, tables in enumerate(copy_parts, start=len(tocs)):
+        if not tables or any(len(table) != 3 for table in tables):
+            raise IntegrityError("postgres: the manifest facts list a copy part unreadably")
+        lines = [f"0; 0 0 TABLE DATA {schema} {name} -" for _key, schema, name in tables]
+        runs.append(Run(part, lines, True, kind="copy", tables=tuple(tuple(table) for table in tables)))
 
     loaded = set(_loaded_tables([line for run in runs for line in run.entries]))
 
@@ -254,8 +264,11 @@ class _Schedule:
             if not set(locks) <= set(self._data_line):
                 locks = {}  # a table without rows in the archives: unknown
             self._pending[("post", line)] = locks
+        # A copy part's load reports its rows itself.
+        copied = {_table_of(line) for run in plan.data if run.kind == "copy" for line in run.entries}
         for table in self._data_line:
-            self._pending[("count", table)] = {table: ACCESS_SHARE}
+            if table not in copied:
+                self._pending[("count", table)] = {table: ACCESS_SHARE}
         self._held: dict[str, list[str]] = {}
 
     def _weight(self, step: Step) -> int:
@@ -333,7 +346,7 @@ class _Schedule:
         return Run(0, lines, False, kind="post")
 
     def done(self, run: Run) -> None:
-        if run.kind == "data":
+        if run.kind in ("data", "copy"):
             self._data_running -= 1
             self._unloaded.difference_update(
                 _table_of(line) for line in run.entries if entry_kind(line) == "TABLE DATA"
@@ -454,6 +467,8 @@ def parallel_restore(
     foreign_keys: Mapping[str, Sequence[str]] | None = None,
     count_rows: Callable[[Sequence[tuple[str, str]]], Mapping[str, int]] | None = None,
     once_loaded: Callable[[Mapping[str, int]], object] | None = None,
+    copy_parts: Sequence[Sequence[Sequence[str]]] = (),
+    load_copy: Callable[[int, Sequence[Sequence[str]]], Mapping[str, int]] | None = None,
 ) -> None:
     """Restore the main archive and its further parts, listed by ``tocs`` (``read_tocs``), into the
     (empty, staging) database named by ``dbname_arg``, on up to ``jobs`` processes at once.
@@ -463,20 +478,28 @@ def parallel_restore(
     other tables still load. ``count_rows`` counts the rows of (schema, table) pairs, each as soon as
     its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs beside the last,
     single-process step (the remaining foreign keys, triggers, grants). Its error is raised like a
-    restore error once that step stopped.
+    restore error once that step stopped. ``load_copy(part, tables)`` loads a copy part (the facts'
+    ``copy_parts``) and returns the rows loaded per table, which count as counted.
     """
-    plan = plan_restore(tocs, jobs, rows, foreign_keys)
+    plan = plan_restore(tocs, jobs, rows, foreign_keys, copy_parts)
+    if copy_parts and load_copy is None:
+        raise ValueError("copy parts need load_copy")
     counted: dict[str, int] = {}
     counted_lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="qb-toc-") as folder:
         listings = (Path(folder, f"{number}.list") for number in itertools.count())
 
         def run_one(run: Run) -> None:
-            if run.kind == "count":
-                if count_rows is not None:
+            if run.kind in ("count", "copy"):
+                if run.kind == "copy":
+                    assert load_copy is not None
+                    counts = load_copy(run.part, run.tables)
+                elif count_rows is not None:
                     counts = count_rows([_names_of(line) for line in run.entries])
-                    with counted_lock:
-                        counted.update(counts)
+                else:
+                    return
+                with counted_lock:
+                    counted.update(counts)
                 return
             _run_group(tools, dbname_arg, open_stream, next(listings), run)
 

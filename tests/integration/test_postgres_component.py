@@ -31,6 +31,7 @@ from questboard_backup.errors import (
 from questboard_backup.pipeline import READ_SIZE, ComponentWriter, StreamStats
 from questboard_backup.sources.base import RestoreOptions, StreamOpener
 from questboard_backup.sources.postgres import PostgresComponent, row_counts
+from questboard_backup.sources.postgres_copy import binary_columns
 from tests import sealed
 from tests.dataset import load_postgres
 from tests.servers import PostgresServer, free_port, postgres_bindir
@@ -59,6 +60,28 @@ ALTER TABLE "Guild Hall"."Quest.Log" OWNER TO qb_quest_app;
 GRANT SELECT ON public.quests TO qb_quest_app;
 CREATE TABLE empty_table (id int);
 CREATE UNLOGGED TABLE noise (id int PRIMARY KEY, blob bytea NOT NULL);
+-- Binary COPY's awkward cases: built-in types of every kind, a dropped and a generated column...
+CREATE TABLE measurements (
+    id int PRIMARY KEY, gone text, reading float8, ratio real, exact numeric, span interval, day date,
+    at time, stamp timestamp, uid uuid, addr inet, flags bit varying(8), words tsvector, spot point,
+    stretch int8range, nums int[], doc json, yes boolean, code char(3), price money, note varchar(20)
+);
+ALTER TABLE measurements DROP COLUMN gone;
+ALTER TABLE measurements ADD COLUMN doubled float8 GENERATED ALWAYS AS (reading * 2) STORED;
+INSERT INTO measurements (id, reading, ratio, exact, span, day, at, stamp, uid, addr, flags, words, spot,
+    stretch, nums, doc, yes, code, price, note) VALUES
+    (1, 0.1, 1.1e-7, 12345678901234567890.123456789, '1 year 2 mons 3 days 04:05:06.789', 'infinity',
+     '23:59:59.999999', '2024-02-29 12:00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2001:db8::1/64', B'1011',
+     'quest board hero', '(1.5,2.5)', '[1,10)', '{1,NULL,3}', '{"a": [1, 2.50]}', true, 'ab', 12.34, 'ünï 🐉'),
+    (2, 'NaN', '-Infinity', 'NaN', '-1 day', '-infinity', NULL, NULL, NULL, NULL, B'', '', NULL, 'empty',
+     '{}', 'null', false, NULL, -0.01, ''),
+    (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+     NULL, NULL);
+-- ... and the types it must not carry (their ids differ between databases): they stay with pg_dump.
+CREATE TYPE mood AS ENUM ('calm', 'furious');
+CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
+CREATE TABLE tavern_orders (id int PRIMARY KEY, mood mood, amount positive, menu regclass);
+INSERT INTO tavern_orders VALUES (1, 'calm', 3, 'public.quests'), (2, NULL, 5, NULL);
 """
 
 
@@ -212,6 +235,7 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
     varying = ("version", "pg_dump", "indexes", "foreign_keys")
     assert {key: value for key, value in facts.items() if key not in varying} == {
         "parts": [],  # below the split threshold: one stream
+        "copy_parts": [],
         "database": "qb_pg_component_source",
         "encoding": "UTF8",
         "collate": "C.UTF-8",
@@ -223,9 +247,11 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
             "public.empty_table": 0,
             "public.events_2024": 43,
             "public.events_2025": 27,
+            "public.measurements": 3,
             "public.noise": NOISE_BYTES // (256 * 1024),
             "public.quests": 25,
             "public.submissions": 120,
+            "public.tavern_orders": 2,
             "public.users": 30,
             "rewards.ledger": 60,
         },
@@ -242,7 +268,7 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
         "database": target,
         "staging": f"{target}_restore_{TIMESTAMP}",
         "previous": None,
-        "tables_checked": 9,
+        "tables_checked": 11,
         "rows": sum(facts["tables"].values()),
         "large_objects": 4,
     }
@@ -262,11 +288,16 @@ def test_a_database_dumped_on_parallel_streams_restores_identically(
     pg_server: PostgresServer, source: str, split_backup: Backup, fresh_database: str
 ) -> None:
     facts = split_backup.facts
-    # jobs=3: two further streams; the largest table (noise, 3 MiB) keeps the main stream to itself
-    # and the others are spread over the two parts; every table's rows are in exactly one stream.
-    assert len(split_backup.parts) == len(facts["parts"]) == 2
-    moved = [table for part in facts["parts"] for table in part]
-    assert len(moved) == len(set(moved)) and set(moved) == set(facts["tables"]) - {"public.noise"}
+    # jobs=3: the largest table (noise, 3 MiB) has a further stream to itself, the others are spread
+    # over the main stream and another; of the moved tables, those of built-in types only travel as
+    # binary COPY, the others (citext, an enum, a domain, regclass) in a data-only archive.
+    ineligible = {"public.users", "public.tavern_orders"}
+    archived = [table for part in facts["parts"] for table in part]
+    copied = [key for part in facts["copy_parts"] for key, _schema, _name in part]
+    assert len(split_backup.parts) == len(facts["parts"]) + len(facts["copy_parts"])
+    assert [["public.noise", "public", "noise"]] in facts["copy_parts"]
+    assert "public.measurements" in copied and set(archived) <= ineligible
+    assert not ineligible.intersection(copied) and len(copied) == len(set(copied))
     target = name_of(fresh_database) + "_split"
 
     report = restore(
@@ -280,31 +311,127 @@ def test_a_database_dumped_on_parallel_streams_restores_identically(
     assert_no_sessions_left(pg_server)
 
 
+MIXED = """
+CREATE TYPE mood AS ENUM ('calm', 'furious');
+CREATE TABLE plain_big (id int PRIMARY KEY, at timestamptz, note text);
+CREATE TABLE enum_big (id int PRIMARY KEY, mood mood, note text);
+CREATE TABLE small (id int);
+INSERT INTO plain_big SELECT g, '2024-01-01'::timestamptz + g * interval '1 minute', repeat('p', 50)
+    FROM generate_series(1, 20000) g;
+INSERT INTO enum_big SELECT g, 'furious', repeat('e', 50) FROM generate_series(1, 10000) g;
+INSERT INTO small VALUES (1);
+"""
+
+
+@pytest.fixture(scope="module")
+def mixed(pg_server: PostgresServer) -> Iterator[str]:
+    url = create_database(pg_server, "qb_pg_component_mixed")
+    with session(url) as cur:
+        cur.execute(MIXED)
+    yield url
+    with session(pg_server.url()) as cur:
+        cur.execute('DROP DATABASE "qb_pg_component_mixed" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def mixed_backup(mixed: str) -> Backup:
+    return backup(PostgresComponent(mixed, jobs=3, split_min_bytes=0), parts=True)
+
+
+def test_a_large_table_of_a_user_defined_type_goes_to_an_archive_part_beside_the_copy_part(
+    pg_server: PostgresServer, mixed: str, mixed_backup: Backup
+) -> None:
+    # jobs=3: plain_big and enum_big each get a stream, small stays in the main one; the enum keeps
+    # enum_big out of binary COPY (its type's id differs in the restored database).
+    assert mixed_backup.facts["parts"] == [["public.enum_big"]]
+    assert mixed_backup.facts["copy_parts"] == [[["public.plain_big", "public", "plain_big"]]]
+    assert len(mixed_backup.parts) == 2
+    target = name_of(mixed) + "_copy"
+
+    restore(
+        pg_server.url(target), mixed_backup.stored, mixed_backup.stats, mixed_backup.facts, mixed_backup.parts
+    )
+
+    assert dump_text(pg_server.url(target)) == dump_text(mixed)
+    assert row_counts(pg_server.url(target)) == mixed_backup.facts["tables"]
+    with session(pg_server.url(target)) as cur:
+        # Loaded frozen (COPY FREEZE, in the transaction that emptied the new table): every page is
+        # marked all-frozen, so no vacuum has to rewrite the table later.
+        cur.execute("CREATE EXTENSION pg_visibility")
+        cur.execute(
+            "SELECT all_frozen, pg_relation_size('plain_big') / current_setting('block_size')::int "
+            "FROM pg_visibility_map_summary('plain_big')"
+        )
+        frozen, pages = cur.fetchone()
+    assert frozen == pages > 10
+    assert_no_sessions_left(pg_server)
+
+
+def test_only_tables_of_built_in_types_without_object_ids_travel_as_binary_copy(fresh_database: str) -> None:
+    with session(fresh_database) as cur:
+        cur.execute(
+            "CREATE TYPE mood AS ENUM ('calm'); CREATE DOMAIN positive AS integer CHECK (VALUE > 0); "
+            "CREATE TYPE pair AS (a int, b int); "
+            "CREATE TABLE plain (id int, gone text, nums int[], at timestamptz, doc jsonb); "
+            "ALTER TABLE plain DROP COLUMN gone; "
+            "ALTER TABLE plain ADD COLUMN twice int GENERATED ALWAYS AS (id * 2) STORED; "
+            "CREATE TABLE with_enum (id int, m mood); CREATE TABLE with_enum_array (id int, m mood[]); "
+            "CREATE TABLE with_domain (id int, p positive); CREATE TABLE with_composite (id int, p pair); "
+            "CREATE TABLE with_regclass (id int, r regclass); CREATE TABLE with_regtypes (id int, r regtype[]); "
+            "CREATE TABLE with_acl (id int, a aclitem[]); CREATE TABLE no_columns (); "
+            "CREATE TABLE parent (id int) PARTITION BY RANGE (id)"
+        )
+        names = ["plain", "with_enum", "with_enum_array", "with_domain", "with_composite", "with_regclass"]
+        names += ["with_regtypes", "with_acl", "no_columns", "parent"]
+
+        assert binary_columns(cur, [f"public.{name}" for name in names]) == {
+            "public.plain": ("id", "nums", "at", "doc")  # neither the dropped nor the generated column
+        }
+
+
+def flipped(part: tuple[bytes, StreamStats]) -> tuple[bytes, StreamStats]:
+    return flip(part[0], len(part[0]) - 100), part[1]
+
+
+def truncated(part: tuple[bytes, StreamStats]) -> tuple[bytes, StreamStats]:
+    return part[0][: HEADER.size + 10], part[1]
+
+
 @pytest.mark.parametrize(
-    ("damage", "error"),
+    ("damage", "index", "error"),
     [
-        (lambda part: (flip(part[0], len(part[0]) - 100), part[1]), "failed authentication"),
-        (lambda part: (part[0][: HEADER.size + 10], part[1]), "truncated"),
-        (None, "no part 2"),
+        (flipped, 0, "failed authentication"),
+        (flipped, 1, "failed authentication"),
+        (truncated, 0, "truncated"),
+        (truncated, 1, "truncated"),
+        (None, 1, "no part 2"),
     ],
-    ids=["flipped byte", "truncated", "missing"],
+    ids=[
+        "flipped archive part",
+        "flipped copy part",
+        "truncated archive part",
+        "truncated copy part",
+        "missing",
+    ],
 )
 def test_a_damaged_or_missing_part_fails_the_restore_and_leaves_the_target(
     pg_server: PostgresServer,
-    split_backup: Backup,
+    mixed_backup: Backup,
     existing_target: str,
     damage: Callable[[tuple[bytes, StreamStats]], tuple[bytes, StreamStats]] | None,
+    index: int,
     error: str,
 ) -> None:
     before = dump_text(existing_target)
-    parts = list(split_backup.parts)
+    parts = list(mixed_backup.parts)
+    assert len(mixed_backup.facts["parts"]) == 1 and len(parts) == 2  # the archive part comes first
     if damage is None:
-        parts.pop()
+        del parts[index]
     else:
-        parts[-1] = damage(parts[-1])
+        parts[index] = damage(parts[index])
 
     with pytest.raises(IntegrityError, match=error):
-        restore(existing_target, split_backup.stored, split_backup.stats, split_backup.facts, parts)
+        restore(existing_target, mixed_backup.stored, mixed_backup.stats, mixed_backup.facts, parts)
 
     assert dump_text(existing_target) == before
     assert databases_like(pg_server, name_of(existing_target)) == []
@@ -349,9 +476,10 @@ def test_parallel_streams_see_one_snapshot_while_the_database_is_being_written(
         stop.set()
         writer.join()
     assert during > 10  # transactions committed while the streams were being dumped
-    # The larger table keeps the main stream, the other has a part: they were dumped by different
-    # pg_dump processes, which must all have read the same snapshot.
-    assert written.facts["parts"] == [["public.guilds"]]
+    # The larger table goes to a copy part, the other stays in the main stream: their rows were read by
+    # psql and pg_dump, which must both have read the same snapshot.
+    assert written.facts["copy_parts"] == [[["public.members", "public", "members"]]]
+    assert written.facts["parts"] == []
     target = name_of(fresh_database) + "_copy"
 
     restore(pg_server.url(target), written.stored, written.stats, written.facts, written.parts)
@@ -597,6 +725,7 @@ def test_an_interrupted_dump_stops_pg_dump_and_releases_every_session(
 def test_check_refuses_a_pg_dump_older_than_the_server(fresh_database: str, tmp_path: Path) -> None:
     bin_dir = fake_tool(tmp_path / "bin", "pg_dump", "14.9")
     (bin_dir / "pg_restore").symlink_to(postgres_bindir() / "pg_restore")
+    (bin_dir / "psql").symlink_to(postgres_bindir() / "psql")
 
     with pytest.raises(SourceError, match=r"^pg_dump 14\.9 cannot dump a PostgreSQL 15 server"):
         PostgresComponent(fresh_database, bin_dir).check()

@@ -19,16 +19,25 @@ def keys(groups: list[list[Table]]) -> list[list[str]]:
 def test_the_largest_tables_are_balanced_over_the_streams_and_the_main_one_keeps_the_rest() -> None:
     sizes = {"public.big": 500 * MIB, "public.mid": 300 * MIB, "public.small": 150 * MIB, "public.tiny": MIB}
     groups = group_tables(tables("big", "mid", "small", "tiny"), sizes, jobs=2)
-    # big -> main (500 MiB); mid, small and tiny, each onto the lighter stream -> part 1 (451 MiB).
-    assert keys(groups) == [["mid", "small", "tiny"]]
+    # big -> part 1 (a tie goes to a further stream); mid, small and tiny, each onto the lighter
+    # stream -> main (451 MiB).
+    assert keys(groups) == [["big"]]
     groups = group_tables(tables("big", "mid", "small", "tiny"), sizes, jobs=3)
-    assert keys(groups) == [["mid"], ["small", "tiny"]]
+    assert keys(groups) == [["mid"], ["big"]]
+
+
+def test_the_main_stream_keeps_at_least_one_table() -> None:
+    sizes = {"public.a": 300 * MIB, "public.b": 200 * MIB}
+    # a -> part 2, b -> part 1, and the main stream would have no rows: b, the smallest, comes back.
+    assert keys(group_tables(tables("a", "b"), sizes, jobs=3)) == [["a"]]
+    sizes = {"public.a": 300 * MIB, "public.b": 200 * MIB, "public.c": 100 * MIB}
+    assert keys(group_tables(tables("a", "b", "c"), sizes, jobs=2)) == [["a"]]
 
 
 def test_small_databases_one_job_or_one_table_stay_one_stream() -> None:
     sizes = {"public.a": 10 * MIB, "public.b": 10 * MIB}
     assert group_tables(tables("a", "b"), sizes, jobs=2) == []  # below the 64 MiB default
-    assert keys(group_tables(tables("a", "b"), sizes, jobs=2, min_bytes=0)) == [["b"]]
+    assert keys(group_tables(tables("a", "b"), sizes, jobs=2, min_bytes=0)) == [["a"]]
     assert group_tables(tables("a", "b"), sizes, jobs=1, min_bytes=0) == []
     assert group_tables(tables("a"), {"public.a": 900 * MIB}, jobs=2) == []
 

@@ -80,6 +80,39 @@ def test_further_parts_get_a_process_each_and_only_their_table_data() -> None:
     ]
 
 
+def test_copy_parts_follow_the_archive_parts_and_report_their_own_rows() -> None:
+    main = [line for line in POST_TOC if "TABLE DATA public quests" not in line]
+    copy_parts = [[["public.quests", "public", "quests"]]]
+    plan = plan_restore([main], 2, POST_ROWS, FOREIGN_KEYS, copy_parts)
+    copy = Run(
+        1,
+        ["0; 0 0 TABLE DATA public quests -"],
+        True,
+        kind="copy",
+        tables=(("public.quests", "public", "quests"),),
+    )
+    assert plan.data == [Run(0, [POST_TOC[0]], True), copy]
+    steps = _Schedule(plan, POST_ROWS, INDEXES, FOREIGN_KEYS)
+    users_data, quests_copy = steps.next(), steps.next()
+    assert quests_copy == copy
+    steps.done(quests_copy)  # type: ignore[arg-type]
+    steps.done(users_data)  # type: ignore[arg-type]
+    started: list[Run] = []
+    while not steps.finished:
+        run = steps.next()
+        assert run is not None
+        started.append(run)
+        steps.done(run)
+    # The copied table's indexes and keys follow its rows as any table's; its rows are not counted again.
+    assert [names(run) for run in started if run.kind == "count"] == [["users"]]
+    assert ["quests_pkey"] in [names(run) for run in started]
+
+
+def test_a_copy_part_listed_unreadably_is_refused() -> None:
+    with pytest.raises(IntegrityError, match="copy part"):
+        plan_restore([TOC], 2, ROWS, copy_parts=[[["public.quests", "public"]]])
+
+
 def test_one_job_keeps_one_data_process() -> None:
     assert len(plan_restore([TOC], 1, ROWS).data) == 1
 

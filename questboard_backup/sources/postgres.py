@@ -397,31 +397,25 @@ def group_tables(
 ) -> list[list[Table]]:
     """The tables whose rows go to further streams, one list per stream (the main stream keeps the rest).
 
-    Greedy by size, largest first onto the lightest stream (a further one on a tie: their rows travel
-    as binary COPY where they can, which costs half of pg_dump's text), the main one starting with
-    every table that is not among the ``MAX_SPLIT_TABLES`` largest and keeping at least one table (its
-    listing marks where the restore's data steps go). Streams that would get nothing are left out, so
-    a small database gives fewer streams than ``jobs``.
+    The ``MAX_SPLIT_TABLES`` largest tables are spread over ``jobs`` further streams, greedy by size,
+    largest first onto the lightest (their rows travel as binary COPY where they can, about half the
+    cost of pg_dump's text); the main stream keeps the other tables, and at least one table (its
+    listing marks where the restore's data steps go), and is otherwise light: the schema, large
+    objects and sequences. Streams that would get nothing are left out.
     """
     total = sum(sizes.get(table.key, 0) for table in tables)
     if jobs < 2 or total < min_bytes or len(tables) < 2:
         return []
     largest = largest_tables(tables, sizes)
-    chosen = {table.key for table in largest}
-    others = [table for table in tables if table.key not in chosen]
-    loads = [sum(sizes.get(table.key, 0) for table in others)] + [0] * (jobs - 1)
-    groups: list[list[Table]] = [others] + [[] for _ in range(jobs - 1)]
+    if len(largest) == len(tables):
+        largest = largest[:-1]  # the smallest stays in the main stream
+    groups: list[list[Table]] = [[] for _ in range(jobs)]
+    loads = [0] * jobs
     for table in largest:
-        lightest = max(index for index, load in enumerate(loads) if load == min(loads))
+        lightest = loads.index(min(loads))
         groups[lightest].append(table)
         loads[lightest] += sizes.get(table.key, 0)
-    if not groups[0]:
-        smallest = largest[-1]
-        for group in groups[1:]:
-            if smallest in group:
-                group.remove(smallest)
-        groups[0].append(smallest)
-    return [sorted(group, key=lambda table: table.key) for group in groups[1:] if group]
+    return [sorted(group, key=lambda table: table.key) for group in groups if group]
 
 
 def largest_tables(tables: Sequence[Table], sizes: Mapping[str, int]) -> list[Table]:

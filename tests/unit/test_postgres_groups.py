@@ -16,22 +16,20 @@ def keys(groups: list[list[Table]]) -> list[list[str]]:
     return [[table.name for table in group] for group in groups]
 
 
-def test_the_largest_tables_are_balanced_over_the_streams_and_the_main_one_keeps_the_rest() -> None:
+def test_the_largest_tables_are_balanced_over_further_streams_and_the_main_one_keeps_the_rest() -> None:
     sizes = {"public.big": 500 * MIB, "public.mid": 300 * MIB, "public.small": 150 * MIB, "public.tiny": MIB}
     groups = group_tables(tables("big", "mid", "small", "tiny"), sizes, jobs=2)
-    # big -> part 1 (a tie goes to a further stream); mid, small and tiny, each onto the lighter
-    # stream -> main (451 MiB).
-    assert keys(groups) == [["big"]]
+    # tiny, the smallest, keeps the main stream company; big -> 1, mid -> 2, small -> 2 (the lighter).
+    assert keys(groups) == [["big"], ["mid", "small"]]
     groups = group_tables(tables("big", "mid", "small", "tiny"), sizes, jobs=3)
-    assert keys(groups) == [["mid"], ["big"]]
+    assert keys(groups) == [["big"], ["mid"], ["small"]]
 
 
 def test_the_main_stream_keeps_at_least_one_table() -> None:
     sizes = {"public.a": 300 * MIB, "public.b": 200 * MIB}
-    # a -> part 2, b -> part 1, and the main stream would have no rows: b, the smallest, comes back.
     assert keys(group_tables(tables("a", "b"), sizes, jobs=3)) == [["a"]]
     sizes = {"public.a": 300 * MIB, "public.b": 200 * MIB, "public.c": 100 * MIB}
-    assert keys(group_tables(tables("a", "b", "c"), sizes, jobs=2)) == [["a"]]
+    assert keys(group_tables(tables("a", "b", "c"), sizes, jobs=2)) == [["a"], ["b"]]
 
 
 def test_small_databases_one_job_or_one_table_stay_one_stream() -> None:

@@ -25,6 +25,7 @@ class _DeadlineComponent:
         self._inner = inner
         self._deadline = deadline
         self.name = inner.name
+        self.parallel_streams = inner.parallel_streams
 
     def check(self) -> None:
         self._inner.check()

@@ -26,7 +26,7 @@ from questboard_backup.manifest import (
     format_time,
     seal_manifest,
 )
-from questboard_backup.pipeline import ComponentWriter
+from questboard_backup.pipeline import ZSTD_THREADS, ComponentWriter
 from questboard_backup.sources.base import Component
 from questboard_backup.storage.base import ObjectWriter, Storage
 
@@ -140,9 +140,10 @@ class _ComponentOutputs:
     demand (``open_part``, from the component's own threads); each writes to every storage."""
 
     def __init__(
-        self, plan: BackupPlan, component: str, storages: Sequence[Storage], data_key: bytes
+        self, plan: BackupPlan, component: str, storages: Sequence[Storage], data_key: bytes, threads: int
     ) -> None:
         self._plan, self._component, self._storages, self._data_key = plan, component, storages, data_key
+        self._threads = threads
         self._lock = threading.Lock()
         self.streams: list[tuple[str, ComponentWriter, list[ObjectWriter]]] = []
 
@@ -156,9 +157,8 @@ class _ComponentOutputs:
                     key = f"{storage.staging_prefix(self._plan.tier, self._plan.backup_id)}/{name}"
                     writers.append(storage.open_write(key, self._plan.tier))
                 # The stream writes its header at once: every storage writer must be open by then.
-                stream = ComponentWriter(
-                    _Tee(writers), self._data_key, stream_context(self._plan.backup_id, self._component, part)
-                )
+                context = stream_context(self._plan.backup_id, self._component, part)
+                stream = ComponentWriter(_Tee(writers), self._data_key, context, threads=self._threads)
             except BaseException:
                 for writer in writers:
                     writer.abort()
@@ -186,7 +186,8 @@ def dump_component(
 ) -> ComponentEntry:
     """Stream one component into every storage's staging area; its objects are complete on return."""
     clock = time.monotonic()
-    outputs = _ComponentOutputs(plan, component.name, storages, data_key)
+    threads = 0 if component.parallel_streams else ZSTD_THREADS
+    outputs = _ComponentOutputs(plan, component.name, storages, data_key, threads)
     try:
         main = outputs.open()
         facts = component.dump(main, outputs.open)  # type: ignore[arg-type]

@@ -51,10 +51,14 @@ class _HashingSink:
 class ComponentWriter:
     """Write plaintext; ``finish()`` seals the stream and returns its stats. The sink is not closed."""
 
-    def __init__(self, sink: Sink, data_key: bytes, context: str, level: int = ZSTD_LEVEL) -> None:
+    def __init__(
+        self, sink: Sink, data_key: bytes, context: str, level: int = ZSTD_LEVEL, threads: int = ZSTD_THREADS
+    ) -> None:
+        """``threads``: zstd worker threads (0: compress on the writing thread, the cheapest in CPU, for
+        components that write several streams at once)."""
         self._hashing = _HashingSink(sink)
         self._encrypting = EncryptingWriter(self._hashing, data_key, context)  # type: ignore[arg-type]
-        compressor = zstandard.ZstdCompressor(level=level, threads=ZSTD_THREADS, write_checksum=True)
+        compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         self._compressing = compressor.stream_writer(
             self._encrypting,  # type: ignore[arg-type]
             closefd=False,

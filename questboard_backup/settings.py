@@ -95,7 +95,7 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     encryption_key: str = field(default="", repr=False)
     pg_bin_dir: Path | None = None
-    #: PostgreSQL: pg_dump streams, row-counting connections and pg_restore processes at once.
+    #: PostgreSQL: further dump streams beside the main pg_dump, row counters and restore processes at once.
     pg_jobs: int = DEFAULT_PG_JOBS
     #: PostgreSQL: databases with fewer bytes of tables are dumped as one stream.
     pg_split_min_bytes: int = DEFAULT_PG_SPLIT_MIN_MB * 2**20

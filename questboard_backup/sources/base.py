@@ -52,6 +52,9 @@ class Component(Protocol):
     """
 
     name: str
+    #: True when the component may write several streams at once: each is then compressed on its own
+    #: writer's thread, without zstd worker threads (their overlap costs about 8 % more CPU, measured).
+    parallel_streams: bool
 
     def check(self) -> None: ...
 

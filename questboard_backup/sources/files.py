@@ -41,6 +41,7 @@ class FilesComponent:
 
     def __init__(self, name: str, paths: Sequence[Path]) -> None:
         self.name = name
+        self.parallel_streams = False
         # abspath, not resolve: a root that is itself a symlink is backed up as that link.
         self.paths = tuple(Path(os.path.abspath(path)) for path in paths)
         problem = _roots_problem([str(path) for path in self.paths])

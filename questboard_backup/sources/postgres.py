@@ -72,7 +72,8 @@ class PostgresComponent:
     exist on the target server, and the restoring user must be able to create databases and to rename the
     target and end its sessions (its owner or a superuser). Settings made with ``ALTER DATABASE ... SET``
     and grants on the database itself are not part of a dump without ``--create`` and are not restored.
-    ``jobs`` is how many pg_dump streams, row-counting connections and pg_restore processes run at once.
+    ``jobs`` is how many further dump streams run beside the main pg_dump (which then carries little),
+    and how many row-counting connections and restore processes run at once.
     """
 
     name = "postgres"
@@ -96,6 +97,7 @@ class PostgresComponent:
         self._params.setdefault("application_name", "questboard-backup")
         self.database = self._params["dbname"]
         self.jobs = jobs
+        self.parallel_streams = jobs > 1
         self.split_min_bytes = split_min_bytes
         #: How long a backup waits for a table that a running DDL holds exclusively (then it fails).
         self.lock_wait = SNAPSHOT_LOCK_WAIT
@@ -116,8 +118,9 @@ class PostgresComponent:
 
     def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts:
         """One pg_dump of the whole database to ``out``; with ``open_part`` and ``jobs`` > 1, the rows of
-        the largest tables go instead to data-only pg_dumps of their own, running at the same time in the
-        same exported snapshot (see ``group_tables``)."""
+        the largest tables go instead to further parts, running at the same time in the same exported
+        snapshot (see ``group_tables``): binary COPY where their types allow (``postgres_copy``), else
+        data-only pg_dumps."""
         failed = failing_as(f"postgres dump of {self.database} failed")
         with contextlib.closing(self._connect()) as conn, failed, conn.cursor() as cur:
             conn.autocommit = True

@@ -79,6 +79,7 @@ class RedisComponent:
     """
 
     name = "redis"
+    parallel_streams = False
 
     def __init__(self, url: str, batch_keys: int = 1000) -> None:
         self.url = url

@@ -95,7 +95,12 @@ def busy_core_seconds() -> float:
 def timed(
     argv: list[str], env: dict[str, str] | None = None, shell: bool = False
 ) -> tuple[float, float, float]:
-    """Wall seconds, peak RSS (MB, the largest process of its tree) and busy core-seconds of the machine."""
+    """Wall seconds, peak RSS (MB, the largest process of its tree) and busy core-seconds of the machine.
+
+    The page cache is written back first, untimed: otherwise the kernel writes the previous step's
+    output (700 MB for the raw dump) to disk during this one, on its CPU and disk.
+    """
+    os.sync()
     start, busy = time.monotonic(), busy_core_seconds()
     process = subprocess.Popen(
         argv if not shell else argv[0],

@@ -53,7 +53,7 @@ from questboard_backup.sources.postgres_facts import (
     unlimited,
 )
 from questboard_backup.sources.postgres_restore import parallel_restore, read_tocs
-from questboard_backup.sources.postgres_tools import ClientTools, ToolRun, first_line, stream_out_all
+from questboard_backup.sources.postgres_tools import Cancel, ClientTools, ToolRun, first_line, stream_out_all
 
 logger = logging.getLogger(__name__)
 
@@ -331,10 +331,15 @@ class PostgresComponent:
         logger.info("postgres staging database created staging=%s", staging)
 
     def _load_copy(
-        self, open_stream: StreamOpener, staging: str, part: int, tables: Sequence[Sequence[str]]
+        self,
+        open_stream: StreamOpener,
+        staging: str,
+        part: int,
+        tables: Sequence[Sequence[str]],
+        cancel: Cancel,
     ) -> dict[str, int]:
         with open_stream(part) as reader:
-            return load_part(functools.partial(self._connect, staging), reader, tables)
+            return load_part(functools.partial(self._connect, staging), reader, tables, cancel)
 
     def _count_rows(self, staging: str, names: Sequence[tuple[str, str]]) -> dict[str, int]:
         """Rows of the (schema, table) pairs in the staging database, keyed like the facts; a pair that

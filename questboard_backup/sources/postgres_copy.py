@@ -35,7 +35,7 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from questboard_backup.errors import IntegrityError, SourceError
-from questboard_backup.sources.postgres_tools import first_line
+from questboard_backup.sources.postgres_tools import Cancel, first_line
 
 MAGIC = b"QBCOPY1\n"
 _LENGTH = struct.Struct(">I")
@@ -128,12 +128,15 @@ class PartWriter:
 class _TableReader:
     """File-like over one table's data frames: ``read`` returns b"" at the table's empty frame."""
 
-    def __init__(self, reader: BinaryIO) -> None:
+    def __init__(self, reader: BinaryIO, cancel: Cancel | None = None) -> None:
         self._reader = reader
+        self._cancel = cancel
         self._left = 0
         self._ended = False
 
     def read(self, size: int = LOAD_READ_SIZE) -> bytes:
+        if self._cancel is not None:
+            self._cancel.check()
         if self._ended:
             return b""
         if not self._left:
@@ -178,7 +181,10 @@ def _read_header(reader: BinaryIO, expected: Sequence[str]) -> dict[str, Any]:
 
 
 def load_part(
-    connect: Callable[[], Connection], reader: BinaryIO, tables: Sequence[Sequence[str]]
+    connect: Callable[[], Connection],
+    reader: BinaryIO,
+    tables: Sequence[Sequence[str]],
+    cancel: Cancel | None = None,
 ) -> dict[str, int]:
     """Load each table of a copy part (``tables``: its ``[key, schema, name]`` from the facts, in order)
     from ``reader``, each in one transaction; returns the rows the server loaded per key. The caller's
@@ -196,7 +202,7 @@ def load_part(
             conn.commit()
             for expected in tables:
                 header = _read_header(reader, expected)
-                loaded[header["key"]] = _load_table(conn, cur, reader, header)
+                loaded[header["key"]] = _load_table(conn, cur, _TableReader(reader, cancel), header)
         if reader.read(1):
             raise IntegrityError("postgres: a copy part holds more than its facts list")
     finally:
@@ -204,10 +210,9 @@ def load_part(
     return loaded
 
 
-def _load_table(conn: Connection, cur: Cursor, reader: BinaryIO, header: Mapping[str, Any]) -> int:
+def _load_table(conn: Connection, cur: Cursor, data: _TableReader, header: Mapping[str, Any]) -> int:
     table = sql.SQL("{}.{}").format(sql.Identifier(header["schema"]), sql.Identifier(header["name"]))
     columns = sql.SQL(", ").join(sql.Identifier(column) for column in header["columns"])
-    data = _TableReader(reader)
     try:
         # Emptying the table in the loading transaction is what lets COPY write its rows frozen.
         cur.execute(sql.SQL("TRUNCATE ONLY {}").format(table))

@@ -35,7 +35,7 @@ from typing import BinaryIO
 from questboard_backup.errors import IntegrityError, SourceError
 from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.sources.base import StreamOpener
-from questboard_backup.sources.postgres_tools import ClientTools, StderrTail, feed, stop, widen_pipe
+from questboard_backup.sources.postgres_tools import Cancel, ClientTools, StderrTail, feed, stop, widen_pipe
 
 DATA_KINDS = ("TABLE DATA", "SEQUENCE SET", "BLOBS", "BLOB DATA", "LARGE OBJECTS")
 PARALLEL_AFTER_DATA = ("INDEX", "CONSTRAINT")
@@ -385,9 +385,11 @@ def _run(
     open_stream: _Opener,
     capture: bool = False,
     verify: bool = True,
+    cancel: Cancel | None = None,
 ) -> str:
     """pg_restore fed from a stream. With ``verify`` the stream is read to its sealed end even if the
-    tool stops reading early, so the with-block's exit authenticates it all."""
+    tool stops reading early, so the with-block's exit authenticates it all. ``cancel`` may kill the
+    tool, and the run then raises Cancelled."""
     process = tools.start(
         "pg_restore",
         args,
@@ -396,6 +398,8 @@ def _run(
         bufsize=0,
     )
     assert process.stdin is not None and process.stderr is not None
+    if cancel is not None:
+        cancel.track(process)
     widen_pipe(process.stdin)
     tail = StderrTail(process.stderr)
     output: list[bytes] = []
@@ -409,6 +413,8 @@ def _run(
         try:
             with open_stream() as reader:
                 if not feed(reader, process.stdin):
+                    if cancel is not None:
+                        cancel.check()
                     if not verify:
                         raise _StoppedReading
                     _drain(reader)
@@ -424,16 +430,20 @@ def _run(
         with contextlib.suppress(OSError):
             process.stdin.close()
         process.wait()
+        if cancel is not None:
+            cancel.untrack(process)
         if reader_thread is not None:
             reader_thread.join()
         summary = tail.summary()
     if returncode != 0:
+        if cancel is not None:
+            cancel.check()
         raise SourceError(f"pg_restore failed (exit {returncode}): {tools.scrub(summary)}")
     return b"".join(output).decode("utf-8", "replace")
 
 
 def _run_group(
-    tools: ClientTools, dbname_arg: str, open_stream: StreamOpener, listing: Path, run: Run
+    tools: ClientTools, dbname_arg: str, open_stream: StreamOpener, listing: Path, run: Run, cancel: Cancel
 ) -> None:
     opener = functools.partial(open_stream, run.part)
     if not run.entries:  # nothing to restore from this part, but it must still be authenticated
@@ -441,7 +451,7 @@ def _run_group(
         return
     listing.write_text("\n".join(run.entries) + "\n", encoding="utf-8")
     args = ["--exit-on-error", "--no-password", dbname_arg, f"--use-list={listing}"]
-    _run(tools, args, opener, verify=run.to_end)
+    _run(tools, args, opener, verify=run.to_end, cancel=cancel)
 
 
 def _read_to_end(opener: _Opener) -> None:
@@ -468,7 +478,7 @@ def parallel_restore(
     count_rows: Callable[[Sequence[tuple[str, str]]], Mapping[str, int]] | None = None,
     once_loaded: Callable[[Mapping[str, int]], object] | None = None,
     copy_parts: Sequence[Sequence[Sequence[str]]] = (),
-    load_copy: Callable[[int, Sequence[Sequence[str]]], Mapping[str, int]] | None = None,
+    load_copy: Callable[[int, Sequence[Sequence[str]], Cancel], Mapping[str, int]] | None = None,
 ) -> None:
     """Restore the main archive and its further parts, listed by ``tocs`` (``read_tocs``), into the
     (empty, staging) database named by ``dbname_arg``, on up to ``jobs`` processes at once.
@@ -478,14 +488,16 @@ def parallel_restore(
     other tables still load. ``count_rows`` counts the rows of (schema, table) pairs, each as soon as
     its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs beside the last,
     single-process step (the remaining foreign keys, triggers, grants). Its error is raised like a
-    restore error once that step stopped. ``load_copy(part, tables)`` loads a copy part (the facts'
-    ``copy_parts``) and returns the rows loaded per table, which count as counted.
+    restore error once that step stopped. ``load_copy(part, tables, cancel)`` loads a copy part (the
+    facts' ``copy_parts``) and returns the rows loaded per table, which count as counted. The first step
+    that fails stops the others (``Cancel``) and its error is raised.
     """
     plan = plan_restore(tocs, jobs, rows, foreign_keys, copy_parts)
     if copy_parts and load_copy is None:
         raise ValueError("copy parts need load_copy")
     counted: dict[str, int] = {}
     counted_lock = threading.Lock()
+    cancel = Cancel()
     with tempfile.TemporaryDirectory(prefix="qb-toc-") as folder:
         listings = (Path(folder, f"{number}.list") for number in itertools.count())
 
@@ -493,7 +505,7 @@ def parallel_restore(
             if run.kind in ("count", "copy"):
                 if run.kind == "copy":
                     assert load_copy is not None
-                    counts = load_copy(run.part, run.tables)
+                    counts = load_copy(run.part, run.tables, cancel)
                 elif count_rows is not None:
                     counts = count_rows([_names_of(line) for line in run.entries])
                 else:
@@ -501,7 +513,7 @@ def parallel_restore(
                 with counted_lock:
                     counted.update(counts)
                 return
-            _run_group(tools, dbname_arg, open_stream, next(listings), run)
+            _run_group(tools, dbname_arg, open_stream, next(listings), run, cancel)
 
         started = time.monotonic()
         if plan.before:
@@ -522,9 +534,10 @@ def parallel_restore(
                     run = running.pop(future)
                     if (error := future.exception()) is not None:
                         errors.append(error)
+                        cancel.cancel()
                     else:
                         schedule.done(run)
-            wait(running)  # after a failure, let the runs already going stop before raising
+            wait(running)  # after a failure, let the runs already going stop (cancelled) before raising
         if errors:
             raise errors[0]
         logger.info("postgres rows and indexes restored seconds=%.1f", time.monotonic() - started)

@@ -241,6 +241,45 @@ def feed(reader: BinaryIO, stdin: IO[bytes]) -> bool:
     return True
 
 
+class Cancelled(Exception):
+    """A step stopped because another step of the same restore failed."""
+
+
+class Cancel:
+    """Stops the other steps of a parallel restore once one has failed, instead of letting them run to
+    their end (on a large database, for hours) before the failure is reported: the tool processes it
+    tracks are killed, and readers that ``check`` it stop at their next read."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._processes: set[subprocess.Popen[bytes]] = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("stopped: another step of the restore failed")
+
+    def track(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._processes.add(process)
+            if self._event.is_set():
+                stop(process)
+
+    def untrack(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._processes.discard(process)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            for process in self._processes:
+                stop(process)
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()

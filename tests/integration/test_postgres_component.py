@@ -438,6 +438,69 @@ def test_a_damaged_or_missing_part_fails_the_restore_and_leaves_the_target(
     assert_no_sessions_left(pg_server)
 
 
+def test_a_failing_step_stops_the_other_steps_instead_of_letting_them_run_to_their_end(
+    pg_server: PostgresServer, fresh_database: str
+) -> None:
+    with session(fresh_database) as cur:
+        cur.execute(
+            "CREATE TYPE mood AS ENUM ('calm'); CREATE TABLE moods (id int, mood mood); CREATE TABLE one (id int); "
+            "CREATE TABLE big (id int, note text); INSERT INTO moods SELECT g, 'calm' FROM generate_series(1, 1000) g; "
+            "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 300000) g; INSERT INTO one VALUES (1)"
+        )
+    written = backup(PostgresComponent(fresh_database, jobs=3, split_min_bytes=0), parts=True)
+    assert written.facts["parts"] == [["public.moods"]] and len(written.facts["copy_parts"]) == 1
+    inner = opener(written.stored, written.stats, written.parts)
+    copying = threading.Event()
+    read = [0]
+    opened: list[int] = []
+
+    class Counting:
+        """The copy part (part 2, 40 MB), counting what the restore reads of it."""
+
+        def __init__(self, reader: BinaryIO) -> None:
+            self._reader = reader
+
+        def read(self, size: int = -1) -> bytes:
+            data = self._reader.read(size)
+            read[0] += len(data)
+            if read[0] > 1_000_000:
+                copying.set()
+            return data
+
+    class Failing:
+        """The archive part (part 1) when its rows are restored: it fails once the copy is under way."""
+
+        def read(self, size: int = -1) -> bytes:
+            assert copying.wait(30)
+            raise IntegrityError("postgres part 1: simulated damage")
+
+        def readinto(self, buffer: Any) -> int:
+            self.read()
+            return 0
+
+    @contextmanager
+    def streams(part: int = 0) -> Iterator[BinaryIO]:
+        opened.append(part)
+        with inner(part) as reader:
+            if part == 2:
+                yield cast(BinaryIO, Counting(reader))
+            elif part == 1 and opened.count(1) == 2:  # the first opening reads its listing
+                yield cast(BinaryIO, Failing())
+            else:
+                yield reader
+
+    target = name_of(fresh_database) + "_copy"
+    with pytest.raises(IntegrityError, match="simulated damage"):
+        PostgresComponent(pg_server.url(target), jobs=3).restore(
+            streams, written.facts, RestoreOptions(TIMESTAMP)
+        )
+
+    # The 40 MB copy part was being loaded when the archive part failed: it stopped there.
+    assert 1_000_000 < read[0] < written.parts[1][1].raw_bytes / 4
+    assert databases_like(pg_server, target) == []
+    assert_no_sessions_left(pg_server)
+
+
 def test_parallel_streams_see_one_snapshot_while_the_database_is_being_written(
     pg_server: PostgresServer, fresh_database: str
 ) -> None:

@@ -20,9 +20,11 @@ from questboard_backup.crypto.keys import KeyWrapper, WrappedKey, derive_subkey
 from questboard_backup.crypto.stream import DEFAULT_CHUNK_SIZE
 from questboard_backup.errors import IntegrityError
 
-FORMAT_VERSION = 2
-#: Version 1 had no ``parts``; it reads as a set whose components are one object each.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Version 1 had no ``parts``; it reads as a set whose components are one object each. Version 2 had no
+#: PostgreSQL copy parts (facts ``copy_parts``): a version 2 reader refuses version 3 up front rather
+#: than restore without them and fail at the row counts.
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
 CIPHER = "AES-256-GCM STREAM, HKDF-SHA256 per component, zstd inside"
 BACKUP_ID = re.compile(r"^questboard_(full|incremental)_(\d{8}_\d{6})$")

@@ -178,14 +178,14 @@ class PostgresComponent:
                 *[f"--exclude-table-data={_pattern(t)}" for g in groups for t in g],
                 dbname,
             ]
-            runs = [ToolRun([("pg_dump", main)], out.write)]
+            runs = [ToolRun([("pg_dump", main, "the main dump")], out.write)]
             for archive_group in archive_groups:
                 assert open_part is not None
                 part = [*common, "--data-only", *[f"--table={_pattern(t)}" for t in archive_group], dbname]
-                runs.append(ToolRun([("pg_dump", part)], open_part().write))
+                runs.append(ToolRun([("pg_dump", part, "a data-only dump")], open_part().write))
             for copy_group in copy_groups:
                 assert open_part is not None
-                runs.append(self._copy_run(cur, snapshot, copy_group, open_part()))
+                runs.append(self._copy_run(cur, snapshot, facts["encoding"], copy_group, open_part()))
             # The exporting transaction holds its table locks until every pg_dump and counter is done.
             # DDL arriving meanwhile queues behind them; a pg_dump or counter that would then queue behind
             # that DDL (which cannot get through before the dump ends) gives up after WORKER_LOCK_WAIT and
@@ -206,12 +206,19 @@ class PostgresComponent:
         )
         return facts
 
-    def _copy_run(self, cur: Cursor, snapshot: str, tables: Sequence[CopyTable], out: BinaryIO) -> ToolRun:
+    def _copy_run(
+        self, cur: Cursor, snapshot: str, encoding: str, tables: Sequence[CopyTable], out: BinaryIO
+    ) -> ToolRun:
         """One psql per table, one after another, each writing its rows into the part ``out``."""
         writer = PartWriter(out.write)
         conninfo = self._conninfo()
         commands = [
-            ("psql", copy_out_args(cur, conninfo, snapshot, WORKER_LOCK_WAIT, table)) for table in tables
+            (
+                "psql",
+                copy_out_args(cur, conninfo, snapshot, WORKER_LOCK_WAIT, encoding, table),
+                f"copy of {table.key}",
+            )
+            for table in tables
         ]
         return ToolRun(
             commands,
@@ -264,7 +271,9 @@ class PostgresComponent:
                     count_rows=functools.partial(self._count_rows, staging),
                     once_loaded=verify,
                     copy_parts=facts.get("copy_parts", []),
-                    load_copy=functools.partial(self._load_copy, open_stream, staging),
+                    load_copy=functools.partial(
+                        self._load_copy, open_stream, staging, str(facts["encoding"])
+                    ),
                 )
                 rows = checked[0]
                 moved = _swap(admin, staging, target, previous)
@@ -334,12 +343,13 @@ class PostgresComponent:
         self,
         open_stream: StreamOpener,
         staging: str,
+        encoding: str,
         part: int,
         tables: Sequence[Sequence[str]],
         cancel: Cancel,
     ) -> dict[str, int]:
         with open_stream(part) as reader:
-            return load_part(functools.partial(self._connect, staging), reader, tables, cancel)
+            return load_part(functools.partial(self._connect, staging), reader, tables, encoding, cancel)
 
     def _count_rows(self, staging: str, names: Sequence[tuple[str, str]]) -> dict[str, int]:
         """Rows of the (schema, table) pairs in the staging database, keyed like the facts; a pair that

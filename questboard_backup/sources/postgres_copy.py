@@ -4,10 +4,12 @@
 skips formatting and parsing every timestamp and number, which halves both the dump and the load of a
 large table (measured on the bench's largest table: loaded in 1.8 s instead of 3.6 s). Binary values
 are only portable where their type is the same in both databases, so a table goes to a copy part only
-when each of its columns has a built-in type (``oid`` < 16384, fixed in every PostgreSQL) with binary
-input and output that does not carry an object id (the ``reg*`` types do): no enums, domains,
-composites or extension types, whose ids differ from one database to the next. Other tables stay in
-``pg_dump``'s archives.
+when each of its columns (and array element) has a built-in base, range or multirange type (``oid`` <
+10000, the same in every PostgreSQL version) with binary input and output, and is neither an object id
+(the ``reg*`` types) nor ``xml`` (whose binary output depends on the session's encoding): no enums,
+domains, composites or extension types, whose ids differ from one database to the next. Other tables
+stay in ``pg_dump``'s archives. Text travels in the database's encoding (both sides set
+``client_encoding`` to it, whatever a role, URL or ``PGCLIENTENCODING`` asks for).
 
 A part's plaintext::
 
@@ -41,8 +43,9 @@ MAGIC = b"QBCOPY1\n"
 _LENGTH = struct.Struct(">I")
 #: psycopg2 sends what each read returns as one CopyData message.
 LOAD_READ_SIZE = 64 * 1024
-#: FirstNormalObjectId: every object below it is built into PostgreSQL and has the same id everywhere.
-FIRST_USER_OID = 16384
+#: FirstGenbkiObjectId: the types below it are built into PostgreSQL with the same id in every version
+#: (those from 10000 up, such as information_schema's, are numbered when a cluster is created).
+FIRST_USER_OID = 10000
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,9 @@ def binary_columns(cur: Cursor, keys: Sequence[str]) -> dict[str, tuple[str, ...
     (generated columns left out: COPY computes them again). Needs PostgreSQL 12 or newer."""
     cur.execute(
         "SELECT format('%%I.%%I', n.nspname, c.relname), array_agg(a.attname::text ORDER BY a.attnum), "
-        "bool_and(t.oid < %(first)s AND t.typsend <> 0 AND t.typreceive <> 0 AND t.typname !~ '^_?reg' "
-        " AND (t.typelem = 0 OR e.oid < %(first)s AND e.typsend <> 0 AND e.typreceive <> 0 "
-        "      AND e.typname !~ '^reg')) "
+        "bool_and(t.oid < %(first)s AND t.typtype IN ('b', 'r', 'm') AND t.typsend <> 0 AND t.typreceive <> 0 "
+        " AND t.typname !~ '^_?(reg|xml$)' AND (t.typelem = 0 OR e.oid < %(first)s "
+        " AND e.typtype IN ('b', 'r', 'm') AND e.typsend <> 0 AND e.typreceive <> 0 AND e.typname !~ '^(reg|xml$)')) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
         " AND a.attgenerated = '' "
@@ -75,7 +78,9 @@ def binary_columns(cur: Cursor, keys: Sequence[str]) -> dict[str, tuple[str, ...
     return {str(key): tuple(columns) for key, columns, binary in cur.fetchall() if binary}
 
 
-def copy_out_args(cur: Cursor, conninfo: str, snapshot: str, lock_wait: str, table: CopyTable) -> list[str]:
+def copy_out_args(
+    cur: Cursor, conninfo: str, snapshot: str, lock_wait: str, encoding: str, table: CopyTable
+) -> list[str]:
     """psql's arguments to write one table's rows to its standard output, in ``snapshot``. Settings as
     pg_dump makes them: no timeouts but the lock wait, and an error rather than rows a row security
     policy would hide."""
@@ -89,6 +94,7 @@ def copy_out_args(cur: Cursor, conninfo: str, snapshot: str, lock_wait: str, tab
         "SET idle_in_transaction_session_timeout = 0",
         sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_wait)).as_string(cur),
         "SET row_security = off",
+        sql.SQL("SET client_encoding = {}").format(sql.Literal(encoding)).as_string(cur),
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(cur),
         copy.as_string(cur),
@@ -133,8 +139,17 @@ class _TableReader:
         self._cancel = cancel
         self._left = 0
         self._ended = False
+        self.error: BaseException | None = None
 
     def read(self, size: int = LOAD_READ_SIZE) -> bytes:
+        try:
+            return self._read(size)
+        except BaseException as error:
+            # psycopg2 ends the COPY and raises an error of its own: the caller raises this one instead.
+            self.error = error
+            raise
+
+    def _read(self, size: int) -> bytes:
         if self._cancel is not None:
             self._cancel.check()
         if self._ended:
@@ -184,6 +199,7 @@ def load_part(
     connect: Callable[[], Connection],
     reader: BinaryIO,
     tables: Sequence[Sequence[str]],
+    encoding: str,
     cancel: Cancel | None = None,
 ) -> dict[str, int]:
     """Load each table of a copy part (``tables``: its ``[key, schema, name]`` from the facts, in order)
@@ -199,6 +215,7 @@ def load_part(
             cur.execute("SET statement_timeout = 0")
             cur.execute("SET lock_timeout = 0")
             cur.execute("SET row_security = off")
+            cur.execute("SET client_encoding = %s", (encoding,))
             conn.commit()
             for expected in tables:
                 header = _read_header(reader, expected)
@@ -222,6 +239,8 @@ def _load_table(conn: Connection, cur: Cursor, data: _TableReader, header: Mappi
         conn.commit()
     except psycopg2.Error as error:
         conn.rollback()
+        if data.error is not None:  # the stream failed (damaged, cancelled...), not the server
+            raise data.error from None
         raise SourceError(f"cannot load table {header['key']}: {first_line(error)}") from None
     except BaseException:
         conn.rollback()

@@ -122,11 +122,11 @@ class StderrTail:
 
 @dataclass(frozen=True)
 class ToolRun:
-    """Tool processes run one after another (``(tool, args)`` each), their standard output handed to
+    """Tool processes run one after another (``(tool, args, what it does)`` each), their output handed to
     ``write``; ``before`` is called with a command's index before its output, ``after`` once it
     succeeded."""
 
-    commands: Sequence[tuple[str, Sequence[str]]]
+    commands: Sequence[tuple[str, Sequence[str], str]]
     write: Callable[[memoryview], object]
     before: Callable[[int], object] | None = None
     after: Callable[[int], object] | None = None
@@ -168,7 +168,7 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
         run = runs[index]
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
-        for number, (name, args) in enumerate(run.commands):
+        for number, (name, args, what) in enumerate(run.commands):
             try:
                 process = start(index, name, args)
             except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
@@ -195,7 +195,8 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
             if errors:
                 return
             if returncode != 0:
-                errors.append(SourceError(f"{name} failed (exit {returncode}): {tools.scrub(summary)}"))
+                message = f"{name} failed (exit {returncode}) in {what}: {tools.scrub(summary)}"
+                errors.append(SourceError(message))
                 stop_all()
                 return
             try:
@@ -214,7 +215,9 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
         for thread in threads:
             thread.start()
         pump(0)
-    except BaseException:
+        for thread in threads:
+            thread.join()
+    except BaseException:  # an interrupt while the streams run stops them
         stop_all()
         raise
     finally:

@@ -379,13 +379,18 @@ def test_only_tables_of_built_in_types_without_object_ids_travel_as_binary_copy(
             "CREATE TABLE with_domain (id int, p positive); CREATE TABLE with_composite (id int, p pair); "
             "CREATE TABLE with_regclass (id int, r regclass); CREATE TABLE with_regtypes (id int, r regtype[]); "
             "CREATE TABLE with_acl (id int, a aclitem[]); CREATE TABLE no_columns (); "
+            "CREATE TABLE with_xml (id int, x xml); CREATE TABLE with_xml_array (id int, x xml[]); "
+            "CREATE TABLE with_cluster_type (id int, n information_schema.sql_identifier); "
+            "CREATE TABLE with_range (id int, r tstzrange, m int4multirange, p point, b bit(3)); "
             "CREATE TABLE parent (id int) PARTITION BY RANGE (id)"
         )
         names = ["plain", "with_enum", "with_enum_array", "with_domain", "with_composite", "with_regclass"]
-        names += ["with_regtypes", "with_acl", "no_columns", "parent"]
+        names += ["with_regtypes", "with_acl", "no_columns", "parent", "with_xml", "with_xml_array"]
+        names += ["with_cluster_type", "with_range"]
 
         assert binary_columns(cur, [f"public.{name}" for name in names]) == {
-            "public.plain": ("id", "nums", "at", "doc")  # neither the dropped nor the generated column
+            "public.plain": ("id", "nums", "at", "doc"),  # neither the dropped nor the generated column
+            "public.with_range": ("id", "r", "m", "p", "b"),
         }
 
 
@@ -438,17 +443,42 @@ def test_a_damaged_or_missing_part_fails_the_restore_and_leaves_the_target(
     assert_no_sessions_left(pg_server)
 
 
-def test_a_failing_step_stops_the_other_steps_instead_of_letting_them_run_to_their_end(
-    pg_server: PostgresServer, fresh_database: str
-) -> None:
-    with session(fresh_database) as cur:
+@pytest.fixture(scope="module")
+def big_backup(pg_server: PostgresServer) -> Iterator[Backup]:
+    """A 40 MB table in a copy part (many stored chunks), a small one of an enum in an archive part."""
+    url = create_database(pg_server, "qb_pg_component_big")
+    with session(url) as cur:
         cur.execute(
             "CREATE TYPE mood AS ENUM ('calm'); CREATE TABLE moods (id int, mood mood); CREATE TABLE one (id int); "
             "CREATE TABLE big (id int, note text); INSERT INTO moods SELECT g, 'calm' FROM generate_series(1, 1000) g; "
             "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 300000) g; INSERT INTO one VALUES (1)"
         )
-    written = backup(PostgresComponent(fresh_database, jobs=3, split_min_bytes=0), parts=True)
+    written = backup(PostgresComponent(url, jobs=3, split_min_bytes=0), parts=True)
     assert written.facts["parts"] == [["public.moods"]] and len(written.facts["copy_parts"]) == 1
+    yield written
+    with session(pg_server.url()) as cur:
+        cur.execute('DROP DATABASE "qb_pg_component_big" WITH (FORCE)')
+
+
+def test_a_copy_part_damaged_mid_table_fails_as_damage_and_leaves_the_target(
+    pg_server: PostgresServer, big_backup: Backup, existing_target: str
+) -> None:
+    before = dump_text(existing_target)
+    archive, (copy, stats) = big_backup.parts
+    parts = [archive, (flip(copy, len(copy) // 2), stats)]  # read inside COPY ... FROM STDIN
+
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        restore(existing_target, big_backup.stored, big_backup.stats, big_backup.facts, parts)
+
+    assert dump_text(existing_target) == before
+    assert databases_like(pg_server, name_of(existing_target)) == []
+    assert_no_sessions_left(pg_server)
+
+
+def test_a_failing_step_stops_the_other_steps_instead_of_letting_them_run_to_their_end(
+    pg_server: PostgresServer, big_backup: Backup, fresh_database: str
+) -> None:
+    written = big_backup
     inner = opener(written.stored, written.stats, written.parts)
     copying = threading.Event()
     read = [0]
@@ -489,7 +519,7 @@ def test_a_failing_step_stops_the_other_steps_instead_of_letting_them_run_to_the
             else:
                 yield reader
 
-    target = name_of(fresh_database) + "_copy"
+    target = name_of(fresh_database) + "_stopped"
     with pytest.raises(IntegrityError, match="simulated damage"):
         PostgresComponent(pg_server.url(target), jobs=3).restore(
             streams, written.facts, RestoreOptions(TIMESTAMP)
@@ -499,6 +529,26 @@ def test_a_failing_step_stops_the_other_steps_instead_of_letting_them_run_to_the
     assert 1_000_000 < read[0] < written.parts[1][1].raw_bytes / 4
     assert databases_like(pg_server, target) == []
     assert_no_sessions_left(pg_server)
+
+
+def test_copy_parts_keep_text_in_the_database_encoding_whatever_the_client_asks_for(
+    pg_server: PostgresServer, fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with session(fresh_database) as cur:
+        cur.execute(
+            "CREATE TABLE notes (id int, note text, doc jsonb); CREATE TABLE one (id int); INSERT INTO one VALUES (1); "
+            "INSERT INTO notes SELECT g, 'café 🐉 北 ' || g, jsonb_build_object('名前', 'ü' || g) FROM generate_series(1, 500) g"
+        )
+    # A role, URL or environment asking for another client encoding (here one without 🐉 or 北).
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    written = backup(PostgresComponent(fresh_database, jobs=2, split_min_bytes=0), parts=True)
+    assert written.facts["copy_parts"] == [[["public.notes", "public", "notes"]]]
+    target = name_of(fresh_database) + "_copy"
+
+    restore(pg_server.url(target), written.stored, written.stats, written.facts, written.parts)
+
+    monkeypatch.delenv("PGCLIENTENCODING")
+    assert dump_text(pg_server.url(target)) == dump_text(fresh_database)
 
 
 def test_parallel_streams_see_one_snapshot_while_the_database_is_being_written(
@@ -759,7 +809,7 @@ def test_pg_dump_gets_the_password_only_through_its_environment_and_its_failure_
     with pytest.raises(SourceError) as caught:
         PostgresComponent(url, bin_dir).dump(cast(BinaryIO, io.BytesIO()))
 
-    assert str(caught.value) == "pg_dump failed (exit 3): pg_dump: error: boom"
+    assert str(caught.value) == "pg_dump failed (exit 3) in the main dump: pg_dump: error: boom"
     args = (tmp_path / "args").read_text()
     assert "s3cret" not in args and "--snapshot=" in args and "--format=custom" in args
     assert (tmp_path / "password").read_text() == "s3cret"

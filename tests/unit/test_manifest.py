@@ -83,7 +83,7 @@ def test_a_version_1_manifest_still_opens_as_single_object_components() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda body: body.update(format_version=3), "format version 3 is not supported"),
+        (lambda body: body.update(format_version=4), "format version 4 is not supported"),
         (lambda body: body.update(format_version=1), "parts in a version 1 manifest"),
         (lambda body: body["components"][0]["parts"][0].update(object="../x"), "bad object"),
         (

@@ -76,4 +76,4 @@ def test_a_stream_that_is_no_copy_part_is_refused_before_connecting() -> None:
         raise AssertionError("connected")
 
     with pytest.raises(IntegrityError, match="does not start as one"):
-        load_part(cast(object, connect), io.BytesIO(b"PGDMP\x01\x0e\x00"), [])  # type: ignore[arg-type]
+        load_part(cast(object, connect), io.BytesIO(b"PGDMP\x01\x0e\x00"), [], "UTF8")  # type: ignore[arg-type]

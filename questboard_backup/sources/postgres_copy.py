@@ -111,7 +111,6 @@ class PartWriter:
 
     def __init__(self, write: Callable[[memoryview], object]) -> None:
         self._write = write
-        self.rows_bytes = 0
         write(memoryview(MAGIC))
 
     def _frame(self, data: memoryview | bytes) -> None:
@@ -125,7 +124,6 @@ class PartWriter:
     def write(self, data: memoryview) -> None:
         if data:
             self._frame(data)
-            self.rows_bytes += len(data)
 
     def end(self) -> None:
         self._frame(b"")

@@ -9,7 +9,8 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -179,13 +180,16 @@ class PostgresComponent:
                 dbname,
             ]
             runs = [ToolRun([("pg_dump", main, "the main dump")], out.write)]
+            checks: list[Callable[[], None]] = []
             for archive_group in archive_groups:
                 assert open_part is not None
                 part = [*common, "--data-only", *[f"--table={_pattern(t)}" for t in archive_group], dbname]
                 runs.append(ToolRun([("pg_dump", part, "a data-only dump")], open_part().write))
             for copy_group in copy_groups:
                 assert open_part is not None
-                runs.append(self._copy_run(cur, snapshot, facts["encoding"], copy_group, open_part()))
+                run, check = self._copy_run(cur, snapshot, facts["encoding"], copy_group, open_part())
+                runs.append(run)
+                checks.append(check)
             # The exporting transaction holds its table locks until every pg_dump and counter is done.
             # DDL arriving meanwhile queues behind them; a pg_dump or counter that would then queue behind
             # that DDL (which cannot get through before the dump ends) gives up after WORKER_LOCK_WAIT and
@@ -193,6 +197,8 @@ class PostgresComponent:
             with RowCounter(self._params, self.jobs, snapshot) as counter:
                 counter.start(tables)
                 written = stream_out_all(self.tools, runs)
+                for check in checks:
+                    check()
                 facts["tables"] = counter.result()
             cur.execute("COMMIT")
         logger.info(
@@ -208,24 +214,26 @@ class PostgresComponent:
 
     def _copy_run(
         self, cur: Cursor, snapshot: str, encoding: str, tables: Sequence[CopyTable], out: BinaryIO
-    ) -> ToolRun:
-        """One psql per table, one after another, each writing its rows into the part ``out``."""
+    ) -> tuple[ToolRun, Callable[[], None]]:
+        """One psql writing the rows of ``tables`` into the part ``out``; and the check, once it has
+        run, that it wrote every table."""
         writer = PartWriter(out.write)
-        conninfo = self._conninfo()
-        commands = [
-            (
-                "psql",
-                copy_out_args(cur, conninfo, snapshot, WORKER_LOCK_WAIT, encoding, table),
-                f"copy of {table.key}",
-            )
-            for table in tables
-        ]
-        return ToolRun(
-            commands,
+        separator = secrets.token_hex(16)
+        args = copy_out_args(cur, self._conninfo(), snapshot, WORKER_LOCK_WAIT, encoding, tables, separator)
+        what = "the copy of " + ", ".join(table.key for table in tables)
+
+        def check() -> None:
+            if writer.ended != len(tables):
+                raise SourceError(f"psql wrote {writer.ended} of {len(tables)} tables in {what}")
+
+        run = ToolRun(
+            [("psql", args, what)],
             writer.write,
             before=lambda number: writer.begin(tables[number]),
-            after=lambda _: writer.end(),
+            after=lambda _number: writer.end(),
+            separator=(separator + "\n").encode(),
         )
+        return run, check
 
     def restore(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
         missing = [key for key in _REQUIRED_FACTS if key not in facts]

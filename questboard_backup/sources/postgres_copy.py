@@ -79,16 +79,21 @@ def binary_columns(cur: Cursor, keys: Sequence[str]) -> dict[str, tuple[str, ...
 
 
 def copy_out_args(
-    cur: Cursor, conninfo: str, snapshot: str, lock_wait: str, encoding: str, table: CopyTable
+    cur: Cursor,
+    conninfo: str,
+    snapshot: str,
+    lock_wait: str,
+    encoding: str,
+    tables: Sequence[CopyTable],
+    separator: str,
 ) -> list[str]:
-    """psql's arguments to write one table's rows to its standard output, in ``snapshot``. Settings as
-    pg_dump makes them: no timeouts but the lock wait, and an error rather than rows a row security
-    policy would hide."""
-    copy = sql.SQL("COPY {}.{} ({}) TO STDOUT (FORMAT binary)").format(
-        sql.Identifier(table.schema),
-        sql.Identifier(table.name),
-        sql.SQL(", ").join(sql.Identifier(column) for column in table.columns),
-    )
+    """psql's arguments to write the rows of ``tables`` to its standard output, in ``snapshot``, one
+    table after another with the line ``separator`` between them (a random string: no data can hold
+    it). The session locks every table first, as pg_dump does, so DDL arriving during the copies
+    waits for the backup instead of making a later table's lock wait behind it. Settings as pg_dump
+    makes them: no timeouts but the lock wait, and an error rather than rows a row security policy
+    would hide."""
+    names = [sql.SQL("ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name)) for t in tables]
     statements = [
         "SET statement_timeout = 0",
         "SET idle_in_transaction_session_timeout = 0",
@@ -97,9 +102,18 @@ def copy_out_args(
         sql.SQL("SET client_encoding = {}").format(sql.Literal(encoding)).as_string(cur),
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(cur),
-        copy.as_string(cur),
-        "COMMIT",
+        sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(names)).as_string(cur),
     ]
+    for number, table in enumerate(tables):
+        if number:
+            statements.append(f"\\echo {separator}")
+        copy = sql.SQL("COPY {}.{} ({}) TO STDOUT (FORMAT binary)").format(
+            sql.Identifier(table.schema),
+            sql.Identifier(table.name),
+            sql.SQL(", ").join(sql.Identifier(column) for column in table.columns),
+        )
+        statements.append(copy.as_string(cur))
+    statements.append("COMMIT")
     args = ["--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1", f"--dbname={conninfo}"]
     for statement in statements:
         args += ["--command", statement]
@@ -107,10 +121,11 @@ def copy_out_args(
 
 
 class PartWriter:
-    """Frames the tables of one copy part onto ``write``."""
+    """Frames the tables of one copy part onto ``write``; ``ended`` counts the tables written whole."""
 
     def __init__(self, write: Callable[[memoryview], object]) -> None:
         self._write = write
+        self.ended = 0
         write(memoryview(MAGIC))
 
     def _frame(self, data: memoryview | bytes) -> None:
@@ -127,6 +142,7 @@ class PartWriter:
 
     def end(self) -> None:
         self._frame(b"")
+        self.ended += 1
 
 
 class _TableReader:

@@ -123,13 +123,39 @@ class StderrTail:
 @dataclass(frozen=True)
 class ToolRun:
     """Tool processes run one after another (``(tool, args, what it does)`` each), their output handed to
-    ``write``; ``before`` is called with a command's index before its output, ``after`` once it
-    succeeded."""
+    ``write`` in sections: each command's output is one, or several where it holds ``separator``
+    (which is not passed on). ``before`` and ``after`` are called around each section with its number,
+    counted across the commands; ``after`` only once the section ended well."""
 
     commands: Sequence[tuple[str, Sequence[str], str]]
     write: Callable[[memoryview], object]
     before: Callable[[int], object] | None = None
     after: Callable[[int], object] | None = None
+    separator: bytes = b""
+
+
+def split_sections(
+    buffer: bytearray,
+    end: int,
+    separator: bytes,
+    write: Callable[[memoryview], object],
+    boundary: Callable[[], None],
+) -> int:
+    """Hand ``buffer[:end]`` on to ``write``, calling ``boundary`` where ``separator`` stands (it is not
+    passed on). Returns how many bytes it moved to the buffer's start instead, because they may begin
+    a separator: the next read goes behind them, and they are written once the stream ends."""
+    view = memoryview(buffer)
+    offset = 0
+    while separator and (found := buffer.find(separator, offset, end)) >= 0:
+        if found > offset:
+            write(view[offset:found])
+        boundary()
+        offset = found + len(separator)
+    held = min(len(separator) - 1, end - offset) if separator else 0
+    if end - held > offset:
+        write(view[offset : end - held])
+    buffer[:held] = buffer[end - held : end]
+    return held
 
 
 def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
@@ -168,7 +194,17 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
         run = runs[index]
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
-        for number, (name, args, what) in enumerate(run.commands):
+        separator, section = run.separator, 0
+
+        def next_section() -> None:
+            nonlocal section
+            if run.after is not None:
+                run.after(section)
+            section += 1
+            if run.before is not None:
+                run.before(section)
+
+        for name, args, what in run.commands:
             try:
                 process = start(index, name, args)
             except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
@@ -181,10 +217,13 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
             tail = StderrTail(process.stderr)
             try:
                 if run.before is not None:
-                    run.before(number)
-                while count := process.stdout.readinto(buffer):  # type: ignore[attr-defined]
-                    run.write(view[:count])
+                    run.before(section)
+                held = 0  # bytes kept at the buffer's start: they may begin a separator
+                while count := process.stdout.readinto(view[held:]):  # type: ignore[attr-defined]
                     written[index] += count
+                    held = split_sections(buffer, held + count, separator, run.write, next_section)
+                if held:
+                    run.write(view[:held])
             except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
                 errors.append(error)
                 stop_all()
@@ -201,7 +240,8 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
                 return
             try:
                 if run.after is not None:
-                    run.after(number)
+                    run.after(section)
+                section += 1
             except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
                 errors.append(error)
                 stop_all()

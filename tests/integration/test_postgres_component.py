@@ -602,6 +602,88 @@ def test_parallel_streams_see_one_snapshot_while_the_database_is_being_written(
     assert counts["public.guilds"] - 2000 == counts["public.members"] - 40000 > 0
 
 
+def test_ddl_arriving_during_the_copies_waits_for_the_backup_instead_of_failing_it(
+    pg_server: PostgresServer, fresh_database: str
+) -> None:
+    with session(fresh_database) as cur:
+        cur.execute(
+            "CREATE TABLE a_big (id int, note text); CREATE TABLE b_mid (id int, note text); "
+            "CREATE TABLE c_late (id int); CREATE TABLE tiny (id int); INSERT INTO tiny VALUES (1); "
+            "INSERT INTO a_big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 150000) g; "
+            "INSERT INTO b_mid SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 100000) g; "
+            "INSERT INTO c_late SELECT generate_series(1, 100)"
+        )
+    streams = itertools.count()
+    migration_waiting, main_writing = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        """A migration on c_late, queued behind the backup's locks while b_mid is being copied."""
+        try:
+            with session(fresh_database) as cur:
+                cur.execute("ALTER TABLE c_late ADD COLUMN extra int")
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+
+    migration = threading.Thread(target=migrate)
+
+    class MigrationOnFirstWrite:
+        def __init__(self, sink: BinaryIO) -> None:
+            self._sink = sink
+            self._written = 0
+
+        def write(self, data: bytes) -> int:
+            self._written += len(data)
+            if self._written > 1_000_000 and not migration_waiting.is_set():  # b_mid's rows coming
+                # pg_dump writes once it has locked every table (the migration queued before that
+                # would make it give up, as plain pg_dump would).
+                assert main_writing.wait(10)
+                migration.start()
+                deadline = time.monotonic() + 10
+                with session(pg_server.url()) as cur:
+                    while not migration_waiting.is_set():
+                        cur.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND query LIKE 'ALTER TABLE c_late%%'"
+                        )
+                        if cur.fetchone()[0]:
+                            migration_waiting.set()
+                        assert time.monotonic() < deadline, "the migration never queued"
+            return self._sink.write(data)
+
+    class Main:
+        def __init__(self, sink: BinaryIO) -> None:
+            self._sink = sink
+
+        def write(self, data: bytes) -> int:
+            main_writing.set()
+            return self._sink.write(data)
+
+    def wrap(sink: BinaryIO) -> BinaryIO:
+        # Streams: the main dump, part 1 (a_big), part 2 (b_mid, then c_late).
+        number = next(streams)
+        return cast(
+            BinaryIO, Main(sink) if number == 0 else MigrationOnFirstWrite(sink) if number == 2 else sink
+        )
+
+    component = PostgresComponent(fresh_database, jobs=2, split_min_bytes=0)
+    written = backup(component, wrap, parts=True)
+    migration.join()
+
+    assert migration_waiting.is_set() and errors == []
+    assert written.facts["copy_parts"] == [
+        [["public.a_big", "public", "a_big"]],
+        [["public.b_mid", "public", "b_mid"], ["public.c_late", "public", "c_late"]],
+    ]
+    target = name_of(fresh_database) + "_copy"
+    restore(pg_server.url(target), written.stored, written.stats, written.facts, written.parts)
+    with session(pg_server.url(target)) as cur:
+        cur.execute("SELECT count(*) FROM c_late")
+        assert cur.fetchone()[0] == 100
+        cur.execute("SELECT count(*) FROM information_schema.columns WHERE column_name = 'extra'")
+        assert cur.fetchone()[0] == 0  # as of the snapshot, before the migration
+
+
 def test_a_table_locked_by_running_ddl_fails_the_dump_in_one_line_once_the_wait_is_over(
     pg_server: PostgresServer, fresh_database: str
 ) -> None:

@@ -6,7 +6,9 @@ import io
 import os
 from typing import IO, cast
 
-from questboard_backup.sources.postgres_tools import feed
+import pytest
+
+from questboard_backup.sources.postgres_tools import feed, split_sections
 
 
 class ShortWrites(io.RawIOBase):
@@ -29,3 +31,24 @@ def test_short_writes_are_completed() -> None:
     pipe = ShortWrites()
     assert feed(io.BytesIO(data), cast(IO[bytes], pipe))  # type: ignore[arg-type]
     assert bytes(pipe.received) == data
+
+
+@pytest.mark.parametrize("read_size", [1, 2, 3, 5, 8, 64])
+def test_sections_are_split_at_the_separator_wherever_the_reads_cut_it(read_size: int) -> None:
+    separator = b"<SEP>\n"
+    stream = b"abc" + separator + b"" + separator + b"de<SE" + separator + b"fg<"
+    sections: list[bytes] = [b""]
+
+    def write(view: memoryview) -> None:
+        sections[-1] += bytes(view)
+
+    buffer = bytearray(read_size + len(separator))
+    held, position = 0, 0
+    while position < len(stream):
+        chunk = stream[position : position + read_size]
+        buffer[held : held + len(chunk)] = chunk
+        position += len(chunk)
+        held = split_sections(buffer, held + len(chunk), separator, write, lambda: sections.append(b""))
+    write(memoryview(buffer)[:held])
+
+    assert sections == [b"abc", b"", b"de<SE", b"fg<"]

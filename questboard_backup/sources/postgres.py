@@ -133,18 +133,7 @@ class PostgresComponent:
                 group_tables(tables, sizes, self.jobs, self.split_min_bytes) if open_part is not None else []
             )
             facts["pg_dump"] = self.tools.version("pg_dump")
-            # Each group's tables whose rows binary COPY can carry go to a copy part (postgres_copy), the
-            # others to a data-only archive part.
-            split = [table.key for group in groups for table in group]
-            copying = split and _major(facts["version"]) >= 12
-            binary = binary_columns(cur, split) if copying else {}
-            archive_groups = [[t for t in group if t.key not in binary] for group in groups]
-            copy_groups = [
-                [CopyTable(t.key, t.schema, t.name, binary[t.key]) for t in group if t.key in binary]
-                for group in groups
-            ]
-            archive_groups = [group for group in archive_groups if group]
-            copy_groups = [group for group in copy_groups if group]
+            archive_groups, copy_groups = _by_kind(cur, groups, facts["version"])
             facts["parts"] = [[table.key for table in group] for group in archive_groups]
             facts["copy_parts"] = [[[t.key, t.schema, t.name] for t in group] for group in copy_groups]
             # Only the largest tables' foreign keys and the indexes of their tables: the others are built
@@ -190,10 +179,10 @@ class PostgresComponent:
                 run, check = self._copy_run(cur, snapshot, facts["encoding"], copy_group, open_part())
                 runs.append(run)
                 checks.append(check)
-            # The exporting transaction holds its table locks until every pg_dump and counter is done.
-            # DDL arriving meanwhile queues behind them; a pg_dump or counter that would then queue behind
-            # that DDL (which cannot get through before the dump ends) gives up after WORKER_LOCK_WAIT and
-            # fails the backup, instead of waiting forever or reading a table truncated after the snapshot.
+            # The exporting transaction holds its table locks until every dump, copy and counter is done.
+            # DDL arriving meanwhile queues behind them; a session that would then queue behind that DDL
+            # (which cannot get through before the dump ends) gives up after WORKER_LOCK_WAIT and fails
+            # the backup, instead of waiting forever or reading a table truncated after the snapshot.
             with RowCounter(self._params, self.jobs, snapshot) as counter:
                 counter.start(tables)
                 written = stream_out_all(self.tools, runs)
@@ -447,6 +436,21 @@ def group_tables(
 def largest_tables(tables: Sequence[Table], sizes: Mapping[str, int]) -> list[Table]:
     """The ``MAX_SPLIT_TABLES`` largest tables, largest first (ties by name)."""
     return sorted(tables, key=lambda table: (-sizes.get(table.key, 0), table.key))[:MAX_SPLIT_TABLES]
+
+
+def _by_kind(
+    cur: Cursor, groups: Sequence[Sequence[Table]], version: str
+) -> tuple[list[list[Table]], list[list[CopyTable]]]:
+    """Each group's tables whose rows binary COPY can carry (``binary_columns``) for a copy part, the
+    others for a data-only archive part; groups left empty are dropped."""
+    split = [table.key for group in groups for table in group]
+    binary = binary_columns(cur, split) if split and _major(version) >= 12 else {}
+    archive = [[table for table in group if table.key not in binary] for group in groups]
+    copy = [
+        [CopyTable(t.key, t.schema, t.name, binary[t.key]) for t in group if t.key in binary]
+        for group in groups
+    ]
+    return [group for group in archive if group], [group for group in copy if group]
 
 
 def _major(version: str) -> int:

@@ -502,6 +502,13 @@ def parallel_restore(
         listings = (Path(folder, f"{number}.list") for number in itertools.count())
 
         def run_one(run: Run) -> None:
+            try:
+                run_step(run)
+            except BaseException:
+                cancel.cancel()  # at once, not when the loop below gets to it
+                raise
+
+        def run_step(run: Run) -> None:
             if run.kind in ("count", "copy"):
                 if run.kind == "copy":
                     assert load_copy is not None
@@ -534,7 +541,6 @@ def parallel_restore(
                     run = running.pop(future)
                     if (error := future.exception()) is not None:
                         errors.append(error)
-                        cancel.cancel()
                     else:
                         schedule.done(run)
             wait(running)  # after a failure, let the runs already going stop (cancelled) before raising

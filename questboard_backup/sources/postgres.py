@@ -168,12 +168,12 @@ class PostgresComponent:
                 *[f"--exclude-table-data={_pattern(t)}" for g in groups for t in g],
                 dbname,
             ]
-            runs = [ToolRun([("pg_dump", main, "the main dump")], out.write)]
+            runs = [ToolRun("pg_dump", main, "the main dump", out.write)]
             checks: list[Callable[[], None]] = []
             for archive_group in archive_groups:
                 assert open_part is not None
                 part = [*common, "--data-only", *[f"--table={_pattern(t)}" for t in archive_group], dbname]
-                runs.append(ToolRun([("pg_dump", part, "a data-only dump")], open_part().write))
+                runs.append(ToolRun("pg_dump", part, "a data-only dump", open_part().write))
             for copy_group in copy_groups:
                 assert open_part is not None
                 run, check = self._copy_run(cur, snapshot, facts["encoding"], copy_group, open_part())
@@ -216,7 +216,9 @@ class PostgresComponent:
                 raise SourceError(f"psql wrote {writer.ended} of {len(tables)} tables in {what}")
 
         run = ToolRun(
-            [("psql", args, what)],
+            "psql",
+            args,
+            what,
             writer.write,
             before=lambda number: writer.begin(tables[number]),
             after=lambda _number: writer.end(),

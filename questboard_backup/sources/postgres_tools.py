@@ -122,12 +122,13 @@ class StderrTail:
 
 @dataclass(frozen=True)
 class ToolRun:
-    """Tool processes run one after another (``(tool, args, what it does)`` each), their output handed to
-    ``write`` in sections: each command's output is one, or several where it holds ``separator``
-    (which is not passed on). ``before`` and ``after`` are called around each section with its number,
-    counted across the commands; ``after`` only once the section ended well."""
+    """A tool process (``tool`` with ``args``, doing ``what``) whose output is handed to ``write`` in
+    sections: one, or several where it holds ``separator`` (which is not passed on). ``before`` and
+    ``after`` are called around each section with its number; ``after`` only once it ended well."""
 
-    commands: Sequence[tuple[str, Sequence[str], str]]
+    tool: str
+    args: Sequence[str]
+    what: str
     write: Callable[[memoryview], object]
     before: Callable[[int], object] | None = None
     after: Callable[[int], object] | None = None
@@ -190,11 +191,13 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
         widen_pipe(process.stdout)
         return process
 
+    def fail(error: BaseException) -> None:
+        errors.append(error)
+        stop_all()
+
     def pump(index: int) -> None:
         run = runs[index]
-        buffer = bytearray(READ_SIZE)
-        view = memoryview(buffer)
-        separator, section = run.separator, 0
+        section = 0
 
         def next_section() -> None:
             nonlocal section
@@ -204,48 +207,42 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
             if run.before is not None:
                 run.before(section)
 
-        for name, args, what in run.commands:
-            try:
-                process = start(index, name, args)
-            except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
-                errors.append(error)
-                stop_all()
-                return
-            if process is None:
-                return
-            assert process.stdout is not None and process.stderr is not None
-            tail = StderrTail(process.stderr)
-            try:
-                if run.before is not None:
-                    run.before(section)
-                held = 0  # bytes kept at the buffer's start: they may begin a separator
-                while count := process.stdout.readinto(view[held:]):  # type: ignore[attr-defined]
-                    written[index] += count
-                    held = split_sections(buffer, held + count, separator, run.write, next_section)
-                if held:
-                    run.write(view[:held])
-            except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
-                errors.append(error)
-                stop_all()
-            finally:
-                process.stdout.close()
-                returncode = process.wait()
-                summary = tail.summary()
-            if errors:
-                return
-            if returncode != 0:
-                message = f"{name} failed (exit {returncode}) in {what}: {tools.scrub(summary)}"
-                errors.append(SourceError(message))
-                stop_all()
-                return
-            try:
-                if run.after is not None:
-                    run.after(section)
-                section += 1
-            except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
-                errors.append(error)
-                stop_all()
-                return
+        try:
+            process = start(index, run.tool, run.args)
+        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
+            fail(error)
+            return
+        if process is None:
+            return
+        assert process.stdout is not None and process.stderr is not None
+        tail = StderrTail(process.stderr)
+        buffer = bytearray(READ_SIZE)
+        view = memoryview(buffer)
+        try:
+            if run.before is not None:
+                run.before(section)
+            held = 0  # bytes kept at the buffer's start: they may begin a separator
+            while count := process.stdout.readinto(view[held:]):  # type: ignore[attr-defined]
+                written[index] += count
+                held = split_sections(buffer, held + count, run.separator, run.write, next_section)
+            if held:
+                run.write(view[:held])
+        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
+            fail(error)
+        finally:
+            process.stdout.close()
+            returncode = process.wait()
+            summary = tail.summary()
+        if errors:
+            return
+        if returncode != 0:
+            fail(SourceError(f"{run.tool} failed (exit {returncode}) in {run.what}: {tools.scrub(summary)}"))
+            return
+        try:
+            if run.after is not None:
+                run.after(section)
+        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
+            fail(error)
 
     threads = [
         threading.Thread(target=pump, args=(index,), name=f"qb-pg-dump-{index}")
@@ -297,10 +294,6 @@ class Cancel:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._processes: set[subprocess.Popen[bytes]] = set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
 
     def check(self) -> None:
         if self._event.is_set():

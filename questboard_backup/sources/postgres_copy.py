@@ -37,6 +37,7 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from questboard_backup.errors import IntegrityError, SourceError
+from questboard_backup.sources.postgres_facts import lock_statement
 from questboard_backup.sources.postgres_tools import Cancel, first_line
 
 MAGIC = b"QBCOPY1\n"
@@ -93,7 +94,6 @@ def copy_out_args(
     waits for the backup instead of making a later table's lock wait behind it. Settings as pg_dump
     makes them: no timeouts but the lock wait, and an error rather than rows a row security policy
     would hide."""
-    names = [sql.SQL("ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name)) for t in tables]
     statements = [
         "SET statement_timeout = 0",
         "SET idle_in_transaction_session_timeout = 0",
@@ -102,7 +102,7 @@ def copy_out_args(
         sql.SQL("SET client_encoding = {}").format(sql.Literal(encoding)).as_string(cur),
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(cur),
-        sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(names)).as_string(cur),
+        lock_statement(tables).as_string(cur),
     ]
     for number, table in enumerate(tables):
         if number:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
 from psycopg2 import sql
@@ -46,6 +46,25 @@ SNAPSHOT_LOCK_WAIT = "60s"
 WORKER_LOCK_WAIT = "10s"
 
 
+class NamedTable(Protocol):
+    @property
+    def schema(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+def only(table: NamedTable) -> sql.Composed:
+    """``ONLY "schema"."table"``: the table itself, without inheritance children."""
+    return sql.SQL("ONLY {}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+
+
+def lock_statement(tables: Sequence[NamedTable]) -> sql.Composed:
+    """``LOCK TABLE ONLY ... IN ACCESS SHARE MODE`` on every table, the lock pg_dump takes on what it
+    dumps: reading goes on, but no TRUNCATE or table rewrite can commit until the transaction ends."""
+    return sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(map(only, tables)))
+
+
 def begin_snapshot(
     conn: Connection, cur: Cursor, lock: Sequence[Table] = (), lock_wait: str = SNAPSHOT_LOCK_WAIT
 ) -> str:
@@ -60,9 +79,8 @@ def begin_snapshot(
     cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     if lock:
         cur.execute("SET LOCAL lock_timeout = %s", (lock_wait,))
-        names = [sql.SQL("ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name)) for t in lock]
         # LOCK takes no snapshot: the transaction's snapshot is the export's, after every lock is held.
-        cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(names)))
+        cur.execute(lock_statement(lock))
     cur.execute("SELECT pg_export_snapshot()")
     return str(one(cur)[0])
 
@@ -211,14 +229,10 @@ class RowCounter:
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (self._snapshot,))
                 cur.execute("SET LOCAL lock_timeout = %s", (WORKER_LOCK_WAIT,))
-                names = [
-                    sql.SQL("ONLY {}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
-                    for t in tables
-                ]
-                cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(names)))
+                cur.execute(lock_statement(tables))
                 counts = {}
-                for table, name in zip(tables, names, strict=True):
-                    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+                for table in tables:
+                    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(only(table)))
                     counts[table.key] = int(one(cur)[0])
                 cur.execute("COMMIT")
                 return counts

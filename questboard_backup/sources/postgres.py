@@ -233,10 +233,10 @@ class PostgresComponent:
         if not re.fullmatch(r"\d{8}_\d{6}", options.timestamp):
             raise ConfigurationError(f"restore timestamp {options.timestamp!r} is not YYYYMMDD_HHMMSS")
         archive = str(facts["pg_dump"])
-        archive_major = re.match(r"\d+", archive)
+        archive_major = _major(archive)
         if archive_major is None:
             raise IntegrityError(f"postgres: unreadable pg_dump version {archive!r} in the manifest facts")
-        if self.tools.major("pg_restore") < int(archive_major.group()):
+        if self.tools.major("pg_restore") < archive_major:
             raise SourceError(
                 f"pg_restore {self.tools.version('pg_restore')} cannot read an archive written by "
                 f"pg_dump {archive}: newer client tools are needed (BACKUP_PG_BIN_DIR)"
@@ -446,7 +446,7 @@ def _by_kind(
     """Each group's tables whose rows binary COPY can carry (``binary_columns``) for a copy part, the
     others for a data-only archive part; groups left empty are dropped."""
     split = [table.key for group in groups for table in group]
-    binary = binary_columns(cur, split) if split and _major(version) >= 12 else {}
+    binary = binary_columns(cur, split) if split and (_major(version) or 0) >= 12 else {}
     archive = [[table for table in group if table.key not in binary] for group in groups]
     copy = [
         [CopyTable(t.key, t.schema, t.name, binary[t.key]) for t in group if t.key in binary]
@@ -455,9 +455,10 @@ def _by_kind(
     return [group for group in archive if group], [group for group in copy if group]
 
 
-def _major(version: str) -> int:
+def _major(version: str) -> int | None:
+    """``15`` from ``15.18``; None when the text does not start with a number."""
     match = re.match(r"\d+", version)
-    return int(match.group()) if match else 0
+    return int(match.group()) if match else None
 
 
 def _pattern(table: Table) -> str:

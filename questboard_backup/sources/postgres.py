@@ -36,6 +36,7 @@ from questboard_backup.sources.postgres_copy import (
     binary_columns,
     copy_out_args,
     load_part,
+    server_counts,
 )
 from questboard_backup.sources.postgres_facts import (
     CONNECT_TIMEOUT,
@@ -169,26 +170,35 @@ class PostgresComponent:
                 dbname,
             ]
             runs = [ToolRun("pg_dump", main, "the main dump", out.write)]
-            checks: list[Callable[[], None]] = []
+            reports: list[Callable[[], dict[str, int] | None]] = []
             for archive_group in archive_groups:
                 assert open_part is not None
                 part = [*common, "--data-only", *[f"--table={_pattern(t)}" for t in archive_group], dbname]
                 runs.append(ToolRun("pg_dump", part, "a data-only dump", open_part().write))
             for copy_group in copy_groups:
                 assert open_part is not None
-                run, check = self._copy_run(cur, snapshot, facts["encoding"], copy_group, open_part())
+                run, report = self._copy_run(cur, snapshot, facts["encoding"], copy_group, open_part())
                 runs.append(run)
-                checks.append(check)
+                reports.append(report)
+            # A copy session reports the rows it wrote, as the server counted them while it scanned: a
+            # count(*) of those tables would read them a second time (see postgres_copy).
+            copied = {table.key for group in copy_groups for table in group} if server_counts(cur) else set()
             # The exporting transaction holds its table locks until every dump, copy and counter is done.
             # DDL arriving meanwhile queues behind them; a session that would then queue behind that DDL
             # (which cannot get through before the dump ends) gives up after WORKER_LOCK_WAIT and fails
             # the backup, instead of waiting forever or reading a table truncated after the snapshot.
             with RowCounter(self._params, self.jobs, snapshot) as counter:
-                counter.start(tables)
+                counter.start([table for table in tables if table.key not in copied])
                 written = stream_out_all(self.tools, runs)
-                for check in checks:
-                    check()
-                facts["tables"] = counter.result()
+                counts = counter.result()
+                for report in reports:
+                    rows = report()
+                    if copied and rows is None:
+                        raise SourceError(
+                            "track_counts went off during the backup: its row counts are incomplete"
+                        )
+                    counts.update((key, n) for key, n in (rows or {}).items() if key in copied)
+                facts["tables"] = dict(sorted(counts.items()))
             cur.execute("COMMIT")
         logger.info(
             "postgres dumped database=%s tables=%d rows=%d large_objects=%d bytes=%d streams=%d",
@@ -203,28 +213,30 @@ class PostgresComponent:
 
     def _copy_run(
         self, cur: Cursor, snapshot: str, encoding: str, tables: Sequence[CopyTable], out: BinaryIO
-    ) -> tuple[ToolRun, Callable[[], None]]:
-        """One psql writing the rows of ``tables`` into the part ``out``; and the check, once it has
-        run, that it wrote every table."""
-        writer = PartWriter(out.write)
+    ) -> tuple[ToolRun, Callable[[], dict[str, int] | None]]:
+        """One psql writing the rows of ``tables`` into the part ``out``; and, once it has run, the rows
+        it wrote per table (None if the server did not count them)."""
+        writer = PartWriter(out.write, tables)
         separator = secrets.token_hex(16)
         args = copy_out_args(cur, self._conninfo(), snapshot, WORKER_LOCK_WAIT, encoding, tables, separator)
         what = "the copy of " + ", ".join(table.key for table in tables)
 
-        def check() -> None:
-            if writer.ended != len(tables):
-                raise SourceError(f"psql wrote {writer.ended} of {len(tables)} tables in {what}")
+        def report() -> dict[str, int] | None:
+            try:
+                return writer.rows()
+            except SourceError as error:
+                raise SourceError(f"{error} in {what}") from None
 
         run = ToolRun(
             "psql",
             args,
             what,
             writer.write,
-            before=lambda number: writer.begin(tables[number]),
-            after=lambda _number: writer.end(),
+            before=writer.begin,
+            after=writer.end,
             separator=(separator + "\n").encode(),
         )
-        return run, check
+        return run, report
 
     def restore(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
         missing = [key for key in _REQUIRED_FACTS if key not in facts]

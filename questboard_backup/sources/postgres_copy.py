@@ -17,7 +17,12 @@ A part's plaintext::
     then per table:  frame(header JSON: key, schema, name, columns)  frame(data)...  frame(empty)
 
 where a frame is a 4-byte big-endian length and that many bytes. The data is ``psql``'s
-``COPY ... TO STDOUT (FORMAT binary)`` output as it came, in the backup's exported snapshot; the
+``COPY ... TO STDOUT (FORMAT binary)`` output as it came, in the backup's exported snapshot. After its
+last table the session reports how many rows each ``COPY`` wrote, as the server counted them while it
+scanned (``pg_stat_get_xact_tuples_returned``: the rows a scan of the table returned in this
+transaction, which is only the ``COPY``): the backup's row counts for these tables cost no second scan.
+That count exists only while ``track_counts`` is on (the default); when it is off, the backup counts
+these tables with ``count(*)`` like the others. The
 restore feeds it to ``COPY ... FROM STDIN (FORMAT binary, FREEZE)`` on a connection of its own,
 in the transaction that emptied the new table (so its rows are written frozen: no hint bits to set
 and no freezing vacuum later), and takes the server's count of the rows loaded.
@@ -47,6 +52,8 @@ LOAD_READ_SIZE = 64 * 1024
 #: FirstGenbkiObjectId: the types below it are built into PostgreSQL with the same id in every version
 #: (those from 10000 up, such as information_schema's, are numbered when a cluster is created).
 FIRST_USER_OID = 10000
+#: A rows report is one JSON line with a number per table: far below this.
+MAX_REPORT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,13 @@ def binary_columns(cur: Cursor, keys: Sequence[str]) -> dict[str, tuple[str, ...
     return {str(key): tuple(columns) for key, columns, binary in cur.fetchall() if binary}
 
 
+def server_counts(cur: Cursor) -> bool:
+    """Whether the server counts the rows its scans return, which the copy sessions' rows reports read."""
+    cur.execute("SELECT current_setting('track_counts')::bool")
+    row = cur.fetchone()
+    return row is not None and row[0] is True
+
+
 def copy_out_args(
     cur: Cursor,
     conninfo: str,
@@ -90,10 +104,10 @@ def copy_out_args(
 ) -> list[str]:
     """psql's arguments to write the rows of ``tables`` to its standard output, in ``snapshot``, one
     table after another with the line ``separator`` between them (a random string: no data can hold
-    it). The session locks every table first, as pg_dump does, so DDL arriving during the copies
-    waits for the backup instead of making a later table's lock wait behind it. Settings as pg_dump
-    makes them: no timeouts but the lock wait, and an error rather than rows a row security policy
-    would hide."""
+    it), and after a last separator the line ``rows_report`` parses. The session locks every table
+    first, as pg_dump does, so DDL arriving during the copies waits for the backup instead of making a
+    later table's lock wait behind it. Settings as pg_dump makes them: no timeouts but the lock wait,
+    and an error rather than rows a row security policy would hide."""
     statements = [
         "SET statement_timeout = 0",
         "SET idle_in_transaction_session_timeout = 0",
@@ -113,18 +127,36 @@ def copy_out_args(
             sql.SQL(", ").join(sql.Identifier(column) for column in table.columns),
         )
         statements.append(copy.as_string(cur))
+    statements.append(f"\\echo {separator}")
+    report = sql.SQL(
+        "SELECT json_build_object('track_counts', current_setting('track_counts')::bool, 'rows', "
+        "(SELECT json_agg(pg_stat_get_xact_tuples_returned(r) ORDER BY n) "
+        "FROM unnest({}::regclass[]) WITH ORDINALITY AS u(r, n)))"
+    ).format(sql.Literal([table.key for table in tables]))
+    statements.append(report.as_string(cur))
     statements.append("COMMIT")
-    args = ["--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1", f"--dbname={conninfo}"]
+    args = [
+        "--no-psqlrc",
+        "--quiet",
+        "--no-password",
+        "--tuples-only",
+        "--no-align",
+        "--set=ON_ERROR_STOP=1",
+        f"--dbname={conninfo}",
+    ]
     for statement in statements:
         args += ["--command", statement]
     return args
 
 
 class PartWriter:
-    """Frames the tables of one copy part onto ``write``; ``ended`` counts the tables written whole."""
+    """Frames the tables of one copy part onto ``write`` from the sections of ``copy_out_args``'s
+    output: one per table (``ended`` counts those written whole), then the rows report, kept apart."""
 
-    def __init__(self, write: Callable[[memoryview], object]) -> None:
+    def __init__(self, write: Callable[[memoryview], object], tables: Sequence[CopyTable]) -> None:
         self._write = write
+        self._tables = tables
+        self._report: bytearray | None = None
         self.ended = 0
         write(memoryview(MAGIC))
 
@@ -133,16 +165,49 @@ class PartWriter:
         if data:
             self._write(memoryview(data))
 
-    def begin(self, table: CopyTable) -> None:
-        self._frame(table.header())
+    def begin(self, section: int) -> None:
+        if section < len(self._tables):
+            self._frame(self._tables[section].header())
+        elif section == len(self._tables):
+            self._report = bytearray()
+        else:
+            raise SourceError(f"psql wrote more sections than the {len(self._tables)} tables and their rows")
 
     def write(self, data: memoryview) -> None:
-        if data:
-            self._frame(data)
+        if self._report is None:
+            if data:
+                self._frame(data)
+        elif len(self._report) + len(data) > MAX_REPORT_BYTES:
+            raise SourceError("psql wrote more than a rows report after the last table")
+        else:
+            self._report += data
 
-    def end(self) -> None:
-        self._frame(b"")
-        self.ended += 1
+    def end(self, section: int) -> None:
+        if section < len(self._tables):
+            self._frame(b"")
+            self.ended += 1
+
+    def rows(self) -> dict[str, int] | None:
+        """The rows each table's COPY wrote, by key; None where the server did not count them
+        (``track_counts`` off). Call once psql ended well."""
+        if self.ended != len(self._tables):
+            raise SourceError(f"psql wrote {self.ended} of {len(self._tables)} tables")
+        if self._report is None:
+            raise SourceError("psql ended without its rows report")
+        return rows_report(bytes(self._report), [table.key for table in self._tables])
+
+
+def rows_report(raw: bytes, keys: Sequence[str]) -> dict[str, int] | None:
+    try:
+        report = json.loads(raw)
+        counted, rows = report["track_counts"], report["rows"]
+    except (ValueError, KeyError, TypeError):
+        raise SourceError(f"psql wrote no rows report after the last table: {raw[:80]!r}") from None
+    if counted is not True:
+        return None
+    if not isinstance(rows, list) or len(rows) != len(keys) or not all(isinstance(n, int) for n in rows):
+        raise SourceError(f"psql reported rows for other tables than it copied: {raw[:80]!r}")
+    return dict(zip(keys, rows, strict=True))
 
 
 class _TableReader:

@@ -367,6 +367,49 @@ def test_a_large_table_of_a_user_defined_type_goes_to_an_archive_part_beside_the
     assert_no_sessions_left(pg_server)
 
 
+def sequential_scans(url: str) -> dict[str, int]:
+    with session(url) as cur:
+        cur.execute("SELECT format('%I.%I', schemaname, relname), seq_scan FROM pg_stat_user_tables")
+        return dict(cur.fetchall())
+
+
+def test_a_copied_table_is_read_once_its_rows_counted_by_the_server_as_the_copy_ran(
+    pg_server: PostgresServer, mixed: str
+) -> None:
+    assert_no_sessions_left(pg_server)  # every earlier session's scans are in the statistics
+    before = sequential_scans(mixed)
+
+    written = backup(PostgresComponent(mixed, jobs=3, split_min_bytes=0), parts=True)
+
+    assert_no_sessions_left(pg_server)  # a session hands its counts to the statistics as it ends
+    scans = {key: n - before[key] for key, n in sequential_scans(mixed).items()}
+    assert written.facts["copy_parts"] == [[["public.plain_big", "public", "plain_big"]]]
+    # plain_big: the COPY alone, no count(*) after it; the others: pg_dump's COPY and a count(*).
+    assert scans == {"public.plain_big": 1, "public.enum_big": 2, "public.small": 2}
+    assert written.facts["tables"] == {"public.enum_big": 10000, "public.plain_big": 20000, "public.small": 1}
+
+
+def test_with_track_counts_off_the_copied_tables_are_counted_with_the_others(
+    pg_server: PostgresServer, fresh_database: str
+) -> None:
+    with session(fresh_database) as cur:
+        cur.execute(
+            "CREATE TABLE big (id int PRIMARY KEY, note text); CREATE TABLE small (id int); "
+            "INSERT INTO big SELECT g, repeat('b', 100) FROM generate_series(1, 5000) g; "
+            "INSERT INTO small VALUES (1), (2)"
+        )
+        # The server then counts no rows for any scan (a superuser-only setting: a role or database may have it).
+        cur.execute(f'ALTER DATABASE "{name_of(fresh_database)}" SET track_counts = off')
+
+    written = backup(PostgresComponent(fresh_database, jobs=2, split_min_bytes=0), parts=True)
+
+    assert written.facts["copy_parts"] == [[["public.big", "public", "big"]]]
+    assert written.facts["tables"] == {"public.big": 5000, "public.small": 2}
+    target = name_of(fresh_database) + "_uncounted"
+    restore(pg_server.url(target), written.stored, written.stats, written.facts, written.parts)
+    assert row_counts(pg_server.url(target)) == written.facts["tables"]
+
+
 def test_only_tables_of_built_in_types_without_object_ids_travel_as_binary_copy(fresh_database: str) -> None:
     with session(fresh_database) as cur:
         cur.execute(

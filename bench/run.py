@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,14 +94,14 @@ def busy_core_seconds() -> float:
 
 
 def timed(
-    argv: list[str], env: dict[str, str] | None = None, shell: bool = False
+    argv: list[str], settle: Callable[[], object], env: dict[str, str] | None = None, shell: bool = False
 ) -> tuple[float, float, float]:
     """Wall seconds, peak RSS (MB, the largest process of its tree) and busy core-seconds of the machine.
 
-    The page cache is written back first, untimed: otherwise the kernel writes the previous step's
-    output (700 MB for the raw dump) to disk during this one, on its CPU and disk.
+    ``settle`` runs first, untimed: it writes back what earlier steps left to write, which would
+    otherwise be written during this one, on its CPU and disk.
     """
-    os.sync()
+    settle()
     start, busy = time.monotonic(), busy_core_seconds()
     process = subprocess.Popen(
         argv if not shell else argv[0],
@@ -156,6 +157,14 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
     admin_db.autocommit = True
     admin_db.cursor().execute("VACUUM ANALYZE")
     admin_db.close()
+
+    def settle() -> None:
+        """The server's dirty buffers, then the page cache, written back: a building or restoring step
+        leaves gigabytes of them, which a checkpoint spread over minutes (and the kernel) would otherwise
+        write during the next steps."""
+        admin.cursor().execute("CHECKPOINT")
+        os.sync()
+
     print(f"  database size {size / 1e9:.2f} GB", flush=True)
     env = {
         **os.environ,
@@ -181,6 +190,7 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
     seed_out = work / f"{name}.seed.gz.enc"
     results["seed_pipeline"], _, _ = timed(
         [f"pg_dump -d '{url}' | gzip -6 | openssl enc -aes-256-cbc -pbkdf2 -pass pass:bench > '{seed_out}'"],
+        settle,
         shell=True,
     )
     seed_out.unlink()
@@ -190,10 +200,10 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
         shutil.rmtree(work / "backups", ignore_errors=True)
         sample(
             "raw_dump",
-            *timed(["pg_dump", "-Fd", "-Z0", "-j2", "-f", str(raw_dir), "-d", url]),
+            *timed(["pg_dump", "-Fd", "-Z0", "-j2", "-f", str(raw_dir), "-d", url], settle),
             keep_rss=False,
         )
-        sample("backup", *timed([cli, "full"], env))
+        sample("backup", *timed([cli, "full"], settle, env))
         listing = json.loads(
             subprocess.run([cli, "list", "--json"], env=env, capture_output=True, check=True).stdout
         )
@@ -209,6 +219,7 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
                     f"createdb --maintenance-db='{pg.url()}' {name}_raw_restore && "
                     f"pg_restore -j2 -d '{pg.url(f'{name}_raw_restore')}' '{raw_dir}'"
                 ],
+                settle,
                 shell=True,
             ),
             keep_rss=False,
@@ -227,6 +238,7 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
                     "--to-database-url",
                     pg.url(f"{name}_restored"),
                 ],
+                settle,
                 env,
             ),
         )

@@ -362,25 +362,32 @@ class PostgresComponent:
         with open_stream(part) as reader:
             return load_part(functools.partial(self._connect, staging), reader, tables, encoding, cancel)
 
-    def _count_rows(self, staging: str, names: Sequence[tuple[str, str]]) -> dict[str, int]:
+    def _count_rows(self, staging: str, names: Sequence[tuple[str, str]], cancel: Cancel) -> dict[str, int]:
         """Rows of the (schema, table) pairs in the staging database, keyed like the facts; a pair that
-        does not name a table (a listing's names are split on spaces) is left to ``_verify``."""
+        does not name a table (a listing's names are split on spaces) is left to ``_verify``. A
+        cancelled restore cancels the count running (on a large table it takes minutes)."""
         counts: dict[str, int] = {}
         with contextlib.closing(self._connect(staging)) as conn, conn.cursor() as cur:
             conn.autocommit = True
             unlimited(cur)
-            for schema, name in names:
-                query = sql.SQL("SELECT format('%I.%I', {}, {}), count(*) FROM ONLY {}.{}").format(
-                    sql.Literal(schema), sql.Literal(name), sql.Identifier(schema), sql.Identifier(name)
-                )
-                try:
-                    cur.execute(query)
-                except psycopg2.errors.UndefinedTable:
-                    continue
-                except psycopg2.Error as error:
-                    raise SourceError(f"cannot count rows in {staging}: {first_line(error)}") from None
-                key, count = one(cur)
-                counts[str(key)] = int(count)
+            cancel.watch(conn, conn.cancel)
+            try:
+                for schema, name in names:
+                    query = sql.SQL("SELECT format('%I.%I', {}, {}), count(*) FROM ONLY {}.{}").format(
+                        sql.Literal(schema), sql.Literal(name), sql.Identifier(schema), sql.Identifier(name)
+                    )
+                    cancel.check()
+                    try:
+                        cur.execute(query)
+                    except psycopg2.errors.UndefinedTable:
+                        continue
+                    except psycopg2.Error as error:
+                        cancel.check()
+                        raise SourceError(f"cannot count rows in {staging}: {first_line(error)}") from None
+                    key, count = one(cur)
+                    counts[str(key)] = int(count)
+            finally:
+                cancel.untrack(conn)
         return counts
 
     def _verify(self, staging: str, facts: Mapping[str, Any], counted: Mapping[str, int]) -> int:

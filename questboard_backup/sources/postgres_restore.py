@@ -475,7 +475,7 @@ def parallel_restore(
     jobs: int,
     index_tables: Mapping[str, str] | None = None,
     foreign_keys: Mapping[str, Sequence[str]] | None = None,
-    count_rows: Callable[[Sequence[tuple[str, str]]], Mapping[str, int]] | None = None,
+    count_rows: Callable[[Sequence[tuple[str, str]], Cancel], Mapping[str, int]] | None = None,
     once_loaded: Callable[[Mapping[str, int]], object] | None = None,
     copy_parts: Sequence[Sequence[Sequence[str]]] = (),
     load_copy: Callable[[int, Sequence[Sequence[str]], Cancel], Mapping[str, int]] | None = None,
@@ -485,8 +485,8 @@ def parallel_restore(
 
     ``index_tables`` (index -> table) and ``foreign_keys`` (listing tag -> [table, referenced table]),
     from the dump's facts, let indexes and foreign keys start as soon as their tables are in, while
-    other tables still load. ``count_rows`` counts the rows of (schema, table) pairs, each as soon as
-    its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs beside the last,
+    other tables still load. ``count_rows(pairs, cancel)`` counts the rows of (schema, table) pairs,
+    each as soon as its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs beside the last,
     single-process step (the remaining foreign keys, triggers, grants). Its error is raised like a
     restore error once that step stopped. ``load_copy(part, tables, cancel)`` loads a copy part (the
     facts' ``copy_parts``) and returns the rows loaded per table, which count as counted. The first step
@@ -514,7 +514,7 @@ def parallel_restore(
                     assert load_copy is not None
                     counts = load_copy(run.part, run.tables, cancel)
                 elif count_rows is not None:
-                    counts = count_rows([_names_of(line) for line in run.entries])
+                    counts = count_rows([_names_of(line) for line in run.entries], cancel)
                 else:
                     return
                 with counted_lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -288,32 +289,38 @@ class Cancelled(Exception):
 class Cancel:
     """Stops the other steps of a parallel restore once one has failed, instead of letting them run to
     their end (on a large database, for hours) before the failure is reported: the tool processes it
-    tracks are killed, and readers that ``check`` it stop at their next read."""
+    tracks are killed, the queries of the sessions it tracks are cancelled, and readers that ``check``
+    it stop at their next read."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self._processes: set[subprocess.Popen[bytes]] = set()
+        self._stops: dict[object, Callable[[], object]] = {}
 
     def check(self) -> None:
         if self._event.is_set():
             raise Cancelled("stopped: another step of the restore failed")
 
     def track(self, process: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            self._processes.add(process)
-            if self._event.is_set():
-                stop(process)
+        self.watch(process, functools.partial(stop, process))
 
-    def untrack(self, process: subprocess.Popen[bytes]) -> None:
+    def watch(self, what: object, stopping: Callable[[], object]) -> None:
+        """Call ``stopping`` (from another thread) to stop ``what`` when the restore is cancelled, at
+        once if it already is; until ``untrack(what)``."""
         with self._lock:
-            self._processes.discard(process)
+            self._stops[what] = stopping
+            if self._event.is_set():
+                stopping()
+
+    def untrack(self, what: object) -> None:
+        with self._lock:
+            self._stops.pop(what, None)
 
     def cancel(self) -> None:
         with self._lock:
             self._event.set()
-            for process in self._processes:
-                stop(process)
+            for stopping in self._stops.values():
+                stopping()
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

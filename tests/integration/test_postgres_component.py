@@ -32,6 +32,7 @@ from questboard_backup.pipeline import READ_SIZE, ComponentWriter, StreamStats
 from questboard_backup.sources.base import RestoreOptions, StreamOpener
 from questboard_backup.sources.postgres import PostgresComponent, row_counts
 from questboard_backup.sources.postgres_copy import binary_columns
+from questboard_backup.sources.postgres_tools import Cancel, Cancelled
 from tests import sealed
 from tests.dataset import load_postgres
 from tests.servers import PostgresServer, free_port, postgres_bindir
@@ -574,6 +575,42 @@ def test_a_failing_step_stops_the_other_steps_instead_of_letting_them_run_to_the
     assert 1_000_000 < read[0] < written.parts[1][1].raw_bytes
     assert databases_like(pg_server, target) == []
     assert_no_sessions_left(pg_server)
+
+
+def test_a_cancelled_restore_cancels_a_row_count_under_way(fresh_database: str) -> None:
+    with session(fresh_database) as cur:
+        cur.execute("CREATE TABLE held (id int); INSERT INTO held VALUES (1)")
+    cancel = Cancel()
+    outcome: list[BaseException | dict[str, int]] = []
+    with closing(psycopg2.connect(fresh_database)) as holder, holder.cursor() as cur:
+        # The count waits for this lock as a count of a large table would take its time.
+        cur.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+
+        def count() -> None:
+            try:
+                component = PostgresComponent(fresh_database)
+                outcome.append(component._count_rows(name_of(fresh_database), [("public", "held")], cancel))
+            except BaseException as error:  # noqa: BLE001 - checked below
+                outcome.append(error)
+
+        counting = threading.Thread(target=count)
+        counting.start()
+        deadline = time.monotonic() + 30
+        with session(fresh_database) as watch:
+            while True:  # until the count is waiting for the lock
+                watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%%count(*)%%held%%'"
+                )
+                if watch.fetchone()[0]:
+                    break
+                assert time.monotonic() < deadline and counting.is_alive()
+                time.sleep(0.01)
+
+        cancel.cancel()  # another step failed
+        counting.join(30)
+        assert not counting.is_alive()  # it stopped while the lock was still held
+    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled)
 
 
 def test_copy_parts_keep_text_in_the_database_encoding_whatever_the_client_asks_for(

@@ -8,7 +8,7 @@ from typing import IO, cast
 
 import pytest
 
-from questboard_backup.sources.postgres_tools import feed, split_sections
+from questboard_backup.sources.postgres_tools import Cancel, Cancelled, feed, split_sections
 
 
 class ShortWrites(io.RawIOBase):
@@ -52,3 +52,20 @@ def test_sections_are_split_at_the_separator_wherever_the_reads_cut_it(read_size
     write(memoryview(buffer)[:held])
 
     assert sections == [b"abc", b"", b"de<SE", b"fg<"]
+
+
+def test_cancel_stops_what_it_watches_then_and_later_and_checks_fail_from_then_on() -> None:
+    cancel = Cancel()
+    stopped: list[str] = []
+    cancel.watch("count", lambda: stopped.append("count"))
+    cancel.watch("done", lambda: stopped.append("done"))
+    cancel.untrack("done")
+    cancel.check()
+
+    cancel.cancel()
+
+    assert stopped == ["count"]
+    with pytest.raises(Cancelled):
+        cancel.check()
+    cancel.watch("late", lambda: stopped.append("late"))  # started as the others were being stopped
+    assert stopped == ["count", "late"]

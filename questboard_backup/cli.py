@@ -133,6 +133,7 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
         _emit(args, {"status": "disabled"}, "backups are disabled (BACKUP_ENABLED=false); nothing done")
         return 0
     wrapper = PassphraseKeyWrapper(settings.require_encryption_key())
+    wrapper.prepare()
     components = _source_components(settings)
     local = LocalStorage(settings.backup_dir)
     local.ensure_layout()

@@ -51,6 +51,9 @@ class KmsKeyWrapper:
             return TransientStorageError(f"KMS {action} failed: {type(error).__name__}")
         return error
 
+    def prepare(self) -> None:
+        """Nothing to do ahead: a data key from KMS is one request, made by ``generate``."""
+
     def generate(self, context: str) -> tuple[bytes, WrappedKey]:
         try:
             response = self._kms.generate_data_key(

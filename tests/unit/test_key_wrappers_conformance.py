@@ -34,6 +34,21 @@ def test_generated_keys_are_fresh_and_unwrap_for_their_backup(wrapper: KeyWrappe
     assert wrapper.unwrap(wrapped_a, "questboard_full_20240101_020000") == key_a
 
 
+def test_keys_generated_after_prepare_are_as_fresh_and_unwrap_alike(wrapper: KeyWrapper) -> None:
+    wrapper.prepare()
+    wrapper.prepare()  # a second call before generate changes nothing
+    key_a, wrapped_a = wrapper.generate("questboard_full_20240101_020000")
+    key_b, wrapped_b = wrapper.generate("questboard_full_20240101_020000")
+    wrapper.prepare()
+    key_c, wrapped_c = wrapper.generate("questboard_full_20240101_020000")
+    assert len({key_a, key_b, key_c}) == 3
+    # Nothing prepared is used twice: every wrapped key differs whole (the passphrase's salt included).
+    for field in set(wrapped_a) - {"scheme", "key_id", "scrypt_n", "scrypt_r", "scrypt_p"}:
+        assert len({str(wrapped[field]) for wrapped in (wrapped_a, wrapped_b, wrapped_c)}) == 3, field
+    for key, wrapped in ((key_a, wrapped_a), (key_b, wrapped_b), (key_c, wrapped_c)):
+        assert wrapper.unwrap(wrapped, "questboard_full_20240101_020000") == key
+
+
 def test_a_wrapped_key_does_not_open_for_another_backup(wrapper: KeyWrapper) -> None:
     _, wrapped = wrapper.generate("questboard_full_20240101_020000")
     with pytest.raises(IntegrityError):

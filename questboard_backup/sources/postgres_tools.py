@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from typing import IO, Any, BinaryIO
 from questboard_backup.errors import SourceError
 from questboard_backup.pipeline import READ_SIZE
 
+logger = logging.getLogger(__name__)
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)")
 _TAIL_LINES = 20
 _MAX_LINE = 64 * 1024
@@ -310,7 +312,7 @@ class Cancel:
         with self._lock:
             self._stops[what] = stopping
             if self._event.is_set():
-                stopping()
+                _quietly(stopping)
 
     def untrack(self, what: object) -> None:
         with self._lock:
@@ -320,7 +322,16 @@ class Cancel:
         with self._lock:
             self._event.set()
             for stopping in self._stops.values():
-                stopping()
+                _quietly(stopping)
+
+
+def _quietly(stopping: Callable[[], object]) -> None:
+    """Stop one thing; if that fails (a cancel request that cannot reach the server), the step runs
+    to its end, and the failure that cancelled the restore is still the one reported."""
+    try:
+        stopping()
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not stop a restore step early: %s", first_line(error))
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -69,3 +69,19 @@ def test_cancel_stops_what_it_watches_then_and_later_and_checks_fail_from_then_o
         cancel.check()
     cancel.watch("late", lambda: stopped.append("late"))  # started as the others were being stopped
     assert stopped == ["count", "late"]
+
+
+def test_a_stop_that_fails_neither_keeps_the_others_from_stopping_nor_hides_the_restores_failure() -> None:
+    cancel = Cancel()
+    stopped: list[str] = []
+
+    def unreachable() -> None:
+        raise OSError("could not send the cancel request")
+
+    cancel.watch("count", unreachable)
+    cancel.watch("tool", lambda: stopped.append("tool"))
+
+    cancel.cancel()  # raises nothing: the step's own failure is the one reported
+
+    assert stopped == ["tool"]
+    cancel.watch("late", unreachable)  # nor when it is stopped at once

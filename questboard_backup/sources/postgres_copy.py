@@ -128,10 +128,12 @@ def copy_out_args(
         )
         statements.append(copy.as_string(cur))
     statements.append(f"\\echo {separator}")
+    # A table's rows count only if its one scan was counted: track_counts is read as a scan starts,
+    # and may have been off then though it is on now.
     report = sql.SQL(
         "SELECT json_build_object('track_counts', current_setting('track_counts')::bool, 'rows', "
-        "(SELECT json_agg(pg_stat_get_xact_tuples_returned(r) ORDER BY n) "
-        "FROM unnest({}::regclass[]) WITH ORDINALITY AS u(r, n)))"
+        "(SELECT json_agg(CASE WHEN pg_stat_get_xact_numscans(r) = 1 THEN pg_stat_get_xact_tuples_returned(r) END "
+        "ORDER BY n) FROM unnest({}::regclass[]) WITH ORDINALITY AS u(r, n)))"
     ).format(sql.Literal([table.key for table in tables]))
     statements.append(report.as_string(cur))
     statements.append("COMMIT")
@@ -205,8 +207,17 @@ def rows_report(raw: bytes, keys: Sequence[str]) -> dict[str, int] | None:
         raise SourceError(f"psql wrote no rows report after the last table: {raw[:80]!r}") from None
     if counted is not True:
         return None
-    if not isinstance(rows, list) or len(rows) != len(keys) or not all(isinstance(n, int) for n in rows):
+    if (
+        not isinstance(rows, list)
+        or len(rows) != len(keys)
+        or not all(isinstance(n, int | None) for n in rows)
+    ):
         raise SourceError(f"psql reported rows for other tables than it copied: {raw[:80]!r}")
+    uncounted = [key for key, n in zip(keys, rows, strict=True) if n is None]
+    if uncounted:
+        raise SourceError(
+            f"the server did not count the rows of {uncounted[0]} (track_counts changed during the backup)"
+        )
     return dict(zip(keys, rows, strict=True))
 
 

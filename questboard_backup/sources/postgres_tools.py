@@ -311,8 +311,9 @@ class Cancel:
         once if it already is; until ``untrack(what)``."""
         with self._lock:
             self._stops[what] = stopping
-            if self._event.is_set():
-                _quietly(stopping)
+            cancelled = self._event.is_set()
+        if cancelled:
+            _quietly(stopping)
 
     def untrack(self, what: object) -> None:
         with self._lock:
@@ -321,8 +322,10 @@ class Cancel:
     def cancel(self) -> None:
         with self._lock:
             self._event.set()
-            for stopping in self._stops.values():
-                _quietly(stopping)
+            stops = list(self._stops.values())
+        # Outside the lock: a cancel request goes over the network, and steps untrack meanwhile.
+        for stopping in stops:
+            _quietly(stopping)
 
 
 def _quietly(stopping: Callable[[], object]) -> None:

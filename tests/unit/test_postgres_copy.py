@@ -111,6 +111,8 @@ def test_rows_the_server_did_not_count_are_reported_as_unknown() -> None:
         (b'{"track_counts": true, "rows": [3]}', "other tables"),
         (b'{"track_counts": true, "rows": [3, "4"]}', "other tables"),
         (b'{"track_counts": true, "rows": null}', "other tables"),
+        # track_counts was off as a COPY started (its scan uncounted) but is on again by the report.
+        (b'{"track_counts": true, "rows": [3, null]}', "did not count the rows of public.quests"),
     ],
 )
 def test_a_missing_or_malformed_rows_report_fails_the_dump(report: bytes, problem: str) -> None:

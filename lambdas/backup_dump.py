@@ -59,5 +59,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     plan = BackupPlan.from_dict(request.backup.plan_dict())
     data_key = deps.key_wrapper().unwrap(plan.key, plan.backup_id)
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - SAFETY_SECONDS
-    entry = dump_component(plan, _DeadlineComponent(component, deadline), [deps.storage()], data_key)
+    entry = dump_component(
+        plan,
+        _DeadlineComponent(component, deadline),
+        [deps.storage()],
+        data_key,
+        deps.settings.compression_level,
+    )
     return asdict(entry)

@@ -21,7 +21,13 @@ from questboard_backup.alerts import SnsAlerts, describe_failure
 from questboard_backup.crypto.kms import KmsKeyWrapper
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import StorageLock
-from questboard_backup.settings import DEFAULT_PG_JOBS, DEFAULT_PG_SPLIT_MIN_MB, postgres_tuning
+from questboard_backup.settings import (
+    DEFAULT_COMPRESSION_LEVEL,
+    DEFAULT_PG_JOBS,
+    DEFAULT_PG_SPLIT_MIN_MB,
+    compression_level,
+    postgres_tuning,
+)
 from questboard_backup.sources.base import Component
 from questboard_backup.sources.files import FilesComponent
 from questboard_backup.sources.postgres import PostgresComponent
@@ -47,6 +53,7 @@ class FunctionSettings:
     pg_bin_dir: Path | None = None
     pg_jobs: int = DEFAULT_PG_JOBS
     pg_split_min_bytes: int = DEFAULT_PG_SPLIT_MIN_MB * 2**20
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
@@ -78,6 +85,7 @@ class FunctionSettings:
             pg_bin_dir=Path(pg_bin) if pg_bin and Path(pg_bin).is_dir() else None,
             pg_jobs=pg_jobs,
             pg_split_min_bytes=pg_split_min_bytes,
+            compression_level=compression_level(environ),
         )
 
 

@@ -26,7 +26,7 @@ from questboard_backup.manifest import (
     format_time,
     seal_manifest,
 )
-from questboard_backup.pipeline import ZSTD_THREADS, ComponentWriter
+from questboard_backup.pipeline import ZSTD_LEVEL, ZSTD_THREADS, ComponentWriter
 from questboard_backup.sources.base import Component
 from questboard_backup.storage.base import ObjectWriter, Storage
 
@@ -140,10 +140,16 @@ class _ComponentOutputs:
     demand (``open_part``, from the component's own threads); each writes to every storage."""
 
     def __init__(
-        self, plan: BackupPlan, component: str, storages: Sequence[Storage], data_key: bytes, threads: int
+        self,
+        plan: BackupPlan,
+        component: str,
+        storages: Sequence[Storage],
+        data_key: bytes,
+        threads: int,
+        level: int,
     ) -> None:
         self._plan, self._component, self._storages, self._data_key = plan, component, storages, data_key
-        self._threads = threads
+        self._threads, self._level = threads, level
         self._lock = threading.Lock()
         self.streams: list[tuple[str, ComponentWriter, list[ObjectWriter]]] = []
 
@@ -158,7 +164,9 @@ class _ComponentOutputs:
                     writers.append(storage.open_write(key, self._plan.tier))
                 # The stream writes its header at once: every storage writer must be open by then.
                 context = stream_context(self._plan.backup_id, self._component, part)
-                stream = ComponentWriter(_Tee(writers), self._data_key, context, threads=self._threads)
+                stream = ComponentWriter(
+                    _Tee(writers), self._data_key, context, level=self._level, threads=self._threads
+                )
             except BaseException:
                 for writer in writers:
                     writer.abort()
@@ -182,12 +190,17 @@ class _ComponentOutputs:
 
 
 def dump_component(
-    plan: BackupPlan, component: Component, storages: Sequence[Storage], data_key: bytes
+    plan: BackupPlan,
+    component: Component,
+    storages: Sequence[Storage],
+    data_key: bytes,
+    level: int = ZSTD_LEVEL,
 ) -> ComponentEntry:
-    """Stream one component into every storage's staging area; its objects are complete on return."""
+    """Stream one component into every storage's staging area, compressed at zstd ``level``; its
+    objects are complete on return."""
     clock = time.monotonic()
     threads = 0 if component.parallel_streams else ZSTD_THREADS
-    outputs = _ComponentOutputs(plan, component.name, storages, data_key, threads)
+    outputs = _ComponentOutputs(plan, component.name, storages, data_key, threads, level)
     try:
         main = outputs.open()
         facts = component.dump(main, outputs.open)  # type: ignore[arg-type]
@@ -264,8 +277,10 @@ def run_backup(
     wrapper: KeyWrapper,
     hostname: str,
     now: datetime | None = None,
+    level: int = ZSTD_LEVEL,
 ) -> BackupResult:
-    """Back up ``components`` to every storage, start to finish. The caller holds the lock."""
+    """Back up ``components`` to every storage, start to finish, compressed at zstd ``level``. The
+    caller holds the lock."""
     clock = time.monotonic()
     for component in components:
         component.check()
@@ -277,7 +292,7 @@ def run_backup(
         [s.description for s in storages],
     )
     try:
-        entries = [dump_component(plan, component, storages, data_key) for component in components]
+        entries = [dump_component(plan, component, storages, data_key, level) for component in components]
         manifest = seal_backup(plan, entries, storages, data_key)
         locations = promote_backup(plan, storages)
     except BaseException:

@@ -151,7 +151,9 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
             for prefix in incomplete_sets(storage):
                 logger.warning("removing leftovers of an interrupted run location=%s", storage.uri(prefix))
                 storage.delete_prefix(prefix)
-        result = run_backup(args.command, components, storages, wrapper, settings.hostname, now)
+        result = run_backup(
+            args.command, components, storages, wrapper, settings.hostname, now, settings.compression_level
+        )
         if not args.no_local:
             prune(local, now, settings.retention_days)
     manifest = result.manifest

@@ -2,8 +2,8 @@
 
 The names are the seed's and the operators' contract: DATABASE_URL, REDIS_URL, BACKUP_FILES_PATHS,
 BACKUP_CONFIG_PATHS, BACKUP_ENABLED, BACKUP_DIR, BACKUP_S3_BUCKET, BACKUP_HOSTNAME,
-BACKUP_RETENTION_DAYS, BACKUP_ENCRYPTION, BACKUP_ENCRYPTION_KEY (plus BACKUP_PG_BIN_DIR, BACKUP_PG_JOBS and
-BACKUP_PG_SPLIT_MIN_MB).
+BACKUP_RETENTION_DAYS, BACKUP_ENCRYPTION, BACKUP_ENCRYPTION_KEY (plus BACKUP_PG_BIN_DIR, BACKUP_PG_JOBS,
+BACKUP_PG_SPLIT_MIN_MB and BACKUP_COMPRESSION_LEVEL).
 """
 
 from __future__ import annotations
@@ -16,11 +16,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from questboard_backup.errors import ConfigurationError
+from questboard_backup.pipeline import ZSTD_LEVEL
 
 DEFAULT_BACKUP_DIR = "/var/backups/questboard"
 DEFAULT_RETENTION_DAYS = 30
 DEFAULT_PG_JOBS = 2
 DEFAULT_PG_SPLIT_MIN_MB = 64
+#: zstd: level 1 is the fast end of the normal levels; negative levels trade size for speed, higher ones
+#: the reverse. Each stream's compressor needs about 11 MiB at level 9 but 40-80 MiB from level 12 up,
+#: which several streams at once would take past the memory a backup may use.
+DEFAULT_COMPRESSION_LEVEL = ZSTD_LEVEL
+MIN_COMPRESSION_LEVEL = -7
+MAX_COMPRESSION_LEVEL = 9
 MIN_KEY_LENGTH = 16
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -82,6 +89,18 @@ def postgres_tuning(environ: Mapping[str, str]) -> tuple[int, int]:
     return jobs, split_mb * 2**20
 
 
+def compression_level(environ: Mapping[str, str]) -> int:
+    """``BACKUP_COMPRESSION_LEVEL``, the zstd level of every new backup, shared by the CLI and the Lambdas
+    (a restore reads any level)."""
+    return whole_setting(
+        environ,
+        "BACKUP_COMPRESSION_LEVEL",
+        DEFAULT_COMPRESSION_LEVEL,
+        MIN_COMPRESSION_LEVEL,
+        MAX_COMPRESSION_LEVEL,
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
@@ -99,6 +118,7 @@ class Settings:
     pg_jobs: int = DEFAULT_PG_JOBS
     #: PostgreSQL: databases with fewer bytes of tables are dumped as one stream.
     pg_split_min_bytes: int = DEFAULT_PG_SPLIT_MIN_MB * 2**20
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -136,6 +156,7 @@ class Settings:
             pg_bin_dir=Path(pg_bin) if pg_bin else None,
             pg_jobs=pg_jobs,
             pg_split_min_bytes=pg_split_min_bytes,
+            compression_level=compression_level(environ),
         )
 
     def require_encryption_key(self) -> str:

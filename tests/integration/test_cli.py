@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,22 @@ def test_verify_reads_every_component_back(
     code, out, err = cli(capsys, "verify", "latest", "--json")
     assert code == 0, err
     assert set(json.loads(out)["checked"]) == {"postgres", "redis", "files", "config"}
+
+
+def test_the_compression_level_setting_changes_what_is_stored_and_any_level_restores(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = {}
+    for level in ("-7", "9"):
+        monkeypatch.setenv("BACKUP_COMPRESSION_LEVEL", level)
+        backup = full_backup(capsys)
+        stored[level] = {name: c["stored_bytes"] for name, c in backup["components"].items()}  # type: ignore[attr-defined]
+        code, _out, err = cli(capsys, "verify", "latest", "--json")
+        assert code == 0, err
+        for folder in set_dirs(deployment.backup_dir):  # the next run may come in the same second
+            shutil.rmtree(folder)
+    # The fastest level stores more of the same data than level 9, component by component.
+    assert all(stored["-7"][name] > stored["9"][name] for name in ("postgres", "redis", "files", "config"))
 
 
 def test_disabled_backups_refuse_with_exit_zero_and_write_nothing(

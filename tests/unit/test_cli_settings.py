@@ -11,7 +11,7 @@ from questboard_backup.cli import main
 SEED_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "BACKUP_FILES_PATHS", "BACKUP_CONFIG_PATHS", "BACKUP_ENABLED", "BACKUP_DIR",
     "BACKUP_S3_BUCKET", "BACKUP_HOSTNAME", "BACKUP_RETENTION_DAYS", "BACKUP_ENCRYPTION", "BACKUP_ENCRYPTION_KEY",
-    "BACKUP_PG_JOBS", "BACKUP_PG_SPLIT_MIN_MB",
+    "BACKUP_PG_JOBS", "BACKUP_PG_SPLIT_MIN_MB", "BACKUP_COMPRESSION_LEVEL",
 )  # fmt: skip
 
 
@@ -61,6 +61,9 @@ def test_no_local_without_a_bucket_is_refused(tmp_path: Path, capsys: pytest.Cap
         ("BACKUP_PG_JOBS=0", "BACKUP_PG_JOBS must be between 1 and 32, not 0"),
         ("BACKUP_PG_JOBS=two", "BACKUP_PG_JOBS must be a whole number, not 'two'"),
         ("BACKUP_PG_SPLIT_MIN_MB=-1", "BACKUP_PG_SPLIT_MIN_MB must be between 0 and 1073741824, not -1"),
+        ("BACKUP_COMPRESSION_LEVEL=19", "BACKUP_COMPRESSION_LEVEL must be between -7 and 9, not 19"),
+        ("BACKUP_COMPRESSION_LEVEL=-8", "BACKUP_COMPRESSION_LEVEL must be between -7 and 9, not -8"),
+        ("BACKUP_COMPRESSION_LEVEL=fast", "BACKUP_COMPRESSION_LEVEL must be a whole number, not 'fast'"),
     ],
 )
 def test_bad_postgres_tuning_is_named_in_one_line(

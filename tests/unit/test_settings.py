@@ -38,6 +38,11 @@ def test_every_seed_variable_is_read_by_its_name() -> None:
     assert settings.encryption_key == GOOD["BACKUP_ENCRYPTION_KEY"]
 
 
+def test_the_compression_level_is_read_and_defaults_to_zstd_level_1() -> None:
+    assert Settings.from_env({}).compression_level == 1
+    assert Settings.from_env({"BACKUP_COMPRESSION_LEVEL": "-3"}).compression_level == -3
+
+
 def test_defaults_are_the_seeds() -> None:
     settings = Settings.from_env({})
     assert settings.backup_dir == Path("/var/backups/questboard")
@@ -89,3 +94,13 @@ def test_required_settings_are_named_when_missing() -> None:
         settings.require_encryption_key()
     with pytest.raises(ConfigurationError, match="DATABASE_URL"):
         settings.require_database_url()
+
+
+def test_the_lambdas_read_the_compression_level_by_the_same_name_and_rule() -> None:
+    from lambdas.dependencies import FunctionSettings
+
+    required = {"BACKUP_S3_BUCKET": "b", "BACKUP_HOSTNAME": "h", "BACKUP_KMS_KEY_ID": "k"}
+    assert FunctionSettings.from_env(required).compression_level == 1
+    assert FunctionSettings.from_env({**required, "BACKUP_COMPRESSION_LEVEL": "-2"}).compression_level == -2
+    with pytest.raises(ConfigurationError, match="BACKUP_COMPRESSION_LEVEL must be between -7 and 9, not 12"):
+        FunctionSettings.from_env({**required, "BACKUP_COMPRESSION_LEVEL": "12"})

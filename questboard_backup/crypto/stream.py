@@ -93,7 +93,7 @@ class EncryptingWriter:
         return size
 
     def _seal(self, plaintext: bytes | bytearray | memoryview, last: bool) -> None:
-        self._sink.write(self._aead.encrypt(_nonce(self._counter, last), bytes(plaintext), self._header))
+        self._sink.write(self._aead.encrypt(_nonce(self._counter, last), plaintext, self._header))
         self._counter += 1
 
     def flush(self) -> None:

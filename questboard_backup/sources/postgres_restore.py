@@ -35,7 +35,15 @@ from typing import BinaryIO
 from questboard_backup.errors import IntegrityError, SourceError
 from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.sources.base import StreamOpener
-from questboard_backup.sources.postgres_tools import Cancel, ClientTools, StderrTail, feed, stop, widen_pipe
+from questboard_backup.sources.postgres_tools import (
+    Cancel,
+    Cancelled,
+    ClientTools,
+    StderrTail,
+    feed,
+    stop,
+    widen_pipe,
+)
 
 DATA_KINDS = ("TABLE DATA", "SEQUENCE SET", "BLOBS", "BLOB DATA", "LARGE OBJECTS")
 PARALLEL_AFTER_DATA = ("INDEX", "CONSTRAINT")
@@ -466,6 +474,12 @@ def _drain(reader: BinaryIO) -> None:
         pass
 
 
+def first_cause(errors: Sequence[BaseException]) -> BaseException:
+    """The error a failed restore reports: the first that did not come from a step stopped because
+    another had failed."""
+    return next((error for error in errors if not isinstance(error, Cancelled)), errors[0])
+
+
 def parallel_restore(
     tools: ClientTools,
     dbname_arg: str,
@@ -543,9 +557,13 @@ def parallel_restore(
                         errors.append(error)
                     else:
                         schedule.done(run)
-            wait(running)  # after a failure, let the runs already going stop (cancelled) before raising
+            # After a failure, let the runs already going stop (cancelled) before raising. The step that
+            # failed first may end after a step it cancelled: the error reported is never a Cancelled
+            # while another one is there.
+            wait(running)
+            errors += [error for future in running if (error := future.exception()) is not None]
         if errors:
-            raise errors[0]
+            raise first_cause(errors)
         logger.info("postgres rows and indexes restored seconds=%.1f", time.monotonic() - started)
         check_errors: list[BaseException] = []
 

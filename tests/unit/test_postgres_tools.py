@@ -8,6 +8,8 @@ from typing import IO, cast
 
 import pytest
 
+from questboard_backup.errors import IntegrityError
+from questboard_backup.sources.postgres_restore import first_cause
 from questboard_backup.sources.postgres_tools import Cancel, Cancelled, feed, split_sections
 
 
@@ -85,3 +87,10 @@ def test_a_stop_that_fails_neither_keeps_the_others_from_stopping_nor_hides_the_
 
     assert stopped == ["tool"]
     cancel.watch("late", unreachable)  # nor when it is stopped at once
+
+
+def test_a_failed_restore_reports_the_failure_not_the_steps_it_stopped() -> None:
+    damage = IntegrityError("postgres: SHA-256 mismatch")
+    stopped = Cancelled("stopped: another step of the restore failed")
+    assert first_cause([stopped, damage, Cancelled("again")]) is damage
+    assert first_cause([stopped]) is stopped

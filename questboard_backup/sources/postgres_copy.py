@@ -118,16 +118,13 @@ def copy_out_args(
         sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(cur),
         lock_statement(tables).as_string(cur),
     ]
-    for number, table in enumerate(tables):
-        if number:
-            statements.append(f"\\echo {separator}")
+    for table in tables:
         copy = sql.SQL("COPY {}.{} ({}) TO STDOUT (FORMAT binary)").format(
             sql.Identifier(table.schema),
             sql.Identifier(table.name),
             sql.SQL(", ").join(sql.Identifier(column) for column in table.columns),
         )
-        statements.append(copy.as_string(cur))
-    statements.append(f"\\echo {separator}")
+        statements += [copy.as_string(cur), f"\\echo {separator}"]
     # A table's rows count only if its one scan was counted: track_counts is read as a scan starts,
     # and may have been off then though it is on now.
     report = sql.SQL(

@@ -500,11 +500,11 @@ def parallel_restore(
     ``index_tables`` (index -> table) and ``foreign_keys`` (listing tag -> [table, referenced table]),
     from the dump's facts, let indexes and foreign keys start as soon as their tables are in, while
     other tables still load. ``count_rows(pairs, cancel)`` counts the rows of (schema, table) pairs,
-    each as soon as its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs beside the last,
-    single-process step (the remaining foreign keys, triggers, grants). Its error is raised like a
-    restore error once that step stopped. ``load_copy(part, tables, cancel)`` loads a copy part (the
-    facts' ``copy_parts``) and returns the rows loaded per table, which count as counted. The first step
-    that fails stops the others (``Cancel``) and its error is raised.
+    each as soon as its rows are in; ``once_loaded`` (the caller's checks) gets those counts and runs
+    beside the last, single-process step (the remaining foreign keys, triggers, grants). Its error is
+    raised like a restore error once that step stopped. ``load_copy(part, tables, cancel)`` loads a
+    copy part (the facts' ``copy_parts``) and returns the rows loaded per table, which count as
+    counted. The first step that fails stops the others (``Cancel``) and its error is raised.
     """
     plan = plan_restore(tocs, jobs, rows, foreign_keys, copy_parts)
     if copy_parts and load_copy is None:
@@ -523,18 +523,18 @@ def parallel_restore(
                 raise
 
         def run_step(run: Run) -> None:
-            if run.kind in ("count", "copy"):
-                if run.kind == "copy":
-                    assert load_copy is not None
-                    counts = load_copy(run.part, run.tables, cancel)
-                elif count_rows is not None:
-                    counts = count_rows([_names_of(line) for line in run.entries], cancel)
-                else:
+            if run.kind == "copy":
+                assert load_copy is not None
+                counts = load_copy(run.part, run.tables, cancel)
+            elif run.kind == "count":
+                if count_rows is None:
                     return
-                with counted_lock:
-                    counted.update(counts)
+                counts = count_rows([_names_of(line) for line in run.entries], cancel)
+            else:
+                _run_group(tools, dbname_arg, open_stream, next(listings), run, cancel)
                 return
-            _run_group(tools, dbname_arg, open_stream, next(listings), run, cancel)
+            with counted_lock:
+                counted.update(counts)
 
         started = time.monotonic()
         if plan.before:

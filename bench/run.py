@@ -7,8 +7,9 @@ jsonb, timestamps, several tables) at two sizes, then times:
   backup        questboard-backup full (PostgreSQL only, local storage)
   raw restore   createdb, then pg_restore -j2 of the raw dump into it
   restore       questboard-backup restore --only postgres into a fresh database
-and reports ratios of medians over QB_BENCH_ROUNDS rounds (default 3) and the peak RSS of the backup and
-restore processes. Sizes: QB_BENCH_GB (default 1.35, about 1.1 GB on disk).
+in QB_BENCH_ROUNDS rounds (default 5), each tool back to back with its raw counterpart, and reports the
+median of the rounds' ratios (the seed pipeline, run once, against the backup's median) and the peak
+RSS of the backup and restore processes. Sizes: QB_BENCH_GB (default 1.35, about 1.1 GB on disk).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -34,6 +36,8 @@ import psycopg2  # noqa: E402
 from tests.servers import PostgresServer  # noqa: E402
 
 TARGETS = {"backup/raw_dump": 1.2, "backup/seed_pipeline": 0.4, "restore/raw_restore": 1.15}
+#: The ratios taken in each round, of two steps run back to back (their median is reported).
+PAIRS = {"backup/raw_dump": ("backup", "raw_dump"), "restore/raw_restore": ("restore", "raw_restore")}
 RSS_LIMIT_MB = 256
 
 BUILD = """
@@ -141,9 +145,10 @@ def pipeline_cpu(raw_dir: Path) -> float:
     return time.process_time() - start
 
 
-def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> dict[str, float]:
-    """Every timing ``rounds`` times, the tool and its raw counterpart alternating; medians (peak RSS: the
-    largest). One run on this machine varies by about 10 %, a median of three by far less."""
+def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> dict[str, Any]:
+    """Every timing ``rounds`` times, the tool and its raw counterpart back to back; medians of the
+    timings and of each round's ratio (peak RSS: the largest). One timing on this machine varies by
+    about 10 %, and the background work that slows one round slows both of its steps."""
     name = f"bench_{str(gigabytes).replace('.', '_')}"
     admin = psycopg2.connect(pg.url())
     admin.autocommit = True
@@ -186,7 +191,7 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
         if keep_rss:
             samples.setdefault(f"{what}_rss_mb", []).append(rss)
 
-    results: dict[str, float] = {"database_bytes": size}
+    results: dict[str, Any] = {"database_bytes": size}
     seed_out = work / f"{name}.seed.gz.enc"
     results["seed_pipeline"], _, _ = timed(
         [f"pg_dump -d '{url}' | gzip -6 | openssl enc -aes-256-cbc -pbkdf2 -pass pass:bench > '{seed_out}'"],
@@ -198,12 +203,18 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
     for round_number in range(rounds):
         shutil.rmtree(raw_dir, ignore_errors=True)
         shutil.rmtree(work / "backups", ignore_errors=True)
-        sample(
-            "raw_dump",
-            *timed(["pg_dump", "-Fd", "-Z0", "-j2", "-f", str(raw_dir), "-d", url], settle),
-            keep_rss=False,
-        )
-        sample("backup", *timed([cli, "full"], settle, env))
+        # Each pair runs back to back, in alternate order from one round to the next: whatever slows a
+        # round (background work on the machine) weighs on both, and neither always goes first.
+        dumps = [
+            lambda: sample(
+                "raw_dump",
+                *timed(["pg_dump", "-Fd", "-Z0", "-j2", "-f", str(raw_dir), "-d", url], settle),
+                keep_rss=False,
+            ),
+            lambda: sample("backup", *timed([cli, "full"], settle, env)),
+        ]
+        for step in dumps if round_number % 2 == 0 else reversed(dumps):
+            step()
         listing = json.loads(
             subprocess.run([cli, "list", "--json"], env=env, capture_output=True, check=True).stdout
         )
@@ -211,46 +222,57 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
         results["backup_stored_bytes"] = listing["backups"][0]["stored_bytes"]
         for db in (f"{name}_raw_restore", f"{name}_restored"):
             admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        sample(
-            "raw_restore",
-            # The raw restore creates its database too, as the tool does (its staging database).
-            *timed(
-                [
-                    f"createdb --maintenance-db='{pg.url()}' {name}_raw_restore && "
-                    f"pg_restore -j2 -d '{pg.url(f'{name}_raw_restore')}' '{raw_dir}'"
-                ],
-                settle,
-                shell=True,
-            ),
-            keep_rss=False,
-        )
-        # Dropped at once: autovacuum would otherwise work through the fresh copy during the next step.
-        admin.cursor().execute(f"DROP DATABASE {name}_raw_restore WITH (FORCE)")
-        sample(
-            "restore",
-            *timed(
-                [
-                    cli,
-                    "restore",
-                    backup_id,
-                    "--only",
-                    "postgres",
-                    "--to-database-url",
-                    pg.url(f"{name}_restored"),
-                ],
-                settle,
-                env,
-            ),
-        )
-        admin.cursor().execute(f"DROP DATABASE {name}_restored WITH (FORCE)")
+
+        def raw_restore() -> None:
+            sample(
+                "raw_restore",
+                # The raw restore creates its database too, as the tool does (its staging database).
+                *timed(
+                    [
+                        f"createdb --maintenance-db='{pg.url()}' {name}_raw_restore && "
+                        f"pg_restore -j2 -d '{pg.url(f'{name}_raw_restore')}' '{raw_dir}'"
+                    ],
+                    settle,
+                    shell=True,
+                ),
+                keep_rss=False,
+            )
+            # Dropped at once: autovacuum would otherwise work through the fresh copy during the next step.
+            admin.cursor().execute(f"DROP DATABASE {name}_raw_restore WITH (FORCE)")
+
+        def restore(backup_id: str = backup_id) -> None:
+            sample(
+                "restore",
+                *timed(
+                    [
+                        cli,
+                        "restore",
+                        backup_id,
+                        "--only",
+                        "postgres",
+                        "--to-database-url",
+                        pg.url(f"{name}_restored"),
+                    ],
+                    settle,
+                    env,
+                ),
+            )
+            admin.cursor().execute(f"DROP DATABASE {name}_restored WITH (FORCE)")
+
+        for step in (raw_restore, restore) if round_number % 2 == 0 else (restore, raw_restore):
+            step()
+        for ratio, (tool, raw) in PAIRS.items():
+            samples.setdefault(ratio, []).append(samples[tool][-1] / samples[raw][-1])
         print(
-            f"  round {round_number + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in samples.items()),
+            f"  round {round_number + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in samples.items()),
             flush=True,
         )
     results["raw_dump_bytes"] = sum(p.stat().st_size for p in raw_dir.iterdir())
     results["pipeline_cpu"] = pipeline_cpu(raw_dir)
     for what, values in samples.items():
         results[what] = max(values) if what.endswith("_rss_mb") else statistics.median(values)
+    for ratio in PAIRS:
+        results[ratio + "_rounds"] = samples[ratio]
     shutil.rmtree(raw_dir)
     shutil.rmtree(work / "backups")
     for db in (name, f"{name}_raw_restore", f"{name}_restored"):
@@ -261,7 +283,7 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
 
 def main() -> int:
     big = float(os.environ.get("QB_BENCH_GB", "1.35"))
-    rounds = int(os.environ.get("QB_BENCH_ROUNDS", "3"))
+    rounds = int(os.environ.get("QB_BENCH_ROUNDS", "5"))
     work = Path(tempfile.mkdtemp(prefix="qb-bench-"))
     pg = PostgresServer.in_new_folder()
     try:
@@ -272,9 +294,9 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     small, large = runs[big / 4], runs[big]
     ratios = {
-        "backup/raw_dump": large["backup"] / large["raw_dump"],
+        "backup/raw_dump": large["backup/raw_dump"],
         "backup/seed_pipeline": large["backup"] / large["seed_pipeline"],
-        "restore/raw_restore": large["restore"] / large["raw_restore"],
+        "restore/raw_restore": large["restore/raw_restore"],
     }
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     print(f"\nmachine: {machine}")
@@ -295,7 +317,12 @@ def main() -> int:
     for name, ratio in ratios.items():
         met = ratio <= TARGETS[name]
         ok &= met
-        print(f"{name:22} {ratio:5.2f}  (target <= {TARGETS[name]})  {'met' if met else 'MISSED'}")
+        rounds_seen = (
+            f"  rounds: {' '.join(f'{r:.2f}' for r in large[name + '_rounds'])}" if name in PAIRS else ""
+        )
+        print(
+            f"{name:22} {ratio:5.2f}  (target <= {TARGETS[name]})  {'met' if met else 'MISSED'}{rounds_seen}"
+        )
     for what in ("backup_rss_mb", "restore_rss_mb"):
         bounded = large[what] < RSS_LIMIT_MB and large[what] <= small[what] * 1.25 + 16
         ok &= bounded

@@ -6,6 +6,7 @@ A reference is a backup id, ``latest``, a local path (a set folder, its manifest
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -91,10 +92,11 @@ def newest_first(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
 
 
 def incomplete_sets(storage: Storage) -> Iterator[str]:
-    """Prefixes holding objects but no manifest: leftovers of interrupted runs (never backups)."""
+    """Prefixes holding objects or unfinished uploads but no manifest: leftovers of interrupted runs
+    (never backups)."""
     for tier in (*TIERS, "temp"):
         seen: dict[str, bool] = {}
-        for key in storage.list_keys(tier):
+        for key in itertools.chain(storage.list_keys(tier), storage.list_unfinished(tier)):
             parts = key.split("/")
             if len(parts) < 3:
                 continue

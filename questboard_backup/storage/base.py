@@ -45,6 +45,11 @@ class Storage(ABC):
     def list_keys(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix``."""
 
+    def list_unfinished(self, prefix: str) -> Iterator[str]:
+        """The keys under ``prefix`` of writes begun and never completed that the storage keeps (S3's
+        multipart uploads; local writes leave no such trace outside temp/)."""
+        return iter(())
+
     @abstractmethod
     def size(self, key: str) -> int:
         """Stored size of ``key`` in bytes (NotFoundError when missing)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -284,6 +285,14 @@ class _S3Writer:
             )
 
 
+#: botocore's retries when the environment sets none: its "standard" mode, 5 retries (6 tries).
+RETRIES = {"mode": "standard", "max_attempts": 5}
+
+
+def _retry_settings_in_environment() -> bool:
+    return any(os.environ.get(name, "").strip() for name in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"))
+
+
 class S3Storage(Storage):
     """Objects under ``s3://{bucket}/{prefix}/``; ``prefix`` is the host name.
 
@@ -328,13 +337,16 @@ class S3Storage(Storage):
             import boto3
             from botocore.config import Config
 
+            # Throttling and server errors are retried with backoff: 5 retries, 6 tries a request, unless
+            # the standard AWS_MAX_ATTEMPTS / AWS_RETRY_MODE say otherwise (a Config value would win).
+            retries: Any = {} if _retry_settings_in_environment() else {"retries": RETRIES}
             client = boto3.client(
                 "s3",
                 config=Config(
-                    retries={"mode": "standard", "max_attempts": 5},
                     connect_timeout=10,
                     read_timeout=60,
                     max_pool_connections=max(10, max_concurrency * 2),
+                    **retries,
                 ),
             )
         self._client = client
@@ -409,6 +421,11 @@ class S3Storage(Storage):
             name = str(item["Key"])
             if not name.endswith("/"):
                 yield name[len(root) :]
+
+    def list_unfinished(self, prefix: str) -> Iterator[str]:
+        root = f"{self.prefix}/" if self.prefix else ""
+        for upload in self._list("list_multipart_uploads", "Uploads", self._under(prefix)):
+            yield str(upload["Key"])[len(root) :]
 
     def size(self, key: str) -> int:
         object_key = self._object_key(key)

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from questboard_backup.backup import backup_id_for
 from questboard_backup.cli import main
 from questboard_backup.sources.files import tree_listing
 from tests.conftest import S3Bucket
 from tests.dataset import pg_dump_text, redis_snapshot
+from tests.fault_proxy import FaultProxy, Request, wait_until
 from tests.integration.conftest import Deployment
+
+MiB = 2**20
+TIERS = ("daily", "weekly", "monthly", "incremental")
+TIER, BACKUP_ID = "(daily|weekly|monthly)", r"questboard_full_\d{8}_\d{6}"
+#: The engine's botocore Config says retries max_attempts=5, which botocore counts as retries: 6 tries.
+ATTEMPTS = 6
+#: The fake secret the s3_bucket fixture exports: no output may show it.
+SECRET = "qb-fake-secret-access-key"
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -26,6 +44,81 @@ def with_s3(deployment: Deployment, s3_bucket: S3Bucket, monkeypatch: pytest.Mon
     monkeypatch.setenv("BACKUP_S3_BUCKET", s3_bucket.name)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_bucket.endpoint)  # boto3 honours it: the HTTP path is real
     return s3_bucket
+
+
+@pytest.fixture
+def proxy(with_s3: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """S3 through a fault proxy in front of moto: the CLI's client finds it by AWS_ENDPOINT_URL."""
+    with FaultProxy(with_s3.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        yield proxy
+
+
+def big_files(deployment: Deployment, size: int) -> None:
+    """Incompressible bytes among the uploads, so files.tar.zst.enc needs multipart (16 MiB parts)."""
+    (deployment.uploads / "big.bin").write_bytes(os.urandom(size))
+
+
+def files_part(number: int = 0, above: int = 0) -> Callable[[Request], bool]:
+    """UploadPart requests of files.tar.zst.enc: part ``number`` if given, else every part above ``above``."""
+    return lambda r: (
+        r.operation == "UploadPart"
+        and r.key.endswith("/files.tar.zst.enc")
+        and (r.part_number == number if number else r.part_number > above)
+    )
+
+
+def s3_keys(bucket: S3Bucket) -> list[str]:
+    pages = bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def pending_uploads(bucket: S3Bucket, with_ids: bool = False) -> list[str]:
+    """The keys (``key uploadId`` with ``with_ids``) of the multipart uploads begun and not ended."""
+    uploads = bucket.client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
+    return sorted(f"{u['Key']} {u['UploadId']}" if with_ids else u["Key"] for u in uploads)
+
+
+@contextmanager
+def backup_process() -> Iterator[subprocess.Popen[bytes]]:
+    """``questboard-backup full`` in a process of its own, with this test's environment (the deployment,
+    the bucket, AWS_ENDPOINT_URL naming the proxy); SIGKILLed on leaving, if still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "questboard_backup.cli", "full"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def wait_for_held(process: subprocess.Popen[bytes], condition: Callable[[], object], what: str) -> None:
+    """Wait until ``condition`` (a request parked by the proxy) while the backup is still running."""
+    wait_until(lambda: condition() or process.poll() is not None, what)
+    assert process.poll() is None, process.stdout.read() if process.stdout else ""
+
+
+def local_sets(deployment: Deployment) -> list[Path]:
+    return [path for tier in (*TIERS, "temp") for path in (deployment.backup_dir / tier).glob("*")]
+
+
+def assert_no_backup(capsys: pytest.CaptureFixture[str]) -> None:
+    """Neither ``status`` nor ``list`` shows a backup, or a damaged one, in either storage."""
+    code, out, err = cli(capsys, "status", "--json")
+    assert code == 0, err
+    status = json.loads(out)
+    assert (status["backups"], status["damaged"], status["last_success"]) == (0, 0, None)
+    code, out, err = cli(capsys, "list", "--json")
+    assert code == 0, err
+    assert json.loads(out)["backups"] == []
 
 
 def test_a_backup_goes_to_s3_tagged_and_restores_from_s3_alone(
@@ -117,23 +210,12 @@ def test_latest_and_status_look_across_local_and_s3(
     deployment: Deployment,
     with_s3: S3Bucket,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from datetime import datetime, timedelta
-    from typing import Any
-
-    import questboard_backup.cli as cli_module
-
     code, out, err = cli(capsys, "full", "--json")
     assert code == 0, err
     local_and_s3 = json.loads(out)["backup_id"]
-
-    class AnHourLater(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return datetime.now(tz) + timedelta(hours=1)
-
-    monkeypatch.setattr(cli_module, "datetime", AnHourLater)  # a later backup id, without waiting
+    # Backup ids name the second: the next one needs the clock to move on.
+    wait_until(lambda: backup_id_for("full", datetime.now(UTC)) != local_and_s3, "the next second")
     code, out, err = cli(capsys, "full", "--no-local", "--json")
     assert code == 0, err
     s3_only = json.loads(out)["backup_id"]
@@ -142,3 +224,128 @@ def test_latest_and_status_look_across_local_and_s3(
     assert json.loads(out)["last_success"]["id"] == s3_only
     code, out, err = cli(capsys, "verify", "latest", "--json")
     assert code == 0 and json.loads(out)["backup_id"] == s3_only, err
+
+
+def test_s3_failing_mid_upload_fails_the_backup_in_one_line_leaving_nothing_and_the_next_run_succeeds(
+    deployment: Deployment,
+    with_s3: S3Bucket,
+    proxy: FaultProxy,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    big_files(deployment, 40 * MiB)  # three parts: the first is let through, every later try fails
+    broken = proxy.fail(files_part(above=1), times=None, status=500, code="InternalError")
+
+    code, out, err = cli(capsys, "full")
+
+    assert code == 5, err
+    assert re.fullmatch(
+        rf"error: s3://{with_s3.name}/test-host/{TIER}/{BACKUP_ID}/files\.tar\.zst\.enc: "
+        r"InternalError: We encountered an internal error\. Please try again\.\n",
+        err,
+    ), err
+    assert SECRET not in err + out
+    # The upload was under way when S3 broke, and botocore retried every later part before giving up.
+    assert {n: proxy.statuses(files_part(n)) for n in (1, 2, 3)} == {
+        1: [200],
+        2: [500] * ATTEMPTS,
+        3: [500] * ATTEMPTS,
+    }
+    assert broken.hits == 2 * ATTEMPTS
+    assert_no_backup(capsys)
+    assert s3_keys(with_s3) == []  # the set's other objects, written before, were removed
+    assert pending_uploads(with_s3) == []
+    assert local_sets(deployment) == []
+
+    proxy.heal()
+    code, out, err = cli(capsys, "full", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    prefix = f"test-host/{result['tier']}/{result['backup_id']}/"
+    assert f"{prefix}manifest.json" in s3_keys(with_s3)
+    assert all(key.startswith(prefix) for key in s3_keys(with_s3))
+    assert pending_uploads(with_s3) == []
+    code, out, _ = cli(capsys, "status", "--json")
+    assert json.loads(out)["backups"] == 2  # the same set, locally and in S3
+    code, out, _ = cli(capsys, "list", "--json")
+    assert sorted(b["storage"] for b in json.loads(out)["backups"]) == ["local", "s3"]
+
+
+def test_a_run_killed_mid_upload_leaves_no_backup_and_the_next_run_removes_its_leftovers_in_s3(
+    deployment: Deployment,
+    with_s3: S3Bucket,
+    proxy: FaultProxy,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    big_files(deployment, 20 * MiB)
+    stalled = proxy.hold(files_part())  # files come after postgres and redis: those objects are in S3
+    with backup_process() as process:
+        wait_for_held(process, lambda: stalled.held, "the files upload to reach S3")
+        keys = s3_keys(with_s3)
+    proxy.heal()
+    assert keys, "no object of the set had landed before the kill"
+    leftover = keys[0].rsplit("/", 1)[0]  # test-host/{tier}/{id}
+    assert keys == sorted(
+        f"{leftover}/{name}"
+        for name in (
+            "postgres.dump.zst.enc",
+            "postgres.part1.dump.zst.enc",
+            "postgres.part2.dump.zst.enc",
+            "redis.rdbx.zst.enc",
+        )
+    )
+    assert s3_keys(with_s3) == keys  # nothing finished it after the kill either
+    assert pending_uploads(with_s3) == [f"{leftover}/files.tar.zst.enc"]
+
+    assert_no_backup(capsys)
+
+    leftover_id = leftover.rsplit("/", 1)[1]
+    wait_until(lambda: backup_id_for("full", datetime.now(UTC)) != leftover_id, "the next second")
+    code, out, err = cli(capsys, "full", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["backup_id"] != leftover_id
+    prefix = f"test-host/{result['tier']}/{result['backup_id']}/"
+    assert s3_keys(with_s3) and all(key.startswith(prefix) for key in s3_keys(with_s3))
+    assert pending_uploads(with_s3) == []
+    assert f"removing leftovers of an interrupted run location=s3://{with_s3.name}/{leftover}" in [
+        record.getMessage() for record in caplog.records
+    ]
+    assert not any((deployment.backup_dir / "temp").iterdir())
+    code, out, _ = cli(capsys, "list", "--json")
+    assert {b["id"] for b in json.loads(out)["backups"]} == {result["backup_id"]}
+
+
+def test_a_run_killed_during_its_first_multipart_upload_leaves_an_upload_the_next_run_aborts(
+    deployment: Deployment,
+    with_s3: S3Bucket,
+    proxy: FaultProxy,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run killed before any object of its set is complete (a database dump above the 16 MiB part
+    size is one) leaves only an unfinished multipart upload: the next run's sweep aborts it too, not
+    only objects without a manifest (the bucket's 1-day AbortIncompleteMultipartUpload rule is the
+    backstop, not the cleanup)."""
+    import psycopg2
+
+    with psycopg2.connect(deployment.database_url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE attachments (id int PRIMARY KEY, data bytea)")
+        for n in range(20):  # incompressible: its stream is a multipart upload
+            cur.execute("INSERT INTO attachments VALUES (%s, %s)", (n, os.urandom(MiB)))
+    # Nothing may complete: the run is frozen where a long dump spends its time, parts on their way.
+    stalled = proxy.hold(lambda r: r.operation in ("UploadPart", "PutObject"))
+    with backup_process() as process:
+        wait_for_held(
+            process,
+            lambda: any(r.operation == "UploadPart" for r in stalled.held),
+            "the database upload to reach S3",
+        )
+        keys, orphans = s3_keys(with_s3), pending_uploads(with_s3, with_ids=True)
+    proxy.heal()
+    assert keys == []
+    assert len(orphans) == 1 and orphans[0].startswith("test-host/") and "/postgres." in orphans[0]
+    assert_no_backup(capsys)
+
+    code, _, err = cli(capsys, "full")
+    assert code == 0, err
+    assert pending_uploads(with_s3, with_ids=True) == []

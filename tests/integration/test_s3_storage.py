@@ -6,7 +6,7 @@ import itertools
 import os
 import threading
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from questboard_backup.errors import NotFoundError, StorageError, TransientStora
 from questboard_backup.storage import s3
 from questboard_backup.storage.s3 import MIN_PART_SIZE, S3Storage, parse_s3_uri
 from tests.conftest import S3Bucket
+from tests.fault_proxy import FaultProxy, Request
 from tests.servers import free_port
 
 MiB = 2**20
@@ -46,6 +47,28 @@ class ClientProxy:
 
     def __getattr__(self, name: str) -> Any:
         return self._overrides.get(name) or getattr(self._client, name)
+
+
+@pytest.fixture
+def proxy(s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the bucket's moto server; the engine's own S3 client (S3Storage built
+    without a client) goes through it because AWS_ENDPOINT_URL says so, as an operator would set it."""
+    with FaultProxy(s3_bucket.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        yield proxy
+
+
+#: Without AWS_MAX_ATTEMPTS the engine asks botocore for 5 retries: 6 tries.
+ATTEMPTS = 6
+
+
+def upload_part(number: int = 0) -> Callable[[Request], bool]:
+    """UploadPart requests (of part ``number`` only, if given)."""
+    return lambda r: r.operation == "UploadPart" and number in (0, r.part_number)
+
+
+def operation(name: str) -> Callable[[Request], bool]:
+    return lambda r: r.operation == name
 
 
 def pending_uploads(bucket: S3Bucket) -> list[str]:
@@ -195,6 +218,84 @@ def test_a_failing_part_aborts_the_upload_and_is_reported_as_transient(s3_bucket
         one_line(caught.value) == f"s3://{s3_bucket.name}/host/daily/set/big.bin: SlowDown: SlowDown happened"
     )
     assert pending_uploads(s3_bucket) == []
+    assert all_objects(s3_bucket) == []
+
+
+def test_transient_s3_errors_are_retried_by_the_client_and_the_objects_are_stored_whole(
+    s3_bucket: S3Bucket, proxy: FaultProxy
+) -> None:
+    """The faults come back as HTTP responses, so only botocore's retries (the engine's Config) can
+    get past them: with retries off the first one fails the write."""
+    throttled = proxy.fail(upload_part(2), times=1, status=503, code="SlowDown")
+    failing = proxy.fail(upload_part(3), times=2, status=500, code="InternalError")
+    completing = proxy.fail(operation("CompleteMultipartUpload"), times=1, status=500, code="InternalError")
+    putting = proxy.fail(operation("PutObject"), times=1, status=503, code="ServiceUnavailable")
+    storage = S3Storage(s3_bucket.name, "host", part_size=MIN_PART_SIZE)  # the engine's own client
+    data, manifest = os.urandom(3 * MIN_PART_SIZE + 12_345), os.urandom(1000)
+
+    storage.write_bytes("daily/set/postgres.dump.zst.enc", data, "daily")
+    storage.write_bytes("daily/set/manifest.json", manifest, "daily")
+
+    assert [f.hits for f in (throttled, failing, completing, putting)] == [1, 2, 1, 1]
+    assert proxy.statuses(upload_part(1)) == [200]
+    assert proxy.statuses(upload_part(2)) == [503, 200]
+    assert proxy.statuses(upload_part(3)) == [500, 500, 200]
+    assert proxy.statuses(upload_part(4)) == [200]
+    assert proxy.statuses(operation("CompleteMultipartUpload")) == [500, 200]
+    assert proxy.statuses(operation("PutObject")) == [503, 200]
+    key = "host/daily/set/postgres.dump.zst.enc"
+    assert s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read() == data
+    assert s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=key, PartNumber=1)["PartsCount"] == 4
+    stored_manifest = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key="host/daily/set/manifest.json")
+    assert stored_manifest["Body"].read() == manifest
+    assert pending_uploads(s3_bucket) == []
+
+
+def test_persistent_server_errors_on_parts_fail_the_write_after_the_retries_and_leave_nothing(
+    s3_bucket: S3Bucket, proxy: FaultProxy
+) -> None:
+    broken = proxy.fail(upload_part(), times=None, status=500, code="InternalError")
+    storage = S3Storage(s3_bucket.name, "host", part_size=MIN_PART_SIZE)
+
+    with pytest.raises(TransientStorageError) as caught:
+        storage.write_bytes("daily/set/files.tar.zst.enc", os.urandom(3 * MIN_PART_SIZE), "daily")
+
+    assert one_line(caught.value) == (
+        f"s3://{s3_bucket.name}/host/daily/set/files.tar.zst.enc: "
+        "InternalError: We encountered an internal error. Please try again."
+    )
+    assert {n: proxy.statuses(upload_part(n)) for n in (1, 2, 3)} == {n: [500] * ATTEMPTS for n in (1, 2, 3)}
+    assert broken.hits == 3 * ATTEMPTS  # every try of every part met the fault; none reached S3
+    assert proxy.statuses(operation("AbortMultipartUpload")) == [204]
+    assert pending_uploads(s3_bucket) == []
+    assert all_objects(s3_bucket) == []
+
+
+def test_the_standard_aws_retry_variables_replace_the_engines_retries(
+    s3_bucket: S3Bucket, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # tries, the first included
+    proxy.fail(operation("PutObject"), times=None, status=500, code="InternalError")
+
+    with pytest.raises(TransientStorageError):
+        S3Storage(s3_bucket.name, "host").write_bytes("daily/set/manifest.json", b"m", "daily")
+
+    assert proxy.statuses(operation("PutObject")) == [500, 500]
+
+
+def test_a_permanent_s3_error_is_not_retried(s3_bucket: S3Bucket, proxy: FaultProxy) -> None:
+    proxy.fail(operation("PutObject"), times=None, status=403, code="AccessDenied")
+    storage = S3Storage(s3_bucket.name, "host")
+
+    with pytest.raises(StorageError) as caught:
+        storage.write_bytes("daily/set/manifest.json", b"m", "daily")
+
+    assert not isinstance(caught.value, TransientStorageError)
+    assert (
+        one_line(caught.value)
+        == f"s3://{s3_bucket.name}/host/daily/set/manifest.json: AccessDenied: Access Denied"
+    )
+    assert proxy.statuses(operation("PutObject")) == [403]
     assert all_objects(s3_bucket) == []
 
 

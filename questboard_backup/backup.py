@@ -296,7 +296,8 @@ def run_backup(
         manifest = seal_backup(plan, entries, storages, data_key)
         locations = promote_backup(plan, storages)
     except BaseException:
-        logger.error("backup failed id=%s; removing its partial objects", plan.backup_id)
+        # The failure itself is the caller's to report (the CLI's error line, the run log's last line).
+        logger.info("backup failed id=%s; removing its partial objects", plan.backup_id)
         discard_backup(plan, storages)
         raise
     seconds = time.monotonic() - clock

@@ -10,8 +10,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.lock import BackupLock
 from questboard_backup.manifest import parse_time
+from questboard_backup.redaction import redact_text
 from questboard_backup.restore import run_restore, verify_backup
 from questboard_backup.retention import prune
 from questboard_backup.runlog import run_log
@@ -426,12 +427,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """One line per record on the operator's terminal: no tracebacks (the run log and ``-v`` keep them)."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self._verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._verbose:
+            return super().format(record)
+        plain = logging.makeLogRecord(
+            {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+        )
+        return " ".join(super().format(plain).split("\n"))
+
+
+@contextmanager
+def _console(verbose: bool) -> Iterator[None]:
+    """Log records on stderr while the command runs: warnings, and with ``-v`` the progress too. Errors
+    that end the command are not logged here but printed once, as the one line the CLI promises."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    handler.setFormatter(_ConsoleFormatter(verbose))
+    root, engine = logging.getLogger(), logging.getLogger("questboard_backup")
+    previous = engine.level
+    if verbose:
+        engine.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        engine.setLevel(previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    with _console(args.verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(_read_env(args.env_file))
         if getattr(args, "no_local", False) and not settings.s3_bucket:
@@ -445,7 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:
         logger.debug("unexpected error", exc_info=True)
-        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        lines = str(error).strip().splitlines() or [""]
+        print(f"error: unexpected {type(error).__name__}: {redact_text(lines[0])}", file=sys.stderr)
         return 1
 
 

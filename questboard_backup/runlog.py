@@ -27,7 +27,11 @@ def run_log(logs_dir: Path, action: str, now: datetime | None = None) -> Iterato
     try:
         yield path
     except BaseException as error:
-        logging.getLogger(__name__).error("run failed: %s: %s", type(error).__name__, error)
+        # To this run's file only: whoever runs it reports the failure itself (the CLI in one line).
+        failed = logging.getLogger(__name__).makeRecord(
+            __name__, logging.ERROR, __file__, 0, "run failed: %s: %s", (type(error).__name__, error), None
+        )
+        handler.handle(failed)
         raise
     finally:
         engine.removeHandler(handler)

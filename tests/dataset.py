@@ -15,6 +15,8 @@ from pathlib import Path
 import psycopg2
 import redis
 
+from tests.servers import postgres_bindir
+
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS citext;
 CREATE TABLE users (
@@ -157,7 +159,14 @@ def make_files(root: Path) -> tuple[Path, Path]:
 def pg_dump_text(url: str) -> str:
     """A plain, deterministic dump for comparing two databases (the database name stripped)."""
     output = subprocess.run(
-        ["pg_dump", "--no-owner", "--no-privileges", "--format=plain", "--dbname", url],
+        [
+            str(postgres_bindir() / "pg_dump"),
+            "--no-owner",
+            "--no-privileges",
+            "--format=plain",
+            "--dbname",
+            url,
+        ],
         check=True,
         capture_output=True,
     ).stdout.decode("utf-8")

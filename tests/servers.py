@@ -40,6 +40,14 @@ def postgres_bindir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found (install Debian's postgresql or set PG_BINDIR)")
 
 
+def postgres_major() -> int:
+    """The major version of the server binaries the suite runs (15 from ``postgres (PostgreSQL) 15.18``)."""
+    output = subprocess.run(
+        [str(postgres_bindir() / "postgres"), "--version"], capture_output=True, check=True, text=True
+    ).stdout
+    return int(output.split(")")[1].strip().split(".")[0])
+
+
 def _wait_until(check: object, what: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     last: Exception | None = None

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import psycopg2
 import pytest
+import redis
 
-from questboard_backup.cli import main
+from questboard_backup.cli import build_parser, main
+from questboard_backup.manifest import parse_time
 from questboard_backup.sources.files import tree_listing
 from tests.dataset import large_objects, pg_dump_text, redis_snapshot
 from tests.integration.conftest import Deployment
+from tests.servers import RedisServer, postgres_major
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,13 +50,57 @@ def set_dirs(backup_dir: Path) -> list[Path]:
     ]
 
 
+def databases(url: str) -> set[str]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database")
+        return {row[0] for row in cur.fetchall()}
+
+
+def change_the_targets(deployment: Deployment) -> dict[str, object]:
+    """Change every target after the backup, so that a restore which went through, even partly, shows;
+    returns what they hold now, databases of the server included (a staging or pre-restore copy)."""
+    with psycopg2.connect(deployment.database_url) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM rewards.ledger WHERE id IN (SELECT id FROM rewards.ledger LIMIT 5)")
+    redis.Redis.from_url(deployment.env["REDIS_URL"]).set(b"changed-after-the-backup", b"1")
+    (deployment.uploads / "added-after-the-backup.txt").write_text("new")
+    return {
+        "postgres": pg_dump_text(deployment.database_url),
+        "databases": databases(deployment.database_url),
+        "redis": redis_snapshot(deployment.redis_base, range(16)),
+        "files": tree_listing(deployment.uploads),
+    }
+
+
+def assert_untouched(deployment: Deployment, before: dict[str, object]) -> None:
+    assert pg_dump_text(deployment.database_url) == before["postgres"]
+    assert databases(deployment.database_url) == before["databases"]
+    assert redis_snapshot(deployment.redis_base, range(16)) == before["redis"]
+    assert tree_listing(deployment.uploads) == before["files"]
+
+
 def test_a_full_backup_restores_into_fresh_targets_identically(
     deployment: Deployment, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    began = datetime.now(UTC).replace(microsecond=0)
     result = full_backup(capsys)
+    ended = datetime.now(UTC)
     backup_id = str(result["backup_id"])
-    assert backup_id.startswith("questboard_full_")
+    # questboard_{type}_{YYYYMMDD_HHMMSS}, the time in UTC
+    assert re.fullmatch(r"questboard_full_\d{8}_\d{6}", backup_id), backup_id
+    assert began <= datetime.strptime(backup_id[-15:], "%Y%m%d_%H%M%S").replace(tzinfo=UTC) <= ended
     (set_dir,) = set_dirs(deployment.backup_dir)
+    assert set_dir.name == backup_id
+    body = json.loads((set_dir / "manifest.json").read_text())["manifest"]
+    assert (body["backup_id"], body["type"], body["hostname"]) == (backup_id, "full", "test-host")
+    assert set_dir.parent.name == body["tier"]
+    assert began <= parse_time(body["started_at"]) <= parse_time(body["finished_at"]) <= ended
+    facts = {c["name"]: c["facts"] for c in body["components"]}
+    assert facts["postgres"]["version"].startswith(f"{postgres_major()}.")
+    assert (
+        facts["redis"]["version"] == redis.Redis.from_url(deployment.env["REDIS_URL"]).info()["redis_version"]
+    )
+    log = next((deployment.backup_dir / "logs").glob("backup_*.log")).read_text()
+    assert f"backup started id={backup_id}" in log and f"backup finished id={backup_id}" in log
     components = cast(dict[str, dict[str, Any]], result["components"])
     postgres = components["postgres"]
     # The largest tables' rows, dumped beside the main stream on two more: users (its email is citext,
@@ -171,6 +221,41 @@ def test_an_unreachable_source_fails_cleanly_and_leaves_nothing(
     assert not any((deployment.backup_dir / "temp").iterdir())
 
 
+def test_on_a_terminal_a_backup_says_nothing_but_its_result_and_a_failure_one_line(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI as an operator or cron runs it, in its own process: progress goes to the run log (and to
+    stderr only with -v), a failure is one line on stderr, and the run log records it."""
+    from tests.servers import free_port
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "questboard_backup.cli", *args],
+            env={**os.environ, **deployment.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = run("full")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "questboard_full_" in done.stdout
+    done = run("-v", "verify", "latest")
+    assert done.returncode == 0 and "INFO questboard_backup." in done.stderr, done.stderr
+
+    dead = f"postgresql://user:pa55word@127.0.0.1:{free_port()}/db"
+    failed = run("full", DATABASE_URL=dead)
+    assert failed.returncode == 4
+    assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: cannot connect to PostgreSQL")
+    assert "pa55word" not in failed.stderr and "Traceback" not in failed.stderr
+    newest = max((deployment.backup_dir / "logs").glob("backup_*.log"), key=lambda p: p.stat().st_mtime_ns)
+    last = newest.read_text().strip().splitlines()[-1]
+    assert (
+        "ERROR questboard_backup.runlog: run failed: SourceUnreachableError" in last
+        and "pa55word" not in last
+    )
+
+
 def test_an_unwritable_backup_dir_fails_with_a_storage_error(
     deployment: Deployment,
     capsys: pytest.CaptureFixture[str],
@@ -212,12 +297,10 @@ def test_a_corrupted_byte_in_any_object_is_caught_before_restore_touches_anythin
     code, _, err = cli(capsys, "verify", backup_id)
     assert code == 6, err
     assert err.count("\n") == 1
-    before = pg_dump_text(deployment.database_url)
-    redis_before = redis_snapshot(deployment.redis_base, range(16))
+    before = change_the_targets(deployment)
     code, _, err = cli(capsys, "restore", backup_id, "--to-files-root", str(tmp_path / "restored"))
     assert code == 6, err
-    assert pg_dump_text(deployment.database_url) == before
-    assert redis_snapshot(deployment.redis_base, range(16)) == redis_before
+    assert_untouched(deployment, before)
     assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").rglob("*.txt"))
 
 
@@ -239,12 +322,12 @@ def test_a_wrong_key_is_refused_and_nothing_is_restored(
     deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backup_id = str(full_backup(capsys)["backup_id"])
-    before = pg_dump_text(deployment.database_url)
+    before = change_the_targets(deployment)
     monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "some-other-key-entirely")
     code, _, err = cli(capsys, "restore", backup_id)
     assert code == 6 and "BACKUP_ENCRYPTION_KEY" in err
     assert "some-other-key-entirely" not in err
-    assert pg_dump_text(deployment.database_url) == before
+    assert_untouched(deployment, before)
 
 
 def test_restore_in_place_keeps_the_previous_database_for_rollback(
@@ -253,8 +336,13 @@ def test_restore_in_place_keeps_the_previous_database_for_rollback(
     backup_id = str(full_backup(capsys)["backup_id"])
     with psycopg2.connect(deployment.database_url) as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM rewards.ledger")
+    redis.Redis.from_url(deployment.env["REDIS_URL"]).set(b"changed-after-the-backup", b"1")
+    (deployment.uploads / "added-after-the-backup.txt").write_text("new")
+    others = redis_snapshot(deployment.redis_base, range(16)), tree_listing(deployment.uploads)
     code, _, err = cli(capsys, "restore", backup_id, "--only", "postgres")
     assert code == 0, err
+    # --only: Redis and the files were left as they are, changes since the backup included.
+    assert (redis_snapshot(deployment.redis_base, range(16)), tree_listing(deployment.uploads)) == others
     with psycopg2.connect(deployment.database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM rewards.ledger")
         assert cur.fetchone() == (60,)
@@ -278,9 +366,13 @@ def test_restore_accepts_a_local_path_and_the_seeds_tar_gz_spelling(
 
 
 def test_killing_a_backup_mid_run_leaves_no_backup_and_a_second_run_is_refused_meanwhile(
-    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+    deployment: Deployment, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Hold a lock pg_dump must wait for: the backup is then reliably in the middle of its run.
+    # The run is held twice: first on a lock pg_dump must wait for (its sources are checked by then);
+    # then, with the Redis server stopped (SIGSTOP), that lock is released: the PostgreSQL component
+    # streams through to its stored objects and the run hangs in the middle of the next component.
+    temp = deployment.backup_dir / "temp"
+    assert redis_server.process is not None
     blocker = psycopg2.connect(deployment.database_url)
     blocker.cursor().execute("BEGIN; LOCK TABLE quests IN ACCESS EXCLUSIVE MODE")
     process = subprocess.Popen(
@@ -290,17 +382,31 @@ def test_killing_a_backup_mid_run_leaves_no_backup_and_a_second_run_is_refused_m
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    try:
+
+    def wait_for(what: str, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 60
-        while not list((deployment.backup_dir / "temp").glob("*/.*.partial")):
+        while not ready():
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the backup never started writing"
+            assert time.monotonic() < deadline, f"the backup never {what}"
             time.sleep(0.05)
+
+    try:
+        wait_for("started writing", lambda: bool(list(temp.glob("*/.*.partial"))))
+        redis_server.process.send_signal(signal.SIGSTOP)
+        blocker.rollback()
+        wait_for(
+            "stored its PostgreSQL objects and went on",
+            lambda: bool(
+                list(temp.glob("*/postgres.part2.dump.zst.enc")) and list(temp.glob("*/.redis*.partial"))
+            ),
+        )
+        assert sum(p.stat().st_size for p in temp.glob("*/postgres*.enc")) > 4096  # rows, not just headers
         code, _, err = cli(capsys, "full")
         assert code == 3 and "locked" in err
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        redis_server.process.send_signal(signal.SIGCONT)
         blocker.rollback()
         blocker.close()
     code, out, _ = cli(capsys, "status", "--json")
@@ -308,7 +414,7 @@ def test_killing_a_backup_mid_run_leaves_no_backup_and_a_second_run_is_refused_m
     assert set_dirs(deployment.backup_dir) == []
     code, out, err = cli(capsys, "full", "--json")
     assert code == 0, err
-    assert not any((deployment.backup_dir / "temp").iterdir())
+    assert not any(temp.iterdir())
     code, out, _ = cli(capsys, "status", "--json")
     assert json.loads(out)["backups"] == 1
 
@@ -322,6 +428,13 @@ def test_backup_sh_is_a_thin_wrapper_with_help(deployment: Deployment) -> None:
         [str(REPO / "scripts" / "backup.sh"), "restore", "--help"], capture_output=True, text=True
     )
     assert "--to-database-url" in done.stdout and "exit codes" in done.stdout
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"full", "incremental", "status", "list", "verify", "restore", "health"} <= set(commands)
+    for command in commands:
+        done = subprocess.run(
+            [str(REPO / "scripts" / "backup.sh"), command, "--help"], capture_output=True, text=True
+        )
+        assert done.returncode == 0 and done.stdout.startswith(f"usage: questboard-backup {command}"), command
 
 
 def test_health_passes_after_a_backup_and_flags_an_old_one(

@@ -35,7 +35,7 @@ from questboard_backup.sources.postgres_copy import binary_columns
 from questboard_backup.sources.postgres_tools import Cancel, Cancelled
 from tests import sealed
 from tests.dataset import load_postgres
-from tests.servers import PostgresServer, free_port, postgres_bindir
+from tests.servers import PostgresServer, free_port, postgres_bindir, postgres_major
 
 KEY = os.urandom(32)
 CONTEXT = "questboard_full_20240101_020000/postgres"
@@ -257,7 +257,8 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
             "rewards.ledger": 60,
         },
     }
-    assert facts["version"].startswith("15.") and facts["pg_dump"].startswith("15.")
+    major = f"{postgres_major()}."
+    assert facts["version"].startswith(major) and facts["pg_dump"].startswith(major)
     assert facts["indexes"]["public.users_pkey"] == "public.users"
     assert facts["indexes"]["Guild Hall.Quest.Log_pkey"] == "Guild Hall.Quest.Log"  # as pg_restore lists it
     assert facts["foreign_keys"]["public quests quests_posted_by_fkey"] == ["public.quests", "public.users"]
@@ -977,7 +978,7 @@ def test_pg_dump_gets_the_password_only_through_its_environment_and_its_failure_
 ) -> None:
     body = f'echo "$@" > {tmp_path}/args; printf %s "$PGPASSWORD" > {tmp_path}/password\n'
     body += 'echo "pg_dump: warning: noise" >&2; echo "pg_dump: error: boom" >&2; echo "later" >&2; exit 3'
-    bin_dir = fake_tool(tmp_path / "bin", "pg_dump", "15.18", body)
+    bin_dir = fake_tool(tmp_path / "bin", "pg_dump", f"{postgres_major()}.18", body)
     url = fresh_database.replace("postgres@", "postgres:s3cret@")  # the test server trusts, any password goes
     with session(fresh_database) as cur:
         cur.execute("CREATE TABLE t (id int)")
@@ -1012,11 +1013,14 @@ def test_an_interrupted_dump_stops_pg_dump_and_releases_every_session(
 
 
 def test_check_refuses_a_pg_dump_older_than_the_server(fresh_database: str, tmp_path: Path) -> None:
-    bin_dir = fake_tool(tmp_path / "bin", "pg_dump", "14.9")
+    older = postgres_major() - 1
+    bin_dir = fake_tool(tmp_path / "bin", "pg_dump", f"{older}.9")
     (bin_dir / "pg_restore").symlink_to(postgres_bindir() / "pg_restore")
     (bin_dir / "psql").symlink_to(postgres_bindir() / "psql")
 
-    with pytest.raises(SourceError, match=r"^pg_dump 14\.9 cannot dump a PostgreSQL 15 server"):
+    with pytest.raises(
+        SourceError, match=rf"^pg_dump {older}\.9 cannot dump a PostgreSQL {older + 1} server"
+    ):
         PostgresComponent(fresh_database, bin_dir).check()
 
 

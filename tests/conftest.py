@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,31 @@ import redis
 from tests.servers import PostgresServer, RedisServer, free_port
 
 _counter = itertools.count()
+
+
+def _engine_loggers() -> dict[str, logging.Logger]:
+    return {
+        name: logger
+        for name, logger in logging.root.manager.loggerDict.items()
+        if name.split(".")[0] == "questboard_backup" and isinstance(logger, logging.Logger)
+    }
+
+
+@pytest.fixture(autouse=True)
+def _engine_logging_as_it_was() -> Iterator[None]:
+    """Importing the Lambda handlers points the engine's loggers at Powertools (JSON on stdout, no
+    propagation): put them back after each test, so that every test, the CLI's included, sees the
+    engine log as a plain process does, whichever tests ran before it."""
+    before = {
+        name: (logger.handlers[:], logger.level, logger.propagate)
+        for name, logger in _engine_loggers().items()
+    }
+    yield
+    for name, logger in _engine_loggers().items():
+        handlers, level, propagate = before.get(name, ([], logging.NOTSET, True))
+        logger.handlers = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")

@@ -212,3 +212,21 @@ def redis_snapshot(url: str, dbs: range = range(16)) -> dict[int, dict[bytes, tu
         if keys:
             snapshot[db] = keys
     return snapshot
+
+
+def tree_state(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
+    """Everything a file restore must bring back, walked independently of the engine's own listing:
+    relative path -> (kind, permission bits, mtime in ns, content or link target)."""
+    state: dict[str, tuple[str, int, int, bytes]] = {}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in [".", *dirs, *files] if folder == str(root) else [*dirs, *files]:
+            path = Path(folder) / name if name != "." else Path(folder)
+            st = path.lstat()
+            if path.is_symlink():
+                kind, content = "symlink", os.readlink(path).encode()
+            elif path.is_dir():
+                kind, content = "dir", b""
+            else:
+                kind, content = "file", path.read_bytes()
+            state[str(path.relative_to(root))] = (kind, st.st_mode & 0o7777, st.st_mtime_ns, content)
+    return state

@@ -22,7 +22,7 @@ import redis
 from questboard_backup.cli import build_parser, main
 from questboard_backup.manifest import parse_time
 from questboard_backup.sources.files import tree_listing
-from tests.dataset import large_objects, pg_dump_text, redis_snapshot
+from tests.dataset import large_objects, pg_dump_text, redis_snapshot, tree_state
 from tests.integration.conftest import Deployment
 from tests.servers import RedisServer, postgres_major
 
@@ -146,7 +146,7 @@ def test_a_full_backup_restores_into_fresh_targets_identically(
     )
     assert source and source == {db - 8: keys for db, keys in target.items()}
     for tree in (deployment.uploads, deployment.config):
-        assert tree_listing(tree) == tree_listing(restored_root / tree.relative_to("/"))
+        assert tree_state(tree) == tree_state(restored_root / tree.relative_to("/"))
 
 
 def test_status_and_the_bare_restore_command_list_the_backup(

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
+from traceback import format_exception
 from typing import Any
 
 from questboard_backup import __version__
@@ -481,8 +482,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:
-        logger.debug("unexpected error", exc_info=True)
+    except Exception as error:  # noqa: BLE001 - the last resort: one line and exit 1, traceback with -v
+        # With -v, its traceback (the run log has it too), passwords left out as everywhere.
+        logger.info("unexpected error:\n%s", redact_text("".join(format_exception(error)).rstrip()))
         lines = str(error).strip().splitlines() or [""]
         print(f"error: unexpected {type(error).__name__}: {redact_text(lines[0])}", file=sys.stderr)
         return 1

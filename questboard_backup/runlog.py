@@ -7,6 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from traceback import format_exception
+
+from questboard_backup.errors import BackupError
+from questboard_backup.redaction import redact_text
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -28,8 +32,22 @@ def run_log(logs_dir: Path, action: str, now: datetime | None = None) -> Iterato
         yield path
     except BaseException as error:
         # To this run's file only: whoever runs it reports the failure itself (the CLI in one line).
+        # An error that is not the engine's own is a bug: its traceback goes with it.
+        detail = (
+            "" if isinstance(error, BackupError | KeyboardInterrupt) else "".join(format_exception(error))
+        )
         failed = logging.getLogger(__name__).makeRecord(
-            __name__, logging.ERROR, __file__, 0, "run failed: %s: %s", (type(error).__name__, error), None
+            __name__,
+            logging.ERROR,
+            __file__,
+            0,
+            "run failed: %s: %s%s",
+            (
+                type(error).__name__,
+                redact_text(str(error)),
+                redact_text("\n" + detail.rstrip()) if detail else "",
+            ),
+            None,
         )
         handler.handle(failed)
         raise

@@ -143,6 +143,8 @@ def s3_bucket(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3B
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    for variable in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"):  # the tests count the engine's own retries
+        monkeypatch.delenv(variable, raising=False)
     client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     name = f"qb-test-{next(_counter)}"
     client.create_bucket(Bucket=name)

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlencode, urlsplit
@@ -285,12 +285,16 @@ class _S3Writer:
             )
 
 
-#: botocore's retries when the environment sets none: its "standard" mode, 5 retries (6 tries).
-RETRIES = {"mode": "standard", "max_attempts": 5}
+#: botocore's retries where the environment says nothing: its "standard" mode, 5 retries (6 tries).
+RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 5}
+_RETRY_VARIABLES = {"mode": "AWS_RETRY_MODE", "max_attempts": "AWS_MAX_ATTEMPTS"}
 
 
-def _retry_settings_in_environment() -> bool:
-    return any(os.environ.get(name, "").strip() for name in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"))
+def _retries(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The engine's retry settings that the environment does not set itself, each on its own."""
+    return {
+        key: value for key, value in RETRIES.items() if not environ.get(_RETRY_VARIABLES[key], "").strip()
+    }
 
 
 class S3Storage(Storage):
@@ -339,7 +343,7 @@ class S3Storage(Storage):
 
             # Throttling and server errors are retried with backoff: 5 retries, 6 tries a request, unless
             # the standard AWS_MAX_ATTEMPTS / AWS_RETRY_MODE say otherwise (a Config value would win).
-            retries: Any = {} if _retry_settings_in_environment() else {"retries": RETRIES}
+            retries: Any = {"retries": chosen} if (chosen := _retries(os.environ)) else {}
             client = boto3.client(
                 "s3",
                 config=Config(

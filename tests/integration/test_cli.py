@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -404,9 +405,11 @@ def test_killing_a_backup_mid_run_leaves_no_backup_and_a_second_run_is_refused_m
         code, _, err = cli(capsys, "full")
         assert code == 3 and "locked" in err
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        # Redis first: it is the session's server, and every later test needs it running.
         redis_server.process.send_signal(signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         blocker.rollback()
         blocker.close()
     code, out, _ = cli(capsys, "status", "--json")

@@ -283,6 +283,18 @@ def test_the_standard_aws_retry_variables_replace_the_engines_retries(
     assert proxy.statuses(operation("PutObject")) == [500, 500]
 
 
+def test_a_retry_mode_alone_keeps_the_engines_number_of_tries(
+    s3_bucket: S3Bucket, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")  # botocore's own default would be 3 tries
+    proxy.fail(operation("PutObject"), times=None, status=500, code="InternalError")
+
+    with pytest.raises(TransientStorageError):
+        S3Storage(s3_bucket.name, "host").write_bytes("daily/set/manifest.json", b"m", "daily")
+
+    assert proxy.statuses(operation("PutObject")) == [500] * ATTEMPTS
+
+
 def test_a_permanent_s3_error_is_not_retried(s3_bucket: S3Bucket, proxy: FaultProxy) -> None:
     proxy.fail(operation("PutObject"), times=None, status=403, code="AccessDenied")
     storage = S3Storage(s3_bucket.name, "host")

@@ -26,6 +26,8 @@ def test_a_url_keeps_everything_but_its_password() -> None:
         ("host=db user=app password=hunter2 dbname=q", "host=db user=app password=*** dbname=q"),
         ("password = 'hunter 2\\' x' dbname=q", "password = *** dbname=q"),
         ("PASSWORD=hunter2", "PASSWORD=***"),
+        ("env PGPASSWORD=hunter2 psql", "env PGPASSWORD=*** psql"),
+        ("postgresql://app:hun@ter2@db/q", "postgresql://app:***@db/q"),
         ("no secret at https://example.com/a:b@c", "no secret at https://example.com/a:b@c"),
         ("plain text", "plain text"),
     ],

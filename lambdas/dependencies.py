@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities import parameters
 from questboard_backup.alerts import SnsAlerts, describe_failure
 from questboard_backup.crypto.kms import KmsKeyWrapper
 from questboard_backup.errors import ConfigurationError
-from questboard_backup.lock import StorageLock
+from questboard_backup.lock import SHARED_LOCK_KEY, StorageLock
 from questboard_backup.settings import (
     DEFAULT_COMPRESSION_LEVEL,
     DEFAULT_PG_JOBS,
@@ -34,7 +34,7 @@ from questboard_backup.sources.postgres import PostgresComponent
 from questboard_backup.sources.redis import RedisComponent
 from questboard_backup.storage.s3 import S3Storage
 
-LOCK_KEY = "locks/backup.json"
+LOCK_KEY = SHARED_LOCK_KEY  # the CLI takes the same lock object
 LOCK_LIFETIME_SECONDS = 2 * 3600  # the backup state machine's timeout
 
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -22,7 +23,7 @@ from questboard_backup.backup import run_backup
 from questboard_backup.catalog import CatalogEntry, incomplete_sets, list_backups, newest_first, resolve
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.errors import BackupError, ConfigurationError
-from questboard_backup.lock import BackupLock
+from questboard_backup.lock import SHARED_LOCK_KEY, BackupLock, StorageLock
 from questboard_backup.manifest import parse_time
 from questboard_backup.redaction import redact_text
 from questboard_backup.restore import run_restore, verify_backup
@@ -34,6 +35,9 @@ from questboard_backup.storage.base import Storage
 from questboard_backup.storage.local import LocalStorage
 
 logger = logging.getLogger(__name__)
+#: How long a CLI run's lock object holds if the run dies elsewhere than here (then it expires): past
+#: the longest backup, within the 6 hours between backups.
+SHARED_LOCK_LIFETIME_SECONDS = 6 * 3600
 
 EXIT_CODES = """exit codes:
   0  success (also: backups disabled by BACKUP_ENABLED=false, nothing done)
@@ -130,6 +134,28 @@ def _emit(args: argparse.Namespace, body: Mapping[str, Any], text: str) -> None:
     print(json.dumps(body, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
 
 
+@contextmanager
+def _shared_locks(storages: Sequence[Storage], local: LocalStorage, holder: str) -> Iterator[None]:
+    """The lock object of each shared storage (S3), which the serverless workflow and other hosts with
+    the same BACKUP_HOSTNAME take too: the run and its sweep of leftovers are alone there. A lock left
+    by an earlier run of this BACKUP_DIR is taken over at once (the flock held here proves it dead)."""
+    taken: list[tuple[StorageLock, str]] = []
+    try:
+        for storage in storages:
+            if not isinstance(storage, LocalStorage):
+                lock = StorageLock(
+                    storage, SHARED_LOCK_KEY, SHARED_LOCK_LIFETIME_SECONDS, local.instance_id()
+                )
+                taken.append((lock, lock.acquire(holder)))
+        yield
+    finally:
+        for lock, token in taken:
+            try:
+                lock.release(token)
+            except BackupError as error:  # it expires; the next run here takes it over at once
+                logger.warning("could not release a lock: %s", error)
+
+
 def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.enabled:
         _emit(args, {"status": "disabled"}, "backups are disabled (BACKUP_ENABLED=false); nothing done")
@@ -141,9 +167,11 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     local.ensure_layout()
     storages = _storages(settings, local=not args.no_local)
     now = datetime.now(UTC)
+    holder = f"{args.command} backup, host {socket.gethostname()} pid {os.getpid()}"
     with (
         BackupLock(settings.backup_dir, f"{args.command} backup"),
         run_log(local.root / "logs", "backup", now) as log,
+        _shared_locks(storages, local, holder),
     ):
         for leftover in local.clear_staging():
             logger.warning(

@@ -1,7 +1,11 @@
-"""One backup at a time per BACKUP_DIR: an flock-held lock file naming its holder.
+"""One backup at a time per BACKUP_DIR: an flock-held lock file naming its holder; and per shared
+storage (an S3 bucket and host name, which the CLI and the serverless workflow may both write to): a
+lock object there, ``SHARED_LOCK_KEY``.
 
 The kernel releases an flock when its process dies, so a lock left by a killed run is stale by
-construction and simply taken over (and said so in the log).
+construction and simply taken over (and said so in the log). A lock object outlives a killed run: it
+expires, and a CLI run may take over at once a lock left by an earlier run of its own BACKUP_DIR,
+which the flock it holds proves dead.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from questboard_backup.storage.base import Storage
 
 logger = logging.getLogger(__name__)
 LOCK_NAME = "backup.lock"
+#: The lock object in shared storage, relative to its host prefix: the Lambdas and the CLI take the same.
+SHARED_LOCK_KEY = "locks/backup.json"
 
 
 class BackupLock:
@@ -94,25 +100,37 @@ class StorageLock:
     a run that died (a timed-out workflow) is taken over once expired. Released only by its token.
     """
 
-    def __init__(self, storage: Storage, key: str, lifetime_seconds: int) -> None:
+    def __init__(
+        self, storage: Storage, key: str, lifetime_seconds: int, instance: str | None = None
+    ) -> None:
+        """``instance``: who takes the lock, when the caller knows that no earlier holder of the same
+        instance is alive (the CLI, holding its BACKUP_DIR's flock): such a lock is taken over at once."""
         self._storage = storage
         self._key = key
         self._lifetime = lifetime_seconds
+        self._instance = instance
 
     def acquire(self, holder: str, now: float | None = None) -> str:
         """Take the lock for ``holder``; returns the token that releases it, or raises LockedError."""
         moment = time.time() if now is None else now
         token = secrets.token_hex(16)
-        body = json.dumps({"holder": holder, "token": token, "expires_at": moment + self._lifetime}).encode()
+        fields: dict[str, object] = {"holder": holder, "token": token, "expires_at": moment + self._lifetime}
+        if self._instance is not None:
+            fields["instance"] = self._instance
+        body = json.dumps(fields).encode()
         if self._storage.create_exclusive(self._key, body):
             return token
         current = self._current()
-        if current is not None and float(str(current.get("expires_at", 0))) < moment:
-            logger.warning("took over an expired lock held by %s", current.get("holder", "?"))
-            self._storage.delete(self._key)
-            if self._storage.create_exclusive(self._key, body):
-                return token
-            current = self._current()
+        if current is not None:
+            left_here = self._instance is not None and current.get("instance") == self._instance
+            expired = float(str(current.get("expires_at", 0))) < moment
+            if left_here or expired:
+                why = "a lock left by an interrupted run here" if left_here else "an expired lock"
+                logger.warning("took over %s held by %s", why, current.get("holder", "?"))
+                self._storage.delete(self._key)
+                if self._storage.create_exclusive(self._key, body):
+                    return token
+                current = self._current()
         holder_text = current.get("holder", "unknown holder") if current else "unknown holder"
         raise LockedError(
             f"locked: another backup is running ({holder_text}); lock {self._storage.uri(self._key)}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import BinaryIO
 
 from questboard_backup.errors import NotFoundError, StorageError
 from questboard_backup.storage.base import Storage
+
+INSTANCE_KEY = ".instance"
 
 LAYOUT = ("daily", "weekly", "monthly", "incremental", "temp", "logs")
 
@@ -102,6 +105,14 @@ class LocalStorage(Storage):
                 entry.unlink(missing_ok=True)
             removed.append(entry.name)
         return removed
+
+    def instance_id(self) -> str:
+        """A random name for this BACKUP_DIR, made on first use: whose the shared locks it takes are."""
+        self.create_exclusive(INSTANCE_KEY, secrets.token_hex(16).encode())  # kept if it exists
+        instance = self.read_bytes(INSTANCE_KEY).decode("ascii", "replace").strip()
+        if not instance:
+            raise StorageError(f"{self._path(INSTANCE_KEY)} is empty: remove it, a new one is made")
+        return instance
 
     def _path(self, key: str) -> Path:
         parts = [part for part in key.split("/") if part]

@@ -18,6 +18,7 @@ import pytest
 
 from questboard_backup.backup import backup_id_for
 from questboard_backup.cli import main
+from questboard_backup.lock import SHARED_LOCK_KEY
 from questboard_backup.sources.files import tree_listing
 from tests.conftest import S3Bucket
 from tests.dataset import pg_dump_text, redis_snapshot
@@ -283,6 +284,9 @@ def test_a_run_killed_mid_upload_leaves_no_backup_and_the_next_run_removes_its_l
         wait_for_held(process, lambda: stalled.held, "the files upload to reach S3")
         keys = s3_keys(with_s3)
     proxy.heal()
+    lock = f"test-host/{SHARED_LOCK_KEY}"
+    assert lock in keys  # the killed run's lock object stays behind, for the next run here to take over
+    keys.remove(lock)
     assert keys, "no object of the set had landed before the kill"
     leftover = keys[0].rsplit("/", 1)[0]  # test-host/{tier}/{id}
     assert keys == sorted(
@@ -294,7 +298,7 @@ def test_a_run_killed_mid_upload_leaves_no_backup_and_the_next_run_removes_its_l
             "redis.rdbx.zst.enc",
         )
     )
-    assert s3_keys(with_s3) == keys  # nothing finished it after the kill either
+    assert s3_keys(with_s3) == sorted([*keys, lock])  # nothing finished it after the kill either
     assert pending_uploads(with_s3) == [f"{leftover}/files.tar.zst.enc"]
 
     assert_no_backup(capsys)
@@ -308,9 +312,9 @@ def test_a_run_killed_mid_upload_leaves_no_backup_and_the_next_run_removes_its_l
     prefix = f"test-host/{result['tier']}/{result['backup_id']}/"
     assert s3_keys(with_s3) and all(key.startswith(prefix) for key in s3_keys(with_s3))
     assert pending_uploads(with_s3) == []
-    assert f"removing leftovers of an interrupted run location=s3://{with_s3.name}/{leftover}" in [
-        record.getMessage() for record in caplog.records
-    ]
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"removing leftovers of an interrupted run location=s3://{with_s3.name}/{leftover}" in messages
+    assert any(m.startswith("took over a lock left by an interrupted run here") for m in messages)
     assert not any((deployment.backup_dir / "temp").iterdir())
     code, out, _ = cli(capsys, "list", "--json")
     assert {b["id"] for b in json.loads(out)["backups"]} == {result["backup_id"]}
@@ -333,7 +337,9 @@ def test_a_run_killed_during_its_first_multipart_upload_leaves_an_upload_the_nex
         for n in range(20):  # incompressible: its stream is a multipart upload
             cur.execute("INSERT INTO attachments VALUES (%s, %s)", (n, os.urandom(MiB)))
     # Nothing may complete: the run is frozen where a long dump spends its time, parts on their way.
-    stalled = proxy.hold(lambda r: r.operation in ("UploadPart", "PutObject"))
+    stalled = proxy.hold(
+        lambda r: r.operation in ("UploadPart", "PutObject") and not r.key.endswith(SHARED_LOCK_KEY)
+    )
     with backup_process() as process:
         wait_for_held(
             process,
@@ -342,10 +348,38 @@ def test_a_run_killed_during_its_first_multipart_upload_leaves_an_upload_the_nex
         )
         keys, orphans = s3_keys(with_s3), pending_uploads(with_s3, with_ids=True)
     proxy.heal()
-    assert keys == []
+    assert keys == [f"test-host/{SHARED_LOCK_KEY}"]  # the run's lock, and no object of its set
     assert len(orphans) == 1 and orphans[0].startswith("test-host/") and "/postgres." in orphans[0]
     assert_no_backup(capsys)
 
     code, _, err = cli(capsys, "full")
     assert code == 0, err
     assert pending_uploads(with_s3, with_ids=True) == []
+
+
+def test_a_backup_waits_for_another_writer_of_the_bucket_and_sweeps_nothing_meanwhile(
+    deployment: Deployment, with_s3: S3Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The serverless workflow (or another host with the same BACKUP_HOSTNAME) holds the bucket's lock
+    object: a CLI backup is refused as locked, before it sweeps what may be that writer's set in
+    progress; once the lock is released it runs, sweeps, and leaves no lock behind."""
+    from questboard_backup.lock import SHARED_LOCK_KEY, StorageLock
+    from questboard_backup.storage.s3 import S3Storage
+
+    in_progress = "test-host/daily/questboard_full_20200101_020000/postgres.dump.zst.enc"
+    with_s3.client.put_object(Bucket=with_s3.name, Key=in_progress, Body=b"another writer's part")
+    workflow = StorageLock(S3Storage(with_s3.name, "test-host", with_s3.client), SHARED_LOCK_KEY, 7200)
+    token = workflow.acquire("full backup, request abc")
+
+    code, _, err = cli(capsys, "full")
+    assert code == 3, err
+    assert err.count("\n") == 1 and "locked" in err and "full backup, request abc" in err
+    assert s3_keys(with_s3) == [in_progress, f"test-host/{SHARED_LOCK_KEY}"]
+    assert local_sets(deployment) == []
+
+    assert workflow.release(token)
+    code, out, err = cli(capsys, "full", "--json")
+    assert code == 0, err
+    backup_id = json.loads(out)["backup_id"]
+    assert in_progress not in s3_keys(with_s3) and f"test-host/{SHARED_LOCK_KEY}" not in s3_keys(with_s3)
+    assert all(f"/{backup_id}/" in key for key in s3_keys(with_s3))

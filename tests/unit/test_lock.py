@@ -77,3 +77,31 @@ def test_an_expired_storage_lock_is_taken_over(tmp_path: Path) -> None:
     assert new != old
     assert lock.release(old) is False
     assert lock.release(new) is True
+
+
+def test_a_storage_lock_left_by_the_same_instance_is_taken_over_at_once(tmp_path: Path) -> None:
+    """The CLI names its BACKUP_DIR as the instance and takes the lock only while holding that folder's
+    flock: a lock object of its own instance can only be left by a run that died."""
+    from questboard_backup.lock import StorageLock
+    from questboard_backup.storage.local import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    here = StorageLock(storage, "locks/backup.json", lifetime_seconds=3600, instance="backup-dir-a")
+    left = here.acquire("killed run", now=1000.0)
+    taken = here.acquire("next run", now=1001.0)  # long before it expires
+    assert taken != left and here.release(left) is False
+    # Another instance (another host with the same BACKUP_HOSTNAME) and the Lambdas (no instance) wait.
+    for other in ("backup-dir-b", None):
+        with pytest.raises(LockedError, match="next run"):
+            StorageLock(storage, "locks/backup.json", lifetime_seconds=3600, instance=other).acquire(
+                "someone else", now=1002.0
+            )
+    assert here.release(taken) is True
+
+
+def test_the_instance_of_a_backup_dir_is_made_once(tmp_path: Path) -> None:
+    from questboard_backup.storage.local import LocalStorage
+
+    first = LocalStorage(tmp_path).instance_id()
+    assert len(first) == 32 and LocalStorage(tmp_path).instance_id() == first
+    assert LocalStorage(tmp_path / "elsewhere").instance_id() != first

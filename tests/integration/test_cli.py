@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -21,7 +22,8 @@ import pytest
 import redis
 
 from questboard_backup.cli import build_parser, main
-from questboard_backup.manifest import parse_time
+from questboard_backup.crypto.keys import PassphraseKeyWrapper
+from questboard_backup.manifest import open_manifest, parse_time, seal_manifest
 from questboard_backup.sources.files import tree_listing
 from tests.dataset import large_objects, pg_dump_text, redis_snapshot, tree_state
 from tests.integration.conftest import Deployment
@@ -328,6 +330,34 @@ def test_a_wrong_key_is_refused_and_nothing_is_restored(
     code, _, err = cli(capsys, "restore", backup_id)
     assert code == 6 and "BACKUP_ENCRYPTION_KEY" in err
     assert "some-other-key-entirely" not in err
+    assert_untouched(deployment, before)
+
+
+def test_a_restore_whose_data_disagrees_with_the_manifest_exits_8_and_swaps_nothing_in(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A set whose data and manifest disagree, though both authenticate (as a faulty dump would leave
+    it): here a manifest re-sealed by the key's holder with one table's row count off by one."""
+    backup_id = str(full_backup(capsys)["backup_id"])
+    (set_dir,) = set_dirs(deployment.backup_dir)
+    path = set_dir / "manifest.json"
+    wrapper = PassphraseKeyWrapper(deployment.env["BACKUP_ENCRYPTION_KEY"])
+    manifest, data_key = open_manifest(path.read_bytes(), wrapper, backup_id)
+    postgres = manifest.component("postgres")
+    facts = {**postgres.facts, "tables": {**postgres.facts["tables"], "rewards.ledger": 61}}
+    forged = dataclasses.replace(
+        manifest,
+        components=tuple(
+            dataclasses.replace(c, facts=facts) if c.name == "postgres" else c for c in manifest.components
+        ),
+    )
+    path.write_bytes(seal_manifest(forged, data_key))
+    assert cli(capsys, "verify", backup_id)[0] == 0  # every stream is sound: only a restore can tell
+
+    before = change_the_targets(deployment)
+    code, _, err = cli(capsys, "restore", backup_id)
+    assert code == 8, err
+    assert err.count("\n") == 1 and "rewards.ledger" in err
     assert_untouched(deployment, before)
 
 

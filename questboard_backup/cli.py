@@ -15,7 +15,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from traceback import format_exception
 from typing import Any
 
 from questboard_backup import __version__
@@ -25,7 +24,7 @@ from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.lock import SHARED_LOCK_KEY, BackupLock, StorageLock
 from questboard_backup.manifest import parse_time
-from questboard_backup.redaction import redact_text
+from questboard_backup.redaction import redact_text, redacted_traceback
 from questboard_backup.restore import run_restore, verify_backup
 from questboard_backup.retention import prune
 from questboard_backup.runlog import run_log
@@ -139,14 +138,13 @@ def _shared_locks(storages: Sequence[Storage], local: LocalStorage, holder: str)
     """The lock object of each shared storage (S3), which the serverless workflow and other hosts with
     the same BACKUP_HOSTNAME take too: the run and its sweep of leftovers are alone there. A lock left
     by an earlier run of this BACKUP_DIR is taken over at once (the flock held here proves it dead)."""
+    shared = [storage for storage in storages if not isinstance(storage, LocalStorage)]
+    instance = local.instance_id() if shared else None
     taken: list[tuple[StorageLock, str]] = []
     try:
-        for storage in storages:
-            if not isinstance(storage, LocalStorage):
-                lock = StorageLock(
-                    storage, SHARED_LOCK_KEY, SHARED_LOCK_LIFETIME_SECONDS, local.instance_id()
-                )
-                taken.append((lock, lock.acquire(holder)))
+        for storage in shared:
+            lock = StorageLock(storage, SHARED_LOCK_KEY, SHARED_LOCK_LIFETIME_SECONDS, instance)
+            taken.append((lock, lock.acquire(holder)))
         yield
     finally:
         for lock, token in taken:
@@ -456,16 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _ConsoleFormatter(logging.Formatter):
+CONSOLE_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+class _OneLineFormatter(logging.Formatter):
     """One line per record on the operator's terminal: no tracebacks (the run log and ``-v`` keep them)."""
 
-    def __init__(self, verbose: bool) -> None:
-        super().__init__("%(levelname)s %(name)s: %(message)s")
-        self._verbose = verbose
-
     def format(self, record: logging.LogRecord) -> str:
-        if self._verbose:
-            return super().format(record)
         plain = logging.makeLogRecord(
             {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
         )
@@ -478,7 +473,7 @@ def _console(verbose: bool) -> Iterator[None]:
     that end the command are not logged here but printed once, as the one line the CLI promises."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.INFO if verbose else logging.WARNING)
-    handler.setFormatter(_ConsoleFormatter(verbose))
+    handler.setFormatter(logging.Formatter(CONSOLE_FORMAT) if verbose else _OneLineFormatter(CONSOLE_FORMAT))
     root, engine = logging.getLogger(), logging.getLogger("questboard_backup")
     previous = engine.level
     if verbose:
@@ -512,7 +507,7 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     except Exception as error:  # noqa: BLE001 - the last resort: one line and exit 1, traceback with -v
         # With -v, its traceback (the run log has it too), passwords left out as everywhere.
-        logger.info("unexpected error:\n%s", redact_text("".join(format_exception(error)).rstrip()))
+        logger.info("unexpected error:\n%s", redacted_traceback(error))
         lines = str(error).strip().splitlines() or [""]
         print(f"error: unexpected {type(error).__name__}: {redact_text(lines[0])}", file=sys.stderr)
         return 1

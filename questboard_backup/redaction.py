@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from traceback import format_exception
 from urllib.parse import urlsplit, urlunsplit
 
 # The password runs to the last "@" of the authority (as URL parsers split it), never past a "/".
@@ -27,3 +28,8 @@ def redact_text(text: str) -> str:
     """Passwords out of any text that may quote a URL (``scheme://user:secret@``) or a libpq
     connection string (``password=secret``): for messages whose origin is not known."""
     return _KEYWORD_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>:***@", text))
+
+
+def redacted_traceback(error: BaseException) -> str:
+    """``error``'s traceback, as Python prints it, with the passwords its messages quote left out."""
+    return redact_text("".join(format_exception(error)).rstrip())

@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from traceback import format_exception
 
 from questboard_backup.errors import BackupError
-from questboard_backup.redaction import redact_text
+from questboard_backup.redaction import redact_text, redacted_traceback
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -34,7 +33,7 @@ def run_log(logs_dir: Path, action: str, now: datetime | None = None) -> Iterato
         # To this run's file only: whoever runs it reports the failure itself (the CLI in one line).
         # An error that is not the engine's own is a bug: its traceback goes with it.
         detail = (
-            "" if isinstance(error, BackupError | KeyboardInterrupt) else "".join(format_exception(error))
+            "" if isinstance(error, BackupError | KeyboardInterrupt) else "\n" + redacted_traceback(error)
         )
         failed = logging.getLogger(__name__).makeRecord(
             __name__,
@@ -45,7 +44,7 @@ def run_log(logs_dir: Path, action: str, now: datetime | None = None) -> Iterato
             (
                 type(error).__name__,
                 redact_text(str(error)),
-                redact_text("\n" + detail.rstrip()) if detail else "",
+                detail,
             ),
             None,
         )

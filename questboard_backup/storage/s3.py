@@ -331,6 +331,7 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.stage_in_temp = stage_in_temp
         self.prefix = prefix.strip("/")
+        self._root = f"{self.prefix}/" if self.prefix else ""  # what every object key here starts with
         self.part_size = part_size
         self.max_concurrency = max_concurrency
         self.description = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -416,20 +417,18 @@ class S3Storage(Storage):
     def _under(self, prefix: str) -> str:
         """The S3 prefix for everything below ``prefix`` ('' is the whole storage), slash-terminated."""
         if not prefix.strip("/"):
-            return f"{self.prefix}/" if self.prefix else ""
+            return self._root
         return self._object_key(prefix) + "/"
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        root = f"{self.prefix}/" if self.prefix else ""
         for item in self._list("list_objects_v2", "Contents", self._under(prefix)):
             name = str(item["Key"])
             if not name.endswith("/"):
-                yield name[len(root) :]
+                yield name[len(self._root) :]
 
     def list_unfinished(self, prefix: str) -> Iterator[str]:
-        root = f"{self.prefix}/" if self.prefix else ""
         for upload in self._list("list_multipart_uploads", "Uploads", self._under(prefix)):
-            yield str(upload["Key"])[len(root) :]
+            yield str(upload["Key"])[len(self._root) :]
 
     def size(self, key: str) -> int:
         object_key = self._object_key(key)

@@ -20,7 +20,6 @@ import http.client
 import itertools
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -42,15 +41,6 @@ _MESSAGES = {
     "AccessDenied": "Access Denied",
 }
 _RESPONSES = {status.value: status.phrase for status in HTTPStatus}
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,26 @@ def postgres_major() -> int:
         [str(postgres_bindir() / "postgres"), "--version"], capture_output=True, check=True, text=True
     ).stdout
     return int(output.split(")")[1].strip().split(".")[0])
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = READY_TIMEOUT) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_while_running(
+    process: subprocess.Popen[bytes],
+    condition: Callable[[], object],
+    what: str,
+    timeout: float = READY_TIMEOUT,
+) -> None:
+    """Wait until ``condition`` while ``process`` is still running: fail with its output if it ends first."""
+    wait_until(lambda: condition() or process.poll() is not None, what, timeout)
+    assert process.poll() is None, process.communicate()
 
 
 def _wait_until(check: object, what: str) -> None:

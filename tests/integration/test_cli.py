@@ -11,8 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +25,7 @@ from questboard_backup.manifest import open_manifest, parse_time, seal_manifest
 from questboard_backup.sources.files import tree_listing
 from tests.dataset import large_objects, pg_dump_text, redis_snapshot, tree_state
 from tests.integration.conftest import Deployment
-from tests.servers import RedisServer, postgres_major
+from tests.servers import RedisServer, postgres_major, wait_while_running
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -414,22 +412,17 @@ def test_killing_a_backup_mid_run_leaves_no_backup_and_a_second_run_is_refused_m
         start_new_session=True,
     )
 
-    def wait_for(what: str, ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 60
-        while not ready():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, f"the backup never {what}"
-            time.sleep(0.05)
-
     try:
-        wait_for("started writing", lambda: bool(list(temp.glob("*/.*.partial"))))
+        wait_while_running(
+            process, lambda: list(temp.glob("*/.*.partial")), "the backup to start writing", 60
+        )
         redis_server.process.send_signal(signal.SIGSTOP)
         blocker.rollback()
-        wait_for(
-            "stored its PostgreSQL objects and went on",
-            lambda: bool(
-                list(temp.glob("*/postgres.part2.dump.zst.enc")) and list(temp.glob("*/.redis*.partial"))
-            ),
+        wait_while_running(
+            process,
+            lambda: list(temp.glob("*/postgres.part2.dump.zst.enc")) and list(temp.glob("*/.redis*.partial")),
+            "the backup to store its PostgreSQL objects and go on",
+            60,
         )
         assert sum(p.stat().st_size for p in temp.glob("*/postgres*.enc")) > 4096  # rows, not just headers
         code, _, err = cli(capsys, "full")

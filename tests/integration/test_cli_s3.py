@@ -22,8 +22,9 @@ from questboard_backup.lock import SHARED_LOCK_KEY
 from questboard_backup.sources.files import tree_listing
 from tests.conftest import S3Bucket
 from tests.dataset import pg_dump_text, redis_snapshot
-from tests.fault_proxy import FaultProxy, Request, wait_until
+from tests.fault_proxy import FaultProxy, Request
 from tests.integration.conftest import Deployment
+from tests.servers import wait_until, wait_while_running
 
 MiB = 2**20
 TIERS = ("daily", "weekly", "monthly", "incremental")
@@ -99,12 +100,6 @@ def backup_process() -> Iterator[subprocess.Popen[bytes]]:
         process.wait()
         assert process.stdout is not None
         process.stdout.close()
-
-
-def wait_for_held(process: subprocess.Popen[bytes], condition: Callable[[], object], what: str) -> None:
-    """Wait until ``condition`` (a request parked by the proxy) while the backup is still running."""
-    wait_until(lambda: condition() or process.poll() is not None, what)
-    assert process.poll() is None, process.stdout.read() if process.stdout else ""
 
 
 def local_sets(deployment: Deployment) -> list[Path]:
@@ -281,7 +276,7 @@ def test_a_run_killed_mid_upload_leaves_no_backup_and_the_next_run_removes_its_l
     big_files(deployment, 20 * MiB)
     stalled = proxy.hold(files_part())  # files come after postgres and redis: those objects are in S3
     with backup_process() as process:
-        wait_for_held(process, lambda: stalled.held, "the files upload to reach S3")
+        wait_while_running(process, lambda: stalled.held, "the files upload to reach S3")
         keys = s3_keys(with_s3)
     proxy.heal()
     lock = f"test-host/{SHARED_LOCK_KEY}"
@@ -341,7 +336,7 @@ def test_a_run_killed_during_its_first_multipart_upload_leaves_an_upload_the_nex
         lambda r: r.operation in ("UploadPart", "PutObject") and not r.key.endswith(SHARED_LOCK_KEY)
     )
     with backup_process() as process:
-        wait_for_held(
+        wait_while_running(
             process,
             lambda: any(r.operation == "UploadPart" for r in stalled.held),
             "the database upload to reach S3",

@@ -7,9 +7,9 @@ jsonb, timestamps, several tables) at two sizes, then times:
   backup        questboard-backup full (PostgreSQL only, local storage)
   raw restore   createdb, then pg_restore -j2 of the raw dump into it
   restore       questboard-backup restore --only postgres into a fresh database
-in QB_BENCH_ROUNDS rounds (default 6: as often each step first), each tool back to back with its raw counterpart, and reports the
-median of the rounds' ratios (the seed pipeline, run once, against the backup's median) and the peak
-RSS of the backup and restore processes. Sizes: QB_BENCH_GB (default 1.35, about 1.1 GB on disk).
+in QB_BENCH_ROUNDS rounds (default 6: as often each step first), each tool back to back with its raw
+counterpart, and reports the median of the rounds' ratios (the seed pipeline, run once, against the
+backup's median) and the peak RSS of the backup and restore processes. Sizes: QB_BENCH_GB (default 1.35, about 1.1 GB on disk).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from urllib.parse import quote
 import boto3
 from aws_lambda_powertools.utilities import parameters
 
-from questboard_backup.alerts import SnsAlerts, describe_failure
-from questboard_backup.crypto.kms import KmsKeyWrapper
+from questboard_backup.aws.kms import KmsKeyWrapper
+from questboard_backup.aws.sns import SnsAlerts, describe_failure
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import SHARED_LOCK_KEY, StorageLock
 from questboard_backup.settings import (
@@ -29,8 +29,8 @@ from questboard_backup.settings import (
     postgres_tuning,
 )
 from questboard_backup.sources.base import Component
-from questboard_backup.sources.files import FilesComponent
-from questboard_backup.sources.postgres import PostgresComponent
+from questboard_backup.sources.files.component import FilesComponent
+from questboard_backup.sources.postgres.component import PostgresComponent
 from questboard_backup.sources.redis import RedisComponent
 from questboard_backup.storage.s3 import S3Storage
 

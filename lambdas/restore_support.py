@@ -8,7 +8,7 @@ from lambdas.dependencies import Dependencies
 from lambdas.models import RestoreState
 from questboard_backup.catalog import CatalogEntry, read_manifest
 from questboard_backup.sources.base import Component, RestoreOptions
-from questboard_backup.sources.files import FilesComponent
+from questboard_backup.sources.files.component import FilesComponent
 from questboard_backup.storage.s3 import S3Storage
 
 

@@ -80,7 +80,7 @@ def _storages(settings: Settings, local: bool = True) -> list[Storage]:
 
 
 def _postgres(settings: Settings, url: str) -> Component:
-    from questboard_backup.sources.postgres import PostgresComponent
+    from questboard_backup.sources.postgres.component import PostgresComponent
 
     return PostgresComponent(
         url, settings.pg_bin_dir, jobs=settings.pg_jobs, split_min_bytes=settings.pg_split_min_bytes
@@ -95,7 +95,7 @@ def _source_components(settings: Settings) -> list[Component]:
 
         components.append(RedisComponent(settings.redis_url))
     if settings.files_paths or settings.config_paths:
-        from questboard_backup.sources.files import FilesComponent
+        from questboard_backup.sources.files.component import FilesComponent
 
         if settings.files_paths:
             components.append(FilesComponent("files", settings.files_paths))
@@ -105,7 +105,7 @@ def _source_components(settings: Settings) -> list[Component]:
 
 
 def _restore_targets(settings: Settings, args: argparse.Namespace) -> dict[str, Component]:
-    from questboard_backup.sources.files import FilesComponent
+    from questboard_backup.sources.files.component import FilesComponent
     from questboard_backup.sources.redis import RedisComponent
 
     targets: dict[str, Component] = {}
@@ -356,7 +356,7 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
-    from questboard_backup.schedules import DeployedSchedules, aws_configured, scheduler_client
+    from questboard_backup.aws.scheduler import DeployedSchedules, aws_configured, scheduler_client
 
     if args.action == "detect":
         return 0 if aws_configured() else 1

@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 import psycopg2  # noqa: E402
 
-from questboard_backup.sources.files import tree_listing  # noqa: E402
+from questboard_backup.sources.files.component import tree_listing  # noqa: E402
 from tests.dataset import (  # noqa: E402 - needs the repo on sys.path first
     large_objects,
     load_postgres,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from questboard_backup.sources.files import tree_listing
+from questboard_backup.sources.files.component import tree_listing
 from tests.dataset import large_objects, pg_dump_text, redis_snapshot
 from tests.e2e.conftest import HOSTNAME, REGION, FlakyS3, World
 

@@ -104,7 +104,7 @@ def test_disabled_backups_deploy_disabled_schedules_in_the_configured_zone(
 
 
 def test_schedules_carry_the_names_the_cli_looks_for(synth: Synthesized) -> None:
-    from questboard_backup.schedules import schedule_name
+    from questboard_backup.aws.scheduler import schedule_name
 
     names_found = sorted(s["Properties"]["Name"] for s in synth.of_type("AWS::Scheduler::Schedule").values())
     assert names_found == sorted(schedule_name("questboard", kind) for kind in ("full", "incremental"))

@@ -22,7 +22,7 @@ import redis
 from questboard_backup.cli import build_parser, main
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.manifest import open_manifest, parse_time, seal_manifest
-from questboard_backup.sources.files import tree_listing
+from questboard_backup.sources.files.component import tree_listing
 from tests.dataset import large_objects, pg_dump_text, redis_snapshot, tree_state
 from tests.integration.conftest import Deployment
 from tests.servers import RedisServer, postgres_major, wait_while_running

@@ -19,7 +19,7 @@ import pytest
 from questboard_backup.backup import backup_id_for
 from questboard_backup.cli import main
 from questboard_backup.lock import SHARED_LOCK_KEY
-from questboard_backup.sources.files import tree_listing
+from questboard_backup.sources.files.component import tree_listing
 from tests.conftest import S3Bucket
 from tests.dataset import pg_dump_text, redis_snapshot
 from tests.fault_proxy import FaultProxy, Request

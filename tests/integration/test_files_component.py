@@ -21,7 +21,7 @@ from questboard_backup.errors import (
 )
 from questboard_backup.pipeline import ComponentWriter, StreamStats
 from questboard_backup.sources.base import RestoreOptions, StreamOpener
-from questboard_backup.sources.files import FilesComponent, tree_listing
+from questboard_backup.sources.files.component import FilesComponent, tree_listing
 from tests import sealed
 from tests.dataset import tree_state
 

@@ -30,9 +30,9 @@ from questboard_backup.errors import (
 )
 from questboard_backup.pipeline import READ_SIZE, ComponentWriter, StreamStats
 from questboard_backup.sources.base import RestoreOptions, StreamOpener
-from questboard_backup.sources.postgres import PostgresComponent, row_counts
-from questboard_backup.sources.postgres_copy import binary_columns
-from questboard_backup.sources.postgres_tools import Cancel, Cancelled
+from questboard_backup.sources.postgres.component import PostgresComponent, row_counts
+from questboard_backup.sources.postgres.copy import binary_columns
+from questboard_backup.sources.postgres.tools import Cancel, Cancelled
 from tests import sealed
 from tests.dataset import load_postgres
 from tests.servers import PostgresServer, free_port, postgres_bindir, postgres_major

@@ -8,8 +8,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from questboard_backup.aws.kms import KmsKeyWrapper
 from questboard_backup.crypto.keys import KeyWrapper, PassphraseKeyWrapper
-from questboard_backup.crypto.kms import KmsKeyWrapper
 from questboard_backup.errors import ConfigurationError, IntegrityError
 
 

@@ -9,7 +9,7 @@ from typing import cast
 import pytest
 
 from questboard_backup.errors import IntegrityError, SourceError
-from questboard_backup.sources.postgres_copy import (
+from questboard_backup.sources.postgres.copy import (
     MAGIC,
     MAX_REPORT_BYTES,
     CopyTable,

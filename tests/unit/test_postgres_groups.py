@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from questboard_backup.sources.postgres import MAX_SPLIT_TABLES, group_tables
-from questboard_backup.sources.postgres_facts import Table
+from questboard_backup.sources.postgres.component import MAX_SPLIT_TABLES, group_tables
+from questboard_backup.sources.postgres.facts import Table
 
 MIB = 2**20
 

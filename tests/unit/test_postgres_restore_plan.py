@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from questboard_backup.errors import IntegrityError
-from questboard_backup.sources.postgres_restore import Run, _Schedule, entry_kind, plan_restore
+from questboard_backup.sources.postgres.restore import Run, _Schedule, entry_kind, plan_restore
 
 TOC = """;
 ; Archive created at 2026-11-29 05:00:00 UTC

@@ -9,8 +9,8 @@ from typing import IO, cast
 import pytest
 
 from questboard_backup.errors import IntegrityError
-from questboard_backup.sources.postgres_restore import first_cause
-from questboard_backup.sources.postgres_tools import Cancel, Cancelled, feed, split_sections
+from questboard_backup.sources.postgres.restore import first_cause
+from questboard_backup.sources.postgres.tools import Cancel, Cancelled, feed, split_sections
 
 
 class ShortWrites(io.RawIOBase):

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from questboard_backup.aws.scheduler import DeployedSchedules, next_run, schedule_name
 from questboard_backup.errors import NotFoundError
-from questboard_backup.schedules import DeployedSchedules, next_run, schedule_name
 
 
 def test_the_daily_full_backup_fires_next_at_two_in_tokyo() -> None:

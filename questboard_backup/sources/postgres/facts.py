@@ -17,7 +17,7 @@ from psycopg2.extensions import cursor as Cursor
 
 from questboard_backup.errors import SourceError
 from questboard_backup.sources.base import Facts
-from questboard_backup.sources.postgres_tools import first_line
+from questboard_backup.sources.postgres.tools import first_line
 
 CONNECT_TIMEOUT = 5
 

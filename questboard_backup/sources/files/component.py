@@ -25,7 +25,7 @@ from questboard_backup.errors import (
 )
 from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
-from questboard_backup.sources.files_restore import COUNTED, NS, Counts, restore_archive
+from questboard_backup.sources.files.restore import COUNTED, NS, Counts, restore_archive
 
 logger = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from questboard_backup.errors import IntegrityError, SourceError
-from questboard_backup.sources.postgres_facts import lock_statement
-from questboard_backup.sources.postgres_tools import Cancel, first_line
+from questboard_backup.sources.postgres.facts import lock_statement
+from questboard_backup.sources.postgres.tools import Cancel, first_line
 
 MAGIC = b"QBCOPY1\n"
 _LENGTH = struct.Struct(">I")

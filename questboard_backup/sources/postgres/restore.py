@@ -35,7 +35,7 @@ from typing import BinaryIO
 from questboard_backup.errors import IntegrityError, SourceError
 from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.sources.base import StreamOpener
-from questboard_backup.sources.postgres_tools import (
+from questboard_backup.sources.postgres.tools import (
     Cancel,
     Cancelled,
     ClientTools,

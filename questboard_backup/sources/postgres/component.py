@@ -30,7 +30,7 @@ from questboard_backup.errors import (
 )
 from questboard_backup.redaction import redact_url
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
-from questboard_backup.sources.postgres_copy import (
+from questboard_backup.sources.postgres.copy import (
     CopyTable,
     PartWriter,
     binary_columns,
@@ -38,7 +38,7 @@ from questboard_backup.sources.postgres_copy import (
     load_part,
     server_counts,
 )
-from questboard_backup.sources.postgres_facts import (
+from questboard_backup.sources.postgres.facts import (
     CONNECT_TIMEOUT,
     SNAPSHOT_LOCK_WAIT,
     WORKER_LOCK_WAIT,
@@ -54,8 +54,8 @@ from questboard_backup.sources.postgres_facts import (
     table_sizes,
     unlimited,
 )
-from questboard_backup.sources.postgres_restore import parallel_restore, read_tocs
-from questboard_backup.sources.postgres_tools import Cancel, ClientTools, ToolRun, first_line, stream_out_all
+from questboard_backup.sources.postgres.restore import parallel_restore, read_tocs
+from questboard_backup.sources.postgres.tools import Cancel, ClientTools, ToolRun, first_line, stream_out_all
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Files and config: canonical PAX tar streams of folders, restored through staging folders."""

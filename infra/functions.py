@@ -129,6 +129,8 @@ class FunctionDependencies:
     hostname: str
     backups_enabled: bool
     log_level: str
+    #: The schedules' time zone: the tier rule follows its calendar (BACKUP_TIMEZONE).
+    schedule_timezone: str
 
 
 class BackupFunctions(Construct):
@@ -170,6 +172,7 @@ class BackupFunctions(Construct):
             "LOG_LEVEL": deps.log_level,
             "BACKUP_S3_BUCKET": deps.bucket.bucket_name,
             "BACKUP_HOSTNAME": deps.hostname,
+            "BACKUP_TIMEZONE": deps.schedule_timezone,
             "BACKUP_KMS_KEY_ID": deps.key.key_arn,
             "DATABASE_SECRET_ARN": deps.database_secret.secret_arn,
             "REDIS_SECRET_ARN": deps.redis_secret.secret_arn if deps.redis_secret else "",

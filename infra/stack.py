@@ -54,6 +54,7 @@ class QuestBoardBackupStack(Stack):
                 hostname=config.hostname,
                 backups_enabled=config.backups_enabled,
                 log_level=config.log_level,
+                schedule_timezone=config.schedule_timezone,
             ),
             layer_paths=layer_paths or LayerPaths(),
         )

@@ -24,7 +24,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     token = deps.lock().acquire(f"{request.type} backup, request {context.aws_request_id}")
     try:
         plan, _data_key = plan_backup(
-            request.type, deps.settings.hostname, deps.key_wrapper(), backup_id=request.backup_id
+            request.type,
+            deps.settings.hostname,
+            deps.key_wrapper(),
+            deps.settings.schedule_zone,
+            backup_id=request.backup_id,
         )
     except BaseException:
         deps.lock().release(token)

@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import BackupStep, parse
 from lambdas.observability import logger, metrics, tracer
+from questboard_backup.address import SetAddress
 from questboard_backup.catalog import read_manifest, write_latest_pointer
 from questboard_backup.manifest import parse_time
 
@@ -20,8 +21,8 @@ from questboard_backup.manifest import parse_time
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(BackupStep, event)
     storage = dependencies().storage()
-    prefix = f"{request.backup.tier}/{request.backup.backup_id}"
-    manifest = read_manifest(storage, prefix)
+    set_prefix = SetAddress(request.backup.hostname, request.backup.tier, request.backup.backup_id).set_prefix
+    manifest = read_manifest(storage, set_prefix)
     write_latest_pointer(storage, manifest)
     started, finished = parse_time(manifest.started_at), parse_time(manifest.finished_at)
     metrics.add_dimension(name="type", value=manifest.type)
@@ -33,4 +34,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     metrics.add_metric(name="backup_size_bytes", unit=MetricUnit.Bytes, value=manifest.stored_bytes)
     metrics.add_metric(name="backup_success_total", unit=MetricUnit.Count, value=1)
-    return {"latest": storage.uri(prefix)}
+    return {"latest": storage.uri(set_prefix)}

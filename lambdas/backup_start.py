@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import StartRequest, parse
 from lambdas.observability import logger, metrics, tracer
-from questboard_backup.backup import backup_id_for
+from questboard_backup.address import BackupId
 from questboard_backup.errors import ConfigurationError
 
 
@@ -34,7 +34,7 @@ def _scheduled_time(text: str | None) -> datetime:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(StartRequest, event)
     deps = dependencies()
-    backup_id = backup_id_for(request.type, _scheduled_time(request.scheduled_at))
+    backup_id = str(BackupId.at(request.type, _scheduled_time(request.scheduled_at)))
     logger.set_correlation_id(backup_id)
     sfn = deps.client("stepfunctions")
     try:

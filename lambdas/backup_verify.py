@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import BackupStep, parse
 from lambdas.observability import logger, metrics, tracer
+from questboard_backup.address import SetAddress
 from questboard_backup.catalog import CatalogEntry
 from questboard_backup.restore import verify_backup
 
@@ -20,8 +21,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(BackupStep, event)
     deps = dependencies()
     storage = deps.storage()
-    staged = CatalogEntry(
-        storage, storage.staging_prefix(request.backup.tier, request.backup.backup_id), None
-    )
+    address = SetAddress(request.backup.hostname, request.backup.tier, request.backup.backup_id)
+    staged = CatalogEntry(storage, address.staging_prefix(storage.stage_in_temp), None)
     report = verify_backup(staged, deps.key_wrapper())
     return {"checked": report.checked}

@@ -21,71 +21,51 @@ from questboard_backup.aws.kms import KmsKeyWrapper
 from questboard_backup.aws.sns import SnsAlerts, describe_failure
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import SHARED_LOCK_KEY, StorageLock
-from questboard_backup.settings import (
-    DEFAULT_COMPRESSION_LEVEL,
-    DEFAULT_PG_JOBS,
-    DEFAULT_PG_SPLIT_MIN_MB,
-    compression_level,
-    postgres_tuning,
-)
+from questboard_backup.settings import Settings
 from questboard_backup.sources.base import Component
-from questboard_backup.sources.files.component import FilesComponent
-from questboard_backup.sources.postgres.component import PostgresComponent
-from questboard_backup.sources.redis import RedisComponent
+from questboard_backup.sources.registry import Endpoints
 from questboard_backup.storage.s3 import S3Storage
+from questboard_backup.wiring import Wiring
 
 LOCK_KEY = SHARED_LOCK_KEY  # the CLI takes the same lock object
 LOCK_LIFETIME_SECONDS = 2 * 3600  # the backup state machine's timeout
+#: Where the layer puts the PostgreSQL client tools.
+LAYER_PG_BIN_DIR = "/opt/bin"
 
 
 @dataclass(frozen=True)
-class FunctionSettings:
-    bucket: str
-    hostname: str
-    kms_key_id: str
-    enabled: bool = True
+class FunctionSettings(Settings):
+    """The engine's settings, read by the same rules as the CLI's, plus what only the functions have.
+    The bucket and the host name are required; database and Redis URLs come from secrets."""
+
+    kms_key_id: str = ""
     database_secret_arn: str = ""
     redis_secret_arn: str = ""
     alert_topic_arn: str = ""
     state_machine_arn: str = ""
-    files_paths: tuple[Path, ...] = ()
-    config_paths: tuple[Path, ...] = ()
-    pg_bin_dir: Path | None = None
-    pg_jobs: int = DEFAULT_PG_JOBS
-    pg_split_min_bytes: int = DEFAULT_PG_SPLIT_MIN_MB * 2**20
-    compression_level: int = DEFAULT_COMPRESSION_LEVEL
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
+    def from_env(cls, environ: Mapping[str, str], source: str = "environment only") -> FunctionSettings:
         def required(name: str) -> str:
             value = environ.get(name, "").strip()
             if not value:
                 raise ConfigurationError(f"{name} is not set")
             return value
 
-        def paths(name: str) -> tuple[Path, ...]:
-            return tuple(Path(p.strip()) for p in environ.get(name, "").split(",") if p.strip())
-
-        enabled = environ.get("BACKUP_ENABLED", "true").strip().lower()
-        if enabled not in ("true", "false"):
-            raise ConfigurationError(f"BACKUP_ENABLED must be true or false, not {enabled!r}")
-        pg_bin = environ.get("BACKUP_PG_BIN_DIR", "/opt/bin").strip()
-        pg_jobs, pg_split_min_bytes = postgres_tuning(environ)
+        required("BACKUP_S3_BUCKET")
+        required("BACKUP_HOSTNAME")  # the CLI's default, this machine's name, means nothing here
+        key_id = required("BACKUP_KMS_KEY_ID")
+        pg_bin = environ.get("BACKUP_PG_BIN_DIR", "").strip() or LAYER_PG_BIN_DIR
+        common = Settings.fields_from_env({**environ, "BACKUP_PG_BIN_DIR": pg_bin})
+        common["pg_bin_dir"] = Path(pg_bin) if Path(pg_bin).is_dir() else None
         return cls(
-            bucket=required("BACKUP_S3_BUCKET"),
-            hostname=required("BACKUP_HOSTNAME"),
-            kms_key_id=required("BACKUP_KMS_KEY_ID"),
-            enabled=enabled == "true",
+            **common,
+            source=source,
+            kms_key_id=key_id,
             database_secret_arn=environ.get("DATABASE_SECRET_ARN", ""),
             redis_secret_arn=environ.get("REDIS_SECRET_ARN", ""),
             alert_topic_arn=environ.get("ALERT_TOPIC_ARN", ""),
             state_machine_arn=environ.get("BACKUP_STATE_MACHINE_ARN", ""),
-            files_paths=paths("BACKUP_FILES_PATHS"),
-            config_paths=paths("BACKUP_CONFIG_PATHS"),
-            pg_bin_dir=Path(pg_bin) if pg_bin and Path(pg_bin).is_dir() else None,
-            pg_jobs=pg_jobs,
-            pg_split_min_bytes=pg_split_min_bytes,
-            compression_level=compression_level(environ),
         )
 
 
@@ -114,7 +94,7 @@ def url_from_secret(secret: str, scheme: str, database: str | None = None) -> st
 
 
 class Dependencies:
-    """The adapters one container uses; built lazily, once."""
+    """The adapters one container uses, from the engine's wiring; built lazily, once."""
 
     def __init__(
         self,
@@ -123,29 +103,24 @@ class Dependencies:
         secrets: Callable[[str], str] | None = None,
     ) -> None:
         self.settings = settings
-        self._clients = clients or (lambda name: boto3.client(name))
+        self.wiring = Wiring(settings, clients or (lambda name: boto3.client(name)))
         self._secrets = secrets or _powertools_secret
         self._storage: S3Storage | None = None
         self._wrapper: KmsKeyWrapper | None = None
 
     def client(self, name: str) -> Any:
-        return self._clients(name)
+        return self.wiring.client(name)
 
     def storage(self) -> S3Storage:
         if self._storage is None:
-            self._storage = S3Storage(
-                self.settings.bucket,
-                self.settings.hostname,
-                self._clients("s3"),
-                sse="aws:kms",
-                kms_key_id=self.settings.kms_key_id,
-                stage_in_temp=True,
-            )
+            storage = self.wiring.s3_storage(stage_in_temp=True, kms_key_id=self.settings.kms_key_id)
+            assert isinstance(storage, S3Storage)
+            self._storage = storage
         return self._storage
 
     def key_wrapper(self) -> KmsKeyWrapper:
         if self._wrapper is None:
-            self._wrapper = KmsKeyWrapper(self.settings.kms_key_id, self._clients("kms"))
+            self._wrapper = self.wiring.kms_wrapper(self.settings.kms_key_id)
         return self._wrapper
 
     def alert_failure(self, kind: str, backup_id: str, error: str, cause: str) -> dict[str, Any]:
@@ -169,23 +144,25 @@ class Dependencies:
         url = url_from_secret(self._secrets(self.settings.redis_secret_arn), "redis")
         return url if db is None else url.rsplit("/", 1)[0] + f"/{db}"
 
-    def component(
+    def endpoints(self, database: str | None = None, redis_db: int | None = None) -> Endpoints:
+        """This deployment's endpoints; secrets are read only for the component that needs them."""
+        settings = self.settings
+        return Endpoints(
+            database_url=(lambda: self.database_url(database)) if settings.database_secret_arn else "",
+            redis_url=(lambda: self.redis_url(redis_db)) if settings.redis_secret_arn else "",
+            files_paths=settings.files_paths,
+            config_paths=settings.config_paths,
+        )
+
+    def component(self, name: str) -> Component | None:
+        """The source bound for ``name``; None when this deployment does not back it up."""
+        return self.wiring.source(name, self.endpoints())
+
+    def restore_target(
         self, name: str, database: str | None = None, redis_db: int | None = None
     ) -> Component | None:
-        """The source/target bound for ``name``; None when this deployment does not back it up."""
-        if name == "postgres":
-            return PostgresComponent(
-                self.database_url(database),
-                self.settings.pg_bin_dir,
-                jobs=self.settings.pg_jobs,
-                split_min_bytes=self.settings.pg_split_min_bytes,
-            )
-        if name == "redis":
-            return RedisComponent(self.redis_url(redis_db)) if self.settings.redis_secret_arn else None
-        paths = {"files": self.settings.files_paths, "config": self.settings.config_paths}.get(name)
-        if paths is None:
-            raise ConfigurationError(f"unknown component {name!r}")
-        return FilesComponent(name, paths) if paths else None
+        """The restore target for ``name``; None when this deployment has none."""
+        return self.wiring.restore_targets(self.endpoints(database, redis_db), [name]).get(name)
 
 
 def _powertools_secret(name: str) -> str:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from questboard_backup.address import ID_PATTERN
 from questboard_backup.errors import ConfigurationError
+from questboard_backup.sources import registry
 
-ComponentName = Literal["postgres", "redis", "files", "config"]
+
+def _known_component(name: str) -> str:
+    if name not in registry.names():
+        raise ValueError(f"unknown component {name!r} (known: {', '.join(registry.names())})")
+    return name
+
+
+#: A component the registry knows (questboard_backup.sources.registry).
+ComponentName = Annotated[str, AfterValidator(_known_component)]
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -18,7 +28,7 @@ class _Strict(BaseModel):
 
 class BackupRequest(_Strict):
     type: Literal["full", "incremental"]
-    backup_id: str | None = Field(default=None, pattern=r"^questboard_(full|incremental)_\d{8}_\d{6}$")
+    backup_id: str | None = Field(default=None, pattern=ID_PATTERN)
 
 
 class StartRequest(_Strict):
@@ -27,7 +37,7 @@ class StartRequest(_Strict):
 
 
 class BackupState(_Strict):
-    backup_id: str = Field(pattern=r"^questboard_(full|incremental)_\d{8}_\d{6}$")
+    backup_id: str = Field(pattern=ID_PATTERN)
     type: Literal["full", "incremental"]
     tier: Literal["daily", "weekly", "monthly", "incremental"]
     hostname: str
@@ -75,7 +85,7 @@ class RestoreRequest(_Strict):
 class RestoreState(_Strict):
     bucket: str
     hostname: str
-    prefix: str
+    set_prefix: str
     backup_id: str
     timestamp: str
     only: list[ComponentName] | None = None

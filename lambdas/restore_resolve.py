@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import RestoreRequest, parse
 from lambdas.observability import logger, metrics, tracer
+from questboard_backup.address import timestamp
 from questboard_backup.catalog import resolve
 from questboard_backup.storage.s3 import S3Storage
 
@@ -32,10 +33,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {
         "restore": {
             "bucket": location.bucket,
-            "hostname": location.prefix,
-            "prefix": entry.prefix,
+            "hostname": location.hostname,
+            "set_prefix": entry.set_prefix,
             "backup_id": entry.backup_id,
-            "timestamp": f"{datetime.now(UTC):%Y%m%d_%H%M%S}",
+            "timestamp": timestamp(datetime.now(UTC)),
             "only": request.only,
             "targets": request.targets.model_dump(),
         }

@@ -7,20 +7,21 @@ from pathlib import Path
 from lambdas.dependencies import Dependencies
 from lambdas.models import RestoreState
 from questboard_backup.catalog import CatalogEntry, read_manifest
+from questboard_backup.errors import ConfigurationError
 from questboard_backup.sources.base import Component, RestoreOptions
-from questboard_backup.sources.files.component import FilesComponent
 from questboard_backup.storage.s3 import S3Storage
 
 
 def entry_for(deps: Dependencies, state: RestoreState) -> CatalogEntry:
     storage = S3Storage(state.bucket, state.hostname, deps.client("s3"))
-    return CatalogEntry(storage, state.prefix, read_manifest(storage, state.prefix))
+    return CatalogEntry(storage, state.set_prefix, read_manifest(storage, state.set_prefix))
 
 
 def target_for(deps: Dependencies, state: RestoreState, name: str) -> Component:
-    component = deps.component(name, database=state.targets.database, redis_db=state.targets.redis_db)
+    """The target of ``name``; refused by name when this deployment has none (never another's)."""
+    component = deps.restore_target(name, database=state.targets.database, redis_db=state.targets.redis_db)
     if component is None:
-        component = FilesComponent(name, ())
+        raise ConfigurationError(f"no restore target configured for {name} in this deployment")
     return component
 
 

@@ -10,6 +10,7 @@ from lambdas.dependencies import dependencies
 from lambdas.models import RestoreStep, parse
 from lambdas.observability import logger, metrics, tracer
 from lambdas.restore_support import target_for
+from questboard_backup.sources import registry
 
 
 @logger.inject_lambda_context(correlation_id_path="restore.backup_id")
@@ -19,8 +20,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(RestoreStep, event)
     deps = dependencies()
     checked = []
-    for name in request.restore.only or ["postgres", "redis"]:
-        if name in ("postgres", "redis"):
+    for name in request.restore.only or registry.names():
+        spec = registry.spec(name)
+        if spec.answers_connections and deps.restore_target(name) is not None:
             target_for(deps, request.restore, name).check()
             checked.append(name)
     return {"connectivity": checked}

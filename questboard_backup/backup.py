@@ -11,60 +11,26 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from questboard_backup import __version__
+from questboard_backup.address import (
+    MANIFEST_NAME,
+    BackupId,
+    SetAddress,
+    object_name,
+    stream_context,
+    tier_for,
+)
 from questboard_backup.crypto.keys import KeyWrapper, WrappedKey
 from questboard_backup.errors import ConfigurationError
-from questboard_backup.manifest import (
-    BACKUP_ID,
-    MANIFEST_NAME,
-    ComponentEntry,
-    Manifest,
-    PartEntry,
-    format_time,
-    seal_manifest,
-)
+from questboard_backup.manifest import ComponentEntry, Manifest, PartEntry, format_time, seal_manifest
 from questboard_backup.pipeline import ZSTD_LEVEL, ZSTD_THREADS, ComponentWriter
 from questboard_backup.sources.base import Component
 from questboard_backup.storage.base import ObjectWriter, Storage
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("full", "incremental")
-OBJECT_NAMES = {"postgres": "postgres.dump.zst.enc", "redis": "redis.rdbx.zst.enc"}
-
-
-def object_name(component: str, part: int = 0) -> str:
-    """``postgres.dump.zst.enc``; a further part is ``postgres.part1.dump.zst.enc``."""
-    name = OBJECT_NAMES.get(component, f"{component}.tar.zst.enc")
-    if part == 0:
-        return name
-    stem, rest = name.split(".", 1)
-    return f"{stem}.part{part}.{rest}"
-
-
-def backup_id_for(kind: str, now: datetime) -> str:
-    return f"questboard_{kind}_{now.astimezone(UTC):%Y%m%d_%H%M%S}"
-
-
-def tier_for(kind: str, now: datetime) -> str:
-    """Incrementals keep 24 h; a full on the 1st is monthly, on a Sunday weekly, else daily."""
-    if kind == "incremental":
-        return "incremental"
-    day = now.astimezone(UTC)
-    if day.day == 1:
-        return "monthly"
-    if day.weekday() == 6:
-        return "weekly"
-    return "daily"
-
-
-def stream_context(backup_id: str, component: str, part: int = 0) -> str:
-    """Binds a stream to its backup, component and part (part of the key derivation), so no stored
-    object can stand in for another."""
-    return f"{backup_id}/{component}" if part == 0 else f"{backup_id}/{component}/part{part}"
 
 
 @dataclass(frozen=True)
@@ -79,8 +45,8 @@ class BackupPlan:
     key: WrappedKey
 
     @property
-    def final_prefix(self) -> str:
-        return f"{self.tier}/{self.backup_id}"
+    def address(self) -> SetAddress:
+        return SetAddress(self.hostname, self.tier, self.backup_id)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,27 +78,28 @@ class _Tee:
 
 
 def plan_backup(
-    kind: str, hostname: str, wrapper: KeyWrapper, now: datetime | None = None, backup_id: str | None = None
+    kind: str,
+    hostname: str,
+    wrapper: KeyWrapper,
+    schedule_zone: tzinfo,
+    now: datetime | None = None,
+    backup_id: str | None = None,
 ) -> tuple[BackupPlan, bytes]:
     """Choose id and tier and create the backup's data key; returns the plan and the plaintext key.
 
     ``backup_id`` (from a scheduled start, which names the execution after it) fixes the id and the
-    time it stands for; otherwise the id comes from ``now``.
+    time it stands for; otherwise the id comes from ``now``. The tier follows the calendar of
+    ``schedule_zone`` (BACKUP_TIMEZONE); the id stays UTC.
     """
-    if kind not in KINDS:
-        raise ConfigurationError(f"backup type must be one of {', '.join(KINDS)}, not {kind!r}")
     if backup_id is not None:
-        match = BACKUP_ID.match(backup_id)
-        if not match or match.group(1) != kind:
+        chosen = BackupId.parse(backup_id)
+        if chosen.kind != kind:
             raise ConfigurationError(f"backup id {backup_id!r} is not a {kind} backup id")
-        started = datetime.strptime(match.group(2), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
     else:
-        started = now or datetime.now(UTC)
-        backup_id = backup_id_for(kind, started)
-    data_key, wrapped_key = wrapper.generate(backup_id)
-    return BackupPlan(
-        backup_id, kind, tier_for(kind, started), hostname, format_time(started), wrapped_key
-    ), data_key
+        chosen = BackupId.at(kind, now or datetime.now(UTC))
+    data_key, wrapped_key = wrapper.generate(str(chosen))
+    tier = tier_for(kind, chosen.moment, schedule_zone)
+    return BackupPlan(str(chosen), kind, tier, hostname, format_time(chosen.moment), wrapped_key), data_key
 
 
 class _ComponentOutputs:
@@ -159,9 +126,10 @@ class _ComponentOutputs:
             name = object_name(self._component, part)
             writers: list[ObjectWriter] = []
             try:
+                address = self._plan.address
                 for storage in self._storages:
-                    key = f"{storage.staging_prefix(self._plan.tier, self._plan.backup_id)}/{name}"
-                    writers.append(storage.open_write(key, self._plan.tier))
+                    key = f"{address.staging_prefix(storage.stage_in_temp)}/{name}"
+                    writers.append(storage.open_write(key, address.staging_tag(storage.stage_in_temp)))
                 # The stream writes its header at once: every storage writer must be open by then.
                 context = stream_context(self._plan.backup_id, self._component, part)
                 stream = ComponentWriter(
@@ -245,27 +213,31 @@ def seal_backup(
         components=tuple(entries),
     )
     sealed = seal_manifest(manifest, data_key)
+    address = plan.address
     for storage in storages:
-        storage.write_bytes(
-            f"{storage.staging_prefix(plan.tier, plan.backup_id)}/{MANIFEST_NAME}", sealed, plan.tier
-        )
+        staging = address.staging_prefix(storage.stage_in_temp)
+        storage.write_bytes(f"{staging}/{MANIFEST_NAME}", sealed, address.staging_tag(storage.stage_in_temp))
     return manifest
 
 
 def promote_backup(plan: BackupPlan, storages: Sequence[Storage]) -> tuple[str, ...]:
+    address = plan.address
     for storage in storages:
-        storage.promote(storage.staging_prefix(plan.tier, plan.backup_id), plan.final_prefix)
-    return tuple(storage.uri(plan.final_prefix) for storage in storages)
+        storage.promote(
+            address.staging_prefix(storage.stage_in_temp), address.set_prefix, plan.tier, MANIFEST_NAME
+        )
+    return tuple(storage.uri(address.set_prefix) for storage in storages)
 
 
 def discard_backup(plan: BackupPlan, storages: Sequence[Storage]) -> None:
     """Remove a failed run's objects from every storage; never raises (it runs on failure paths)."""
+    address = plan.address
     for storage in storages:
         try:
-            storage.delete_prefix(storage.staging_prefix(plan.tier, plan.backup_id))
+            storage.delete_prefix(address.staging_prefix(storage.stage_in_temp))
             # A promote interrupted halfway leaves copies without a manifest: not a backup, remove them.
-            if not storage.exists(f"{plan.final_prefix}/{MANIFEST_NAME}"):
-                storage.delete_prefix(plan.final_prefix)
+            if not storage.exists(address.manifest_key):
+                storage.delete_prefix(address.set_prefix)
         except Exception:
             logger.exception("cleanup failed storage=%s", storage.description)
 
@@ -276,6 +248,7 @@ def run_backup(
     storages: Sequence[Storage],
     wrapper: KeyWrapper,
     hostname: str,
+    schedule_zone: tzinfo,
     now: datetime | None = None,
     level: int = ZSTD_LEVEL,
 ) -> BackupResult:
@@ -284,7 +257,7 @@ def run_backup(
     clock = time.monotonic()
     for component in components:
         component.check()
-    plan, data_key = plan_backup(kind, hostname, wrapper, now)
+    plan, data_key = plan_backup(kind, hostname, wrapper, schedule_zone, now)
     logger.info(
         "backup started id=%s tier=%s storages=%s",
         plan.backup_id,

@@ -13,32 +13,45 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from questboard_backup.address import (
+    MANIFEST_NAME,
+    STAGING,
+    TIERS,
+    SetAddress,
+    is_backup_id,
+    parse_s3_uri,
+    sort_key,
+    staged_set_prefix,
+)
 from questboard_backup.errors import BackupError, NotFoundError
-from questboard_backup.manifest import BACKUP_ID, MANIFEST_NAME, TIERS, Manifest, parse_manifest
+from questboard_backup.manifest import Manifest, parse_manifest
 from questboard_backup.storage.base import Storage
 from questboard_backup.storage.local import LocalStorage
 
 logger = logging.getLogger(__name__)
 
-#: Builds an S3 storage for (bucket, hostname prefix); supplied by the edge so the catalog stays boto3-free.
+#: Builds an S3 storage for (bucket, hostname); supplied by the edge so the catalog stays boto3-free.
 S3Factory = Callable[[str, str], Storage]
 _SUFFIXES = (".tar.gz", ".tgz", ".tar", "/" + MANIFEST_NAME)
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
+    """A set found in a storage: where it is (``set_prefix``, relative to the storage) and its manifest
+    (None when unreadable, with the ``problem``)."""
+
     storage: Storage
-    prefix: str
+    set_prefix: str
     manifest: Manifest | None
     problem: str | None = None
 
     @property
     def backup_id(self) -> str:
-        return self.prefix.rsplit("/", 1)[-1]
+        return self.set_prefix.rsplit("/", 1)[-1]
 
     @property
     def location(self) -> str:
-        return self.storage.uri(self.prefix)
+        return self.storage.uri(self.set_prefix)
 
     def summary(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -59,58 +72,47 @@ class CatalogEntry:
         return body
 
 
-def _split_set_key(key: str) -> tuple[str, str] | None:
-    parts = key.split("/")
-    if len(parts) == 3 and parts[0] in TIERS and parts[2] == MANIFEST_NAME and BACKUP_ID.match(parts[1]):
-        return parts[0], parts[1]
-    return None
-
-
 def list_backups(storage: Storage) -> list[CatalogEntry]:
     """Every set with a manifest in ``storage``, newest first; unreadable manifests are listed with a problem."""
     entries = []
     for tier in TIERS:
         for key in storage.list_keys(tier):
-            split = _split_set_key(key)
-            if split is None:
+            address = SetAddress.from_manifest_key("", key)
+            if address is None:
                 continue
-            prefix = f"{split[0]}/{split[1]}"
             try:
                 manifest, _body, _mac = parse_manifest(storage.read_bytes(key))
             except BackupError as error:
-                entries.append(CatalogEntry(storage, prefix, None, str(error)))
+                entries.append(CatalogEntry(storage, address.set_prefix, None, str(error)))
                 continue
-            entries.append(CatalogEntry(storage, prefix, manifest))
+            entries.append(CatalogEntry(storage, address.set_prefix, manifest))
     return newest_first(entries)
 
 
 def newest_first(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
     """By the time in the backup id (full and incremental interleaved), newest first."""
-    return sorted(
-        entries, key=lambda entry: (entry.backup_id.rsplit("_", 2)[-2:], entry.backup_id), reverse=True
-    )
+    return sorted(entries, key=lambda entry: sort_key(entry.backup_id), reverse=True)
 
 
 def incomplete_sets(storage: Storage) -> Iterator[str]:
     """Prefixes holding objects or unfinished uploads but no manifest: leftovers of interrupted runs
     (never backups)."""
-    for tier in (*TIERS, "temp"):
+    for tier in (*TIERS, STAGING):
         seen: dict[str, bool] = {}
         for key in itertools.chain(storage.list_keys(tier), storage.list_unfinished(tier)):
-            parts = key.split("/")
-            if len(parts) < 3:
+            prefix = staged_set_prefix(key)
+            if prefix is None:
                 continue
-            prefix = f"{parts[0]}/{parts[1]}"
-            seen[prefix] = seen.get(prefix, False) or parts[2] == MANIFEST_NAME
-        yield from (prefix for prefix, complete in seen.items() if not complete or tier == "temp")
+            seen[prefix] = seen.get(prefix, False) or key == f"{prefix}/{MANIFEST_NAME}"
+        yield from (prefix for prefix, complete in seen.items() if not complete or tier == STAGING)
 
 
 LATEST_POINTER = "latest.json"
 
 
-def read_manifest(storage: Storage, prefix: str) -> Manifest:
-    """The (unauthenticated) manifest of the set at ``prefix``, for listings and metrics."""
-    manifest, _body, _mac = parse_manifest(storage.read_bytes(f"{prefix}/{MANIFEST_NAME}"))
+def read_manifest(storage: Storage, set_prefix: str) -> Manifest:
+    """The (unauthenticated) manifest of the set at ``set_prefix``, for listings and metrics."""
+    manifest, _body, _mac = parse_manifest(storage.read_bytes(f"{set_prefix}/{MANIFEST_NAME}"))
     return manifest
 
 
@@ -119,7 +121,7 @@ def write_latest_pointer(storage: Storage, manifest: Manifest) -> None:
     body = {
         "backup_id": manifest.backup_id,
         "tier": manifest.tier,
-        "prefix": f"{manifest.tier}/{manifest.backup_id}",
+        "prefix": SetAddress(manifest.hostname, manifest.tier, manifest.backup_id).set_prefix,
         "finished_at": manifest.finished_at,
     }
     storage.write_bytes(LATEST_POINTER, json.dumps(body, indent=2).encode())
@@ -138,13 +140,15 @@ def resolve(reference: str, storages: Sequence[Storage], s3_factory: S3Factory |
     if reference.startswith("s3://"):
         if s3_factory is None:
             raise NotFoundError("S3 is not configured on this machine")
-        body = _strip_suffix(reference[5:])
-        parts = body.split("/")
-        if len(parts) != 4 or not all(parts):
+        try:
+            bucket, key = parse_s3_uri(_strip_suffix(reference))
+        except ValueError:
+            raise NotFoundError(f"{reference} is not s3://bucket/hostname/tier/backup_id") from None
+        hostname, _, set_prefix = key.partition("/")
+        if not hostname or len(set_prefix.split("/")) != 2 or not all(set_prefix.split("/")):
             raise NotFoundError(f"{reference} is not s3://bucket/hostname/tier/backup_id")
-        bucket, hostname, tier, backup_id = parts
-        return _entry_at(s3_factory(bucket, hostname), f"{tier}/{backup_id}", reference)
-    if reference == "latest" or BACKUP_ID.match(reference):
+        return _entry_at(s3_factory(bucket, hostname), set_prefix, reference)
+    if reference == "latest" or is_backup_id(reference):
         # Newest across every storage (an S3-only backup may be newer than the local ones); for equal
         # ids the first storage (local) wins.
         for entry in newest_first(entry for storage in storages for entry in list_backups(storage)):
@@ -158,8 +162,7 @@ def resolve(reference: str, storages: Sequence[Storage], s3_factory: S3Factory |
     raise NotFoundError(f"{reference!r} is not a backup id, 'latest', a backup folder or an s3:// URI")
 
 
-def _entry_at(storage: Storage, prefix: str, reference: str) -> CatalogEntry:
-    key = f"{prefix}/{MANIFEST_NAME}"
-    if _split_set_key(key) is None:
+def _entry_at(storage: Storage, set_prefix: str, reference: str) -> CatalogEntry:
+    if SetAddress.from_set_prefix("", set_prefix) is None:
         raise NotFoundError(f"{reference} does not name a backup set (tier/questboard_type_YYYYMMDD_HHMMSS)")
-    return CatalogEntry(storage, prefix, read_manifest(storage, prefix))
+    return CatalogEntry(storage, set_prefix, read_manifest(storage, set_prefix))

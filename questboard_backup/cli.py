@@ -9,34 +9,27 @@ import argparse
 import json
 import logging
 import os
-import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from questboard_backup import __version__
-from questboard_backup.backup import run_backup
-from questboard_backup.catalog import CatalogEntry, incomplete_sets, list_backups, newest_first, resolve
-from questboard_backup.crypto.keys import PassphraseKeyWrapper
+from questboard_backup.catalog import CatalogEntry, list_backups, newest_first, resolve
 from questboard_backup.errors import BackupError, ConfigurationError
-from questboard_backup.lock import SHARED_LOCK_KEY, BackupLock, StorageLock
+from questboard_backup.lock import BackupLock
 from questboard_backup.manifest import parse_time
+from questboard_backup.operations import backup_now, restore_now
 from questboard_backup.redaction import redact_text, redacted_traceback
-from questboard_backup.restore import run_restore, verify_backup
-from questboard_backup.retention import prune
-from questboard_backup.runlog import run_log
-from questboard_backup.settings import Settings
-from questboard_backup.sources.base import Component, RestoreOptions
+from questboard_backup.restore import verify_backup
+from questboard_backup.settings import Settings, read_settings
+from questboard_backup.sources.registry import Endpoints
 from questboard_backup.storage.base import Storage
-from questboard_backup.storage.local import LocalStorage
+from questboard_backup.wiring import Wiring
 
 logger = logging.getLogger(__name__)
-#: How long a CLI run's lock object holds if the run dies elsewhere than here (then it expires): past
-#: the longest backup, within the 6 hours between backups.
-SHARED_LOCK_LIFETIME_SECONDS = 6 * 3600
 
 EXIT_CODES = """exit codes:
   0  success (also: backups disabled by BACKUP_ENABLED=false, nothing done)
@@ -51,76 +44,6 @@ EXIT_CODES = """exit codes:
   130 interrupted"""
 
 
-def _read_env(env_file: str | None) -> dict[str, str]:
-    from dotenv import dotenv_values
-
-    path = Path(env_file) if env_file else Path(".env")
-    values: dict[str, str] = {}
-    if env_file and not path.is_file():
-        raise ConfigurationError(f"--env-file {env_file} does not exist")
-    if path.is_file():
-        values = {k: v for k, v in dotenv_values(path).items() if v is not None}
-    values.update(os.environ)  # the real environment wins over the file
-    return values
-
-
-def _s3_storage(bucket: str, prefix: str) -> Storage:
-    from questboard_backup.storage.s3 import S3Storage
-
-    return S3Storage(bucket, prefix)
-
-
-def _storages(settings: Settings, local: bool = True) -> list[Storage]:
-    storages: list[Storage] = []
-    if local:
-        storages.append(LocalStorage(settings.backup_dir))
-    if settings.s3_bucket:
-        storages.append(_s3_storage(settings.s3_bucket, settings.hostname))
-    return storages
-
-
-def _postgres(settings: Settings, url: str) -> Component:
-    from questboard_backup.sources.postgres.component import PostgresComponent
-
-    return PostgresComponent(
-        url, settings.pg_bin_dir, jobs=settings.pg_jobs, split_min_bytes=settings.pg_split_min_bytes
-    )
-
-
-def _source_components(settings: Settings) -> list[Component]:
-    # Each source module is imported only when configured: the redis client alone costs ~0.1 s of startup.
-    components: list[Component] = [_postgres(settings, settings.require_database_url())]
-    if settings.redis_url:
-        from questboard_backup.sources.redis import RedisComponent
-
-        components.append(RedisComponent(settings.redis_url))
-    if settings.files_paths or settings.config_paths:
-        from questboard_backup.sources.files.component import FilesComponent
-
-        if settings.files_paths:
-            components.append(FilesComponent("files", settings.files_paths))
-        if settings.config_paths:
-            components.append(FilesComponent("config", settings.config_paths))
-    return components
-
-
-def _restore_targets(settings: Settings, args: argparse.Namespace) -> dict[str, Component]:
-    from questboard_backup.sources.files.component import FilesComponent
-    from questboard_backup.sources.redis import RedisComponent
-
-    targets: dict[str, Component] = {}
-    database_url = args.to_database_url or settings.database_url
-    if database_url:
-        targets["postgres"] = _postgres(settings, database_url)
-    redis_url = args.to_redis_url or settings.redis_url
-    if redis_url:
-        targets["redis"] = RedisComponent(redis_url)
-    # Files and config restore to the paths recorded in the manifest (or beneath --to-files-root).
-    targets["files"] = FilesComponent("files", ())
-    targets["config"] = FilesComponent("config", ())
-    return targets
-
-
 def _human_size(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
@@ -133,57 +56,12 @@ def _emit(args: argparse.Namespace, body: Mapping[str, Any], text: str) -> None:
     print(json.dumps(body, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
 
 
-@contextmanager
-def _shared_locks(storages: Sequence[Storage], local: LocalStorage, holder: str) -> Iterator[None]:
-    """The lock object of each shared storage (S3), which the serverless workflow and other hosts with
-    the same BACKUP_HOSTNAME take too: the run and its sweep of leftovers are alone there. A lock left
-    by an earlier run of this BACKUP_DIR is taken over at once (the flock held here proves it dead)."""
-    shared = [storage for storage in storages if not isinstance(storage, LocalStorage)]
-    instance = local.instance_id() if shared else None
-    taken: list[tuple[StorageLock, str]] = []
-    try:
-        for storage in shared:
-            lock = StorageLock(storage, SHARED_LOCK_KEY, SHARED_LOCK_LIFETIME_SECONDS, instance)
-            taken.append((lock, lock.acquire(holder)))
-        yield
-    finally:
-        for lock, token in taken:
-            try:
-                lock.release(token)
-            except BackupError as error:  # it expires; the next run here takes it over at once
-                logger.warning("could not release a lock: %s", error)
-
-
 def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.enabled:
         _emit(args, {"status": "disabled"}, "backups are disabled (BACKUP_ENABLED=false); nothing done")
         return 0
-    wrapper = PassphraseKeyWrapper(settings.require_encryption_key())
-    wrapper.prepare()
-    components = _source_components(settings)
-    local = LocalStorage(settings.backup_dir)
-    local.ensure_layout()
-    storages = _storages(settings, local=not args.no_local)
-    now = datetime.now(UTC)
-    holder = f"{args.command} backup, host {socket.gethostname()} pid {os.getpid()}"
-    with (
-        BackupLock(settings.backup_dir, f"{args.command} backup"),
-        run_log(local.root / "logs", "backup", now) as log,
-        _shared_locks(storages, local, holder),
-    ):
-        for leftover in local.clear_staging():
-            logger.warning(
-                "removed leftovers of an interrupted run location=%s", local.root / "temp" / leftover
-            )
-        for storage in storages:
-            for prefix in incomplete_sets(storage):
-                logger.warning("removing leftovers of an interrupted run location=%s", storage.uri(prefix))
-                storage.delete_prefix(prefix)
-        result = run_backup(
-            args.command, components, storages, wrapper, settings.hostname, now, settings.compression_level
-        )
-        if not args.no_local:
-            prune(local, now, settings.retention_days)
+    run = backup_now(Wiring(settings), args.command, keep_local=not args.no_local)
+    result, log = run.result, run.log
     manifest = result.manifest
     lines = [
         f"backup {manifest.backup_id} complete ({manifest.tier}, {_human_size(manifest.stored_bytes)}, {result.seconds:.1f} s)"
@@ -224,9 +102,24 @@ def _all_entries(storages: Sequence[Storage]) -> list[CatalogEntry]:
     return newest_first(entry for storage in storages for entry in list_backups(storage))
 
 
-def _listing_text(entries: Sequence[CatalogEntry]) -> str:
+def _nothing_found(settings: Settings, storages: Sequence[Storage]) -> str:
+    """Where an empty listing looked and, in the bucket, which other host names do have backups."""
+    text = f"no backups found in {', '.join(s.description for s in storages)} (BACKUP_HOSTNAME={settings.hostname})"
+    if settings.s3_bucket:
+        wiring = Wiring(settings)
+        others = [
+            host
+            for host in wiring.s3_storage().hostnames_in_bucket()  # type: ignore[attr-defined]
+            if host != settings.hostname and list_backups(wiring.s3_storage(hostname=host))
+        ]
+        if others:
+            text += f"; found backups for: {', '.join(others)}; set BACKUP_HOSTNAME"
+    return text
+
+
+def _listing_text(entries: Sequence[CatalogEntry], nothing: str = "no backups found") -> str:
     if not entries:
-        return "no backups found"
+        return nothing
     lines = [f"{'BACKUP':36} {'TIER':11} {'FINISHED (UTC)':21} {'SIZE':>10}  LOCATION"]
     for entry in entries:
         if entry.manifest is None:
@@ -242,19 +135,26 @@ def _listing_text(entries: Sequence[CatalogEntry]) -> str:
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    entries = _all_entries(_storages(settings))
-    _emit(args, {"backups": [e.summary() for e in entries]}, _listing_text(entries))
+    storages = Wiring(settings).storages()
+    entries = _all_entries(storages)
+    nothing = _nothing_found(settings, storages) if not entries else ""
+    body: dict[str, Any] = {"backups": [e.summary() for e in entries], "settings": settings.source}
+    if nothing:
+        body["problem"] = nothing
+    _emit(args, body, f"settings: {settings.source}\n" + _listing_text(entries, nothing))
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    storages = _storages(settings)
+    storages = Wiring(settings).storages()
     entries = _all_entries(storages)
+    nothing = _nothing_found(settings, storages) if not entries else ""
     good = [e for e in entries if e.manifest is not None]
     last = good[0].manifest if good else None
     running = BackupLock(settings.backup_dir, "status").is_held_elsewhere()
     body = {
         "hostname": settings.hostname,
+        "settings": settings.source,
         "enabled": settings.enabled,
         "running": running,
         "storages": [s.description for s in storages],
@@ -265,56 +165,78 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     }
     lines = [
         f"host {settings.hostname}: backups {'enabled' if settings.enabled else 'DISABLED'}",
+        f"settings: {settings.source}",
         f"running now: {running or 'no'}",
         f"storage: {', '.join(s.description for s in storages)}",
         f"last success: {f'{last.backup_id} at {last.finished_at}' if last else 'never'}",
         "",
-        _listing_text(entries),
+        _listing_text(entries, nothing),
     ]
     _emit(args, body, "\n".join(lines))
     return 0
 
 
-def _resolve(settings: Settings, reference: str) -> CatalogEntry:
-    s3_factory = _s3_storage if settings.s3_bucket or reference.startswith("s3://") else None
-    return resolve(reference, _storages(settings), s3_factory)
+def _resolve(wiring: Wiring, reference: str) -> CatalogEntry:
+    wanted = wiring.settings.s3_bucket or reference.startswith("s3://")
+    return resolve(reference, wiring.storages(), wiring.s3_factory() if wanted else None)
 
 
-def _wrapper(settings: Settings) -> PassphraseKeyWrapper:
-    return PassphraseKeyWrapper(settings.require_encryption_key())
+def _facts_lines(manifest: Any) -> list[str]:
+    """What a set's components record that an operator needs before a restore (the roles its
+    PostgreSQL objects belong to)."""
+    lines = []
+    for component in manifest.components:
+        roles = component.facts.get("roles")
+        if isinstance(roles, list):
+            lines.append(
+                f"  {component.name}: roles the restore target must have: {', '.join(roles) or 'none'}"
+            )
+        elif component.facts.get("owner"):
+            lines.append(
+                f"  {component.name}: database owner {component.facts['owner']} (roles not recorded)"
+            )
+    return lines
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    wrapper = _wrapper(settings)
-    entry = _resolve(settings, args.backup)
+    wiring = Wiring(settings)
+    wrapper = wiring.passphrase_wrapper()
+    entry = _resolve(wiring, args.backup)
     report = verify_backup(entry, wrapper)
+    roles = {c.name: c.facts["roles"] for c in report.manifest.components if "roles" in c.facts}
     _emit(
         args,
-        {"status": "ok", "backup_id": report.manifest.backup_id, "checked": report.checked},
-        f"{report.manifest.backup_id} verified: manifest authentic, "
-        + ", ".join(f"{name} {_human_size(size)}" for name, size in report.checked.items())
-        + " read back and authenticated",
+        {"status": "ok", "backup_id": report.manifest.backup_id, "checked": report.checked, "roles": roles},
+        "\n".join(
+            [
+                f"{report.manifest.backup_id} verified: manifest authentic, "
+                + ", ".join(f"{name} {_human_size(size)}" for name, size in report.checked.items())
+                + " read back and authenticated",
+                *_facts_lines(report.manifest),
+            ]
+        ),
     )
     return 0
+
+
+def _restore_endpoints(settings: Settings, args: argparse.Namespace) -> Endpoints:
+    # Files and config restore to the paths recorded in the manifest (or beneath --to-files-root).
+    return Endpoints(
+        database_url=args.to_database_url or settings.database_url,
+        redis_url=args.to_redis_url or settings.redis_url,
+    )
 
 
 def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     if not args.backup:
         return cmd_list(settings, args)
-    wrapper = _wrapper(settings)
+    wiring = Wiring(settings)
+    wrapper = wiring.passphrase_wrapper()
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    targets = _restore_targets(settings, args)
-    entry = _resolve(settings, args.backup)
-    now = datetime.now(UTC)
-    options = RestoreOptions(
-        timestamp=f"{now:%Y%m%d_%H%M%S}",
-        files_root=Path(args.to_files_root).absolute() if args.to_files_root else None,
-    )
-    logs = settings.backup_dir / "logs"
-    with run_log(logs, "restore", now) if os.access(settings.backup_dir, os.W_OK) else nullcontext():
-        report = run_restore(entry, wrapper, targets, options, only)
-        for name in report["components"]:
-            targets[name].check()  # the seed's first post-restore check: the target answers
+    targets = wiring.restore_targets(_restore_endpoints(settings, args))
+    entry = _resolve(wiring, args.backup)
+    files_root = Path(args.to_files_root).absolute() if args.to_files_root else None
+    report = restore_now(wiring, entry, wrapper, targets, files_root, only)
     lines = [f"restore of {report['backup_id']} complete"]
     for name, result in report["components"].items():
         lines.append(
@@ -329,14 +251,16 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     problems: list[str] = []
     checks: dict[str, str] = {}
-    for component in _source_components(settings):
+    wiring = Wiring(settings)
+    for component in wiring.sources(wiring.endpoints()):
         try:
             component.check()
             checks[component.name] = "ok"
         except BackupError as error:
             checks[component.name] = "failed"
             problems.append(str(error))
-    good = [e for e in _all_entries(_storages(settings)) if e.manifest is not None]
+    checks["settings"] = settings.source
+    good = [e for e in _all_entries(wiring.storages()) if e.manifest is not None]
     if not good:
         problems.append("no backup has ever succeeded")
     else:
@@ -383,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--env-file", help="read settings from this file (default: ./.env if present); the environment wins"
+        "--env-file",
+        help="read settings from this file (default: $BACKUP_ENV_FILE, else /etc/questboard-backup/env, "
+        "else ./.env); the environment wins",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -495,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.from_env(_read_env(args.env_file))
+        settings = read_settings(args.env_file, os.environ, Path.cwd())
         if getattr(args, "no_local", False) and not settings.s3_bucket:
             raise ConfigurationError("--no-local needs BACKUP_S3_BUCKET: the backup would be stored nowhere")
         return int(args.handler(settings, args))

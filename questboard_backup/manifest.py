@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from questboard_backup.address import TIERS, is_backup_id
 from questboard_backup.crypto.keys import KeyWrapper, WrappedKey, derive_subkey
 from questboard_backup.crypto.stream import DEFAULT_CHUNK_SIZE
 from questboard_backup.errors import IntegrityError
@@ -25,10 +26,7 @@ FORMAT_VERSION = 3
 #: PostgreSQL copy parts (facts ``copy_parts``): a version 2 reader refuses version 3 up front rather
 #: than restore without them and fail at the row counts.
 READABLE_VERSIONS = (1, 2, 3)
-MANIFEST_NAME = "manifest.json"
 CIPHER = "AES-256-GCM STREAM, HKDF-SHA256 per component, zstd inside"
-BACKUP_ID = re.compile(r"^questboard_(full|incremental)_(\d{8}_\d{6})$")
-TIERS = ("daily", "weekly", "monthly", "incremental")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 OBJECT_NAME = re.compile(r"[a-z][a-z0-9]*(\.[a-z0-9]+)*")
 
@@ -159,7 +157,7 @@ def parse_manifest(data: bytes) -> tuple[Manifest, dict[str, Any], str]:
         manifest = Manifest(components=components, **fields)
     except (KeyError, TypeError):
         raise IntegrityError("manifest is malformed: unexpected or missing fields") from None
-    _require(bool(BACKUP_ID.match(manifest.backup_id)), f"bad backup id {manifest.backup_id!r}")
+    _require(is_backup_id(manifest.backup_id), f"bad backup id {manifest.backup_id!r}")
     _require(manifest.tier in TIERS, f"bad tier {manifest.tier!r}")
     for entry in manifest.components:
         _require(version >= 2 or not entry.parts, "parts in a version 1 manifest")

@@ -15,16 +15,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from questboard_backup.backup import stream_context
+from questboard_backup.address import MANIFEST_NAME, stream_context
 from questboard_backup.catalog import CatalogEntry
 from questboard_backup.crypto.keys import KeyWrapper
 from questboard_backup.errors import ConfigurationError, IntegrityError, NotFoundError
-from questboard_backup.manifest import MANIFEST_NAME, ComponentEntry, Manifest, open_manifest
+from questboard_backup.manifest import ComponentEntry, Manifest, open_manifest
 from questboard_backup.pipeline import READ_SIZE, ComponentReader
+from questboard_backup.sources import registry
 from questboard_backup.sources.base import Component, RestoreOptions, StreamOpener
 
 logger = logging.getLogger(__name__)
-RESTORE_ORDER = ("postgres", "redis", "files", "config")
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,11 @@ class VerifyReport:
 def load_checked_manifest(entry: CatalogEntry, wrapper: KeyWrapper) -> tuple[Manifest, bytes]:
     """The authenticated manifest and data key, after checking every stored object exists at its size."""
     manifest, data_key = open_manifest(
-        entry.storage.read_bytes(f"{entry.prefix}/{MANIFEST_NAME}"), wrapper, expected_id=entry.backup_id
+        entry.storage.read_bytes(f"{entry.set_prefix}/{MANIFEST_NAME}"), wrapper, expected_id=entry.backup_id
     )
     for component in manifest.components:
         for part in component.stored_objects():
-            key = f"{entry.prefix}/{part.object}"
+            key = f"{entry.set_prefix}/{part.object}"
             try:
                 size = entry.storage.size(key)
             except NotFoundError:
@@ -67,7 +67,7 @@ def stream_opener(
                 f"{manifest.backup_id}: component {component.name} has no part {part} in the manifest"
             )
         stored = objects[part]
-        raw = entry.storage.open_read(f"{entry.prefix}/{stored.object}")
+        raw = entry.storage.open_read(f"{entry.set_prefix}/{stored.object}")
         try:
             reader = ComponentReader(
                 raw,
@@ -105,10 +105,10 @@ def read_through(open_stream: StreamOpener, component: ComponentEntry) -> int:
 def authenticate_streams(
     entry: CatalogEntry, manifest: Manifest, data_key: bytes, components: Sequence[ComponentEntry]
 ) -> None:
-    """Read every component but PostgreSQL through to its sealed end (PostgreSQL restores into a
-    staging database, so its stream is checked there before the swap)."""
+    """Read every component through to its sealed end, but those that check their own stream in a
+    staging area before they swap (PostgreSQL's staging database)."""
     for component in components:
-        if component.name != "postgres":
+        if not registry.spec(component.name).checks_stream_in_staging:
             read_through(stream_opener(entry, manifest, component, data_key), component)
 
 
@@ -131,10 +131,7 @@ def select_components(manifest: Manifest, only: Sequence[str] | None) -> list[Co
         raise ConfigurationError(
             f"--only names {', '.join(unknown)}, but {manifest.backup_id} holds {', '.join(names)}"
         )
-    return sorted(
-        (manifest.component(name) for name in wanted),
-        key=lambda e: RESTORE_ORDER.index(e.name) if e.name in RESTORE_ORDER else 99,
-    )
+    return sorted((manifest.component(name) for name in wanted), key=lambda e: registry.restore_rank(e.name))
 
 
 def run_restore(
@@ -153,7 +150,7 @@ def run_restore(
     for component in selected:
         # A PostgreSQL target database may not exist yet (a fresh restore); its restore connects to the
         # server's maintenance database first and fails before creating anything if it cannot.
-        if component.name != "postgres":
+        if registry.spec(component.name).checkable_before_restore:
             targets[component.name].check()
     if len(selected) > 1:
         # Each restorer checks its own stream before it replaces its target; with several components,

@@ -21,17 +21,17 @@ TIER_RETENTION_DAYS = {"incremental": 1, "daily": 7, "weekly": 30, "monthly": 36
 def expired_sets(storage: Storage, now: datetime, max_days: int | None = None) -> list[str]:
     """Prefixes of sets past their retention; the newest complete full backup is always kept."""
     entries = [entry for entry in list_backups(storage) if entry.manifest is not None]
-    newest_full = next((e.prefix for e in entries if e.manifest and e.manifest.type == "full"), None)
+    newest_full = next((e.set_prefix for e in entries if e.manifest and e.manifest.type == "full"), None)
     expired = []
     for entry in entries:
         assert entry.manifest is not None
         days = TIER_RETENTION_DAYS[entry.manifest.tier]
         if max_days is not None:
             days = min(days, max_days)
-        if entry.prefix != newest_full and now - parse_time(entry.manifest.finished_at) > timedelta(
+        if entry.set_prefix != newest_full and now - parse_time(entry.manifest.finished_at) > timedelta(
             days=days
         ):
-            expired.append(entry.prefix)
+            expired.append(entry.set_prefix)
     return expired
 
 

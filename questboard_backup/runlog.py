@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from questboard_backup.address import timestamp
 from questboard_backup.errors import BackupError
 from questboard_backup.redaction import redact_text, redacted_traceback
 
@@ -18,7 +19,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def run_log(logs_dir: Path, action: str, now: datetime | None = None) -> Iterator[Path]:
     """Send the engine's log records to a new file for the duration of one run."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    path = logs_dir / f"{action}_{moment:%Y%m%d_%H%M%S}.log"
+    path = logs_dir / f"{action}_{timestamp(moment)}.log"
     logs_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))

@@ -3,18 +3,25 @@
 The names are the seed's and the operators' contract: DATABASE_URL, REDIS_URL, BACKUP_FILES_PATHS,
 BACKUP_CONFIG_PATHS, BACKUP_ENABLED, BACKUP_DIR, BACKUP_S3_BUCKET, BACKUP_HOSTNAME,
 BACKUP_RETENTION_DAYS, BACKUP_ENCRYPTION, BACKUP_ENCRYPTION_KEY (plus BACKUP_PG_BIN_DIR, BACKUP_PG_JOBS,
-BACKUP_PG_SPLIT_MIN_MB and BACKUP_COMPRESSION_LEVEL).
+BACKUP_PG_SPLIT_MIN_MB, BACKUP_COMPRESSION_LEVEL and BACKUP_TIMEZONE). The CLI and the Lambdas read the
+same model with the same rules; the Lambdas add their own fields on top (lambdas/dependencies.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from questboard_backup.address import zone
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.pipeline import ZSTD_LEVEL
 
@@ -101,6 +108,23 @@ def compression_level(environ: Mapping[str, str]) -> int:
     )
 
 
+def local_zone(environ: Mapping[str, str]) -> tzinfo:
+    """The host's time zone, which cron runs in: ``TZ``, else what ``/etc/localtime`` links to (or
+    ``/etc/timezone`` names), else UTC."""
+    candidates = [environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(IndexError):
+        candidates.append(os.path.realpath("/etc/localtime").split("/zoneinfo/", 1)[1])
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    for name in candidates:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return UTC
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
@@ -119,10 +143,19 @@ class Settings:
     #: PostgreSQL: databases with fewer bytes of tables are dumped as one stream.
     pg_split_min_bytes: int = DEFAULT_PG_SPLIT_MIN_MB * 2**20
     compression_level: int = DEFAULT_COMPRESSION_LEVEL
+    #: BACKUP_TIMEZONE: the calendar of the tier rule (the schedule's zone); ids stay UTC.
+    schedule_zone: tzinfo = UTC
+    #: Where the settings were read from (a file, or "environment only"), to tell the operator.
+    source: str = "environment only"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+    def from_env(cls, environ: Mapping[str, str], source: str = "environment only") -> Settings:
         """Parse and validate every setting; the first problem is raised by name."""
+        return cls(**cls.fields_from_env(environ), source=source)
+
+    @classmethod
+    def fields_from_env(cls, environ: Mapping[str, str]) -> dict[str, Any]:
+        """Every common field, validated; front ends with more fields (the Lambdas) build on this."""
         hostname = environ.get("BACKUP_HOSTNAME", "").strip() or socket.gethostname().split(".")[0]
         if not _HOSTNAME.match(hostname):
             raise ConfigurationError(
@@ -142,7 +175,8 @@ class Settings:
             raise ConfigurationError(f"BACKUP_DIR must be an absolute path, not {backup_dir!r}")
         pg_bin = environ.get("BACKUP_PG_BIN_DIR", "").strip()
         pg_jobs, pg_split_min_bytes = postgres_tuning(environ)
-        return cls(
+        zone_name = environ.get("BACKUP_TIMEZONE", "").strip()
+        return dict(
             database_url=_url(environ, "DATABASE_URL", ("postgresql", "postgres")),
             redis_url=_url(environ, "REDIS_URL", ("redis", "rediss")),
             files_paths=_paths(environ, "BACKUP_FILES_PATHS"),
@@ -157,6 +191,7 @@ class Settings:
             pg_jobs=pg_jobs,
             pg_split_min_bytes=pg_split_min_bytes,
             compression_level=compression_level(environ),
+            schedule_zone=zone(zone_name) if zone_name else local_zone(environ),
         )
 
     def require_encryption_key(self) -> str:
@@ -168,3 +203,35 @@ class Settings:
         if not self.database_url:
             raise ConfigurationError("DATABASE_URL is not set")
         return self.database_url
+
+
+#: Where an operator host keeps its settings when not beside the checkout (scripts/backup.sh passes the
+#: checkout's .env as BACKUP_ENV_FILE).
+SYSTEM_ENV_FILE = Path("/etc/questboard-backup/env")
+
+
+def settings_file(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    """The settings file to read, first found: ``--env-file``, ``BACKUP_ENV_FILE`` (both must exist),
+    ``/etc/questboard-backup/env``, then ``./.env`` in the current folder."""
+    for name, value in (("--env-file", explicit), ("BACKUP_ENV_FILE", environ.get("BACKUP_ENV_FILE"))):
+        if value:
+            path = Path(value)
+            if not path.is_file():
+                raise ConfigurationError(f"{name} {value} does not exist")
+            return path.absolute()
+    for path in (SYSTEM_ENV_FILE, cwd / ".env"):
+        if path.is_file():
+            return path.absolute()
+    return None
+
+
+def read_settings(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> Settings:
+    """Settings from the settings file and the environment, the environment winning."""
+    from dotenv import dotenv_values
+
+    path = settings_file(explicit, environ, cwd)
+    values: dict[str, str] = {}
+    if path is not None:
+        values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    values.update(environ)
+    return Settings.from_env(values, source=str(path) if path else "environment only")

@@ -7,8 +7,9 @@ A backend maps them to its own namespace (a folder, a bucket prefix). Callers ma
   ``abort()`` discards it. The backend never buffers a whole object in memory.
 - ``open_read`` raises NotFoundError for a missing key and returns a stream the caller closes.
 - ``list_keys`` yields every key under a prefix (recursively), in no particular order.
-- Backup sets are written under ``staging_prefix(tier, id)`` and made final by ``promote``; a set
-  is a backup only once its manifest is there (the manifest is written last, before ``promote``).
+- A storage that stages apart (``stage_in_temp``) has objects written under one prefix and made
+  visible under another by ``promote``; which prefixes those are is the set address's business
+  (questboard_backup.address), not the storage's.
 - Permanent failures raise StorageError; retryable ones TransientStorageError.
 """
 
@@ -32,6 +33,8 @@ class Storage(ABC):
     description: str
     #: Short name of the backend kind ("local", "s3").
     kind: str
+    #: Whether sets are written apart (under ``temp/``) and promoted, or in place.
+    stage_in_temp: bool = False
 
     @abstractmethod
     def open_write(self, key: str, tier: str | None = None) -> ObjectWriter:
@@ -59,12 +62,9 @@ class Storage(ABC):
         """Delete every object under ``prefix`` (missing is fine)."""
 
     @abstractmethod
-    def staging_prefix(self, tier: str, backup_id: str) -> str:
-        """Where a backup set in progress is written."""
-
-    @abstractmethod
-    def promote(self, staging_prefix: str, final_prefix: str) -> None:
-        """Make a complete set (manifest included) visible at ``final_prefix``."""
+    def promote(self, source_prefix: str, target_prefix: str, tier: str, last_name: str) -> None:
+        """Make everything under ``source_prefix`` visible under ``target_prefix``, labelled ``tier``,
+        the object named ``last_name`` last; nothing to do when the two prefixes are the same."""
 
     @abstractmethod
     def uri(self, key: str) -> str:

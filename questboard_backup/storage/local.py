@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from questboard_backup.address import STAGING, TIERS
 from questboard_backup.errors import NotFoundError, StorageError
 from questboard_backup.storage.base import Storage
 
 INSTANCE_KEY = ".instance"
 
-LAYOUT = ("daily", "weekly", "monthly", "incremental", "temp", "logs")
+LAYOUT = (*TIERS, STAGING, "logs")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -77,6 +78,7 @@ class _LocalWriter:
 
 class LocalStorage(Storage):
     kind = "local"
+    stage_in_temp = True  # a folder rename makes a whole set appear at once
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -87,7 +89,7 @@ class LocalStorage(Storage):
         try:
             for name in LAYOUT:
                 (self.root / name).mkdir(parents=True, exist_ok=True)
-            probe = self.root / "temp" / f".write-probe-{os.getpid()}"
+            probe = self.root / STAGING / f".write-probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as error:
@@ -97,7 +99,7 @@ class LocalStorage(Storage):
         """Remove everything under temp/: only a lock holder may call this, so it is all left by dead runs
         (including the hidden .partial files that listings skip). Returns what was removed."""
         removed = []
-        temp = self.root / "temp"
+        temp = self.root / STAGING
         for entry in sorted(temp.iterdir()) if temp.is_dir() else []:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -169,11 +171,11 @@ class LocalStorage(Storage):
             file.write(data)
         return True
 
-    def staging_prefix(self, tier: str, backup_id: str) -> str:
-        return f"temp/{backup_id}"
-
-    def promote(self, staging_prefix: str, final_prefix: str) -> None:
-        source, target = self._path(staging_prefix), self._path(final_prefix)
+    def promote(self, source_prefix: str, target_prefix: str, tier: str, last_name: str) -> None:
+        """One rename of the folder: everything, the last object included, appears at once."""
+        if source_prefix.strip("/") == target_prefix.strip("/"):
+            return
+        source, target = self._path(source_prefix), self._path(target_prefix)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():

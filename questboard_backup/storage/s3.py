@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,17 +57,6 @@ _TRANSIENT_CODES = {
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _BOTO_ERRORS = (BotoCoreError, ClientError)
 _ENDED = {"closed": "was closed", "aborted": "was aborted", "failed": "failed and was aborted"}
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``; the key may be empty."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not _BUCKET_NAME.match(bucket):
-        raise ValueError(f"not a valid S3 bucket name in {uri!r}")
-    return bucket, key
 
 
 def _error_code(error: Exception) -> str:
@@ -297,8 +285,27 @@ def _retries(environ: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def make_client(max_concurrency: int = 4) -> Any:
+    """The S3 client the engine uses (the composition root injects it): timeouts, and throttling and
+    server errors retried with backoff, 5 retries (6 tries) a request, unless the standard
+    AWS_MAX_ATTEMPTS / AWS_RETRY_MODE say otherwise (a Config value would win over them)."""
+    import boto3
+    from botocore.config import Config
+
+    retries: Any = {"retries": chosen} if (chosen := _retries(os.environ)) else {}
+    return boto3.client(
+        "s3",
+        config=Config(
+            connect_timeout=10,
+            read_timeout=60,
+            max_pool_connections=max(10, max_concurrency * 2),
+            **retries,
+        ),
+    )
+
+
 class S3Storage(Storage):
-    """Objects under ``s3://{bucket}/{prefix}/``; ``prefix`` is the host name.
+    """Objects under ``s3://{bucket}/{hostname}/``.
 
     Largest object: ``part_size`` x 10,000 (160 GiB at the default 16 MiB). ``tier`` becomes the object
     tag ``tier=...`` so lifecycle rules can expire each tier. Every object is server-side encrypted.
@@ -309,7 +316,7 @@ class S3Storage(Storage):
     def __init__(
         self,
         bucket: str,
-        prefix: str,
+        hostname: str,
         client: Any | None = None,
         *,
         part_size: int = 16 * 2**20,
@@ -330,37 +337,21 @@ class S3Storage(Storage):
             raise ConfigurationError(f"a KMS key for S3 encryption needs sse 'aws:kms', not {sse!r}")
         self.bucket = bucket
         self.stage_in_temp = stage_in_temp
-        self.prefix = prefix.strip("/")
-        self._root = f"{self.prefix}/" if self.prefix else ""  # what every object key here starts with
+        self.hostname = hostname.strip("/")
+        self._root = f"{self.hostname}/" if self.hostname else ""  # what every object key here starts with
         self.part_size = part_size
         self.max_concurrency = max_concurrency
-        self.description = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.description = f"s3://{bucket}/{self.hostname}" if self.hostname else f"s3://{bucket}"
         self._sse_args: dict[str, str] = {"ServerSideEncryption": sse} if sse else {}
         if kms_key_id:
             self._sse_args["SSEKMSKeyId"] = kms_key_id
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            # Throttling and server errors are retried with backoff: 5 retries, 6 tries a request, unless
-            # the standard AWS_MAX_ATTEMPTS / AWS_RETRY_MODE say otherwise (a Config value would win).
-            retries: Any = {"retries": chosen} if (chosen := _retries(os.environ)) else {}
-            client = boto3.client(
-                "s3",
-                config=Config(
-                    connect_timeout=10,
-                    read_timeout=60,
-                    max_pool_connections=max(10, max_concurrency * 2),
-                    **retries,
-                ),
-            )
-        self._client = client
+        self._client = client if client is not None else make_client(max_concurrency)
 
     def _object_key(self, key: str) -> str:
         parts = [part for part in key.split("/") if part]
         if not parts or any(part in (".", "..") for part in parts):
             raise StorageError(f"invalid storage key {key!r}")
-        return "/".join([self.prefix, *parts]) if self.prefix else "/".join(parts)
+        return "/".join([self.hostname, *parts]) if self.hostname else "/".join(parts)
 
     def _location(self, object_key: str) -> str:
         return f"s3://{self.bucket}/{object_key}"
@@ -382,8 +373,6 @@ class S3Storage(Storage):
     def open_write(self, key: str, tier: str | None = None) -> _S3Writer:
         object_key = self._object_key(key)
         put_args = dict(self._sse_args)
-        if self.stage_in_temp and key.startswith("temp/"):
-            tier = "temp"  # staged objects expire by the temp lifecycle rule until promoted
         if tier:
             put_args["Tagging"] = urlencode({"tier": tier})
         return _S3Writer(
@@ -425,6 +414,17 @@ class S3Storage(Storage):
             name = str(item["Key"])
             if not name.endswith("/"):
                 yield name[len(self._root) :]
+
+    def hostnames_in_bucket(self) -> list[str]:
+        """The top-level folders of the bucket: the host names that store there."""
+        names = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Delimiter="/")
+            for page in pages:
+                names += [str(item["Prefix"]).rstrip("/") for item in page.get("CommonPrefixes", [])]
+        except _BOTO_ERRORS as error:
+            raise _storage_error(error, f"s3://{self.bucket}") from None
+        return sorted(names)
 
     def list_unfinished(self, prefix: str) -> Iterator[str]:
         for upload in self._list("list_multipart_uploads", "Uploads", self._under(prefix)):
@@ -498,23 +498,17 @@ class S3Storage(Storage):
             raise _storage_error(error, self._location(object_key)) from None
         return True
 
-    def staging_prefix(self, tier: str, backup_id: str) -> str:
-        """In place by default (the manifest, written last, makes a set final); with ``stage_in_temp``
-        (the workflow, which verifies before promoting) under ``temp/``, tagged ``tier=temp``."""
-        return f"temp/{backup_id}" if self.stage_in_temp else f"{tier}/{backup_id}"
-
-    def promote(self, staging_prefix: str, final_prefix: str) -> None:
-        """In place: nothing to do. From ``temp/``: server-side copy into the tier, re-tagged, manifest
-        last, then delete the staged objects."""
-        staging, final = staging_prefix.strip("/"), final_prefix.strip("/")
+    def promote(self, source_prefix: str, target_prefix: str, tier: str, last_name: str) -> None:
+        """In place: nothing to do. Staged apart (the workflow, which verifies before promoting):
+        server-side copy, re-tagged ``tier``, ``last_name`` last, then delete the staged objects."""
+        staging, final = source_prefix.strip("/"), target_prefix.strip("/")
         if staging == final:
             return
         if not self.stage_in_temp:
             raise StorageError(
                 f"S3 cannot rename {self.uri(staging)} to {self.uri(final)}: sets are written in place"
             )
-        tier = final.split("/", 1)[0]
-        keys = sorted(self.list_keys(staging), key=lambda key: key.endswith("/manifest.json"))
+        keys = sorted(self.list_keys(staging), key=lambda key: key.endswith("/" + last_name))
         for key in keys:
             self._copy(key, f"{final}/{key[len(staging) + 1 :]}", tier)
         self.delete_prefix(staging)

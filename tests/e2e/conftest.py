@@ -230,7 +230,7 @@ def world(
                 "stateMachineArn"
             ]
         settings = FunctionSettings(
-            bucket=BUCKET,
+            s3_bucket=BUCKET,
             hostname=HOSTNAME,
             kms_key_id=key_id,
             enabled=True,

@@ -136,3 +136,11 @@ def test_code_asset_holds_only_the_handlers_and_the_engine(synth: Synthesized) -
     for spec in FUNCTION_SPECS:
         if (REPO_ROOT / "lambdas" / f"{spec.module}.py").exists():
             assert (asset / "lambdas" / f"{spec.module}.py").exists(), spec.module
+
+
+def test_the_functions_follow_the_schedules_time_zone_for_the_tier_rule(
+    synth: Synthesized, disabled_synth: Synthesized
+) -> None:
+    for synthesized, zone in ((synth, "Asia/Tokyo"), (disabled_synth, "Europe/Paris")):
+        for function in synthesized.of_type("AWS::Lambda::Function").values():
+            assert function["Properties"]["Environment"]["Variables"]["BACKUP_TIMEZONE"] == zone

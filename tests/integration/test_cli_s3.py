@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from questboard_backup.backup import backup_id_for
+from questboard_backup.address import BackupId
 from questboard_backup.cli import main
 from questboard_backup.lock import SHARED_LOCK_KEY
 from questboard_backup.sources.files.component import tree_listing
@@ -211,7 +211,7 @@ def test_latest_and_status_look_across_local_and_s3(
     assert code == 0, err
     local_and_s3 = json.loads(out)["backup_id"]
     # Backup ids name the second: the next one needs the clock to move on.
-    wait_until(lambda: backup_id_for("full", datetime.now(UTC)) != local_and_s3, "the next second")
+    wait_until(lambda: str(BackupId.at("full", datetime.now(UTC))) != local_and_s3, "the next second")
     code, out, err = cli(capsys, "full", "--no-local", "--json")
     assert code == 0, err
     s3_only = json.loads(out)["backup_id"]
@@ -299,7 +299,7 @@ def test_a_run_killed_mid_upload_leaves_no_backup_and_the_next_run_removes_its_l
     assert_no_backup(capsys)
 
     leftover_id = leftover.rsplit("/", 1)[1]
-    wait_until(lambda: backup_id_for("full", datetime.now(UTC)) != leftover_id, "the next second")
+    wait_until(lambda: str(BackupId.at("full", datetime.now(UTC))) != leftover_id, "the next second")
     code, out, err = cli(capsys, "full", "--json")
     assert code == 0, err
     result = json.loads(out)

@@ -15,9 +15,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from questboard_backup.address import SetAddress, parse_s3_uri
 from questboard_backup.errors import NotFoundError, StorageError, TransientStorageError
 from questboard_backup.storage import s3
-from questboard_backup.storage.s3 import MIN_PART_SIZE, S3Storage, parse_s3_uri
+from questboard_backup.storage.s3 import MIN_PART_SIZE, S3Storage
 from tests.conftest import S3Bucket
 from tests.fault_proxy import FaultProxy, Request
 from tests.servers import free_port
@@ -493,10 +494,11 @@ def test_an_object_needing_more_than_the_part_limit_is_refused_and_aborted(
 
 def test_promote_refuses_to_move_a_set_because_s3_cannot_rename(s3_bucket: S3Bucket) -> None:
     storage = S3Storage(s3_bucket.name, "host", s3_bucket.client)
-    assert storage.staging_prefix("daily", "id1") == "daily/id1"
-    storage.promote("daily/id1", "daily/id1")
+    address = SetAddress("host", "daily", "questboard_full_20240102_020000")
+    assert address.staging_prefix(storage.stage_in_temp) == address.set_prefix
+    storage.promote(address.set_prefix, address.set_prefix, "daily", "manifest.json")
     with pytest.raises(StorageError, match="cannot rename"):
-        storage.promote("temp/id1", "daily/id1")
+        storage.promote(address.staging_prefix(True), address.set_prefix, "daily", "manifest.json")
 
 
 def test_the_storage_describes_itself_by_its_s3_uri(s3_bucket: S3Bucket) -> None:
@@ -530,12 +532,14 @@ def test_a_set_staged_in_temp_is_promoted_into_its_tier_retagged_with_the_manife
     s3_bucket: S3Bucket,
 ) -> None:
     storage = S3Storage(s3_bucket.name, "prod", s3_bucket.client, stage_in_temp=True)
-    staging = storage.staging_prefix("daily", "questboard_full_20240102_020000")
+    address = SetAddress("prod", "daily", "questboard_full_20240102_020000")
+    staging = address.staging_prefix(storage.stage_in_temp)
+    tag = address.staging_tag(storage.stage_in_temp)
     assert staging == "temp/questboard_full_20240102_020000"
-    storage.write_bytes(f"{staging}/postgres.dump.zst.enc", b"component", tier="daily")
-    storage.write_bytes(f"{staging}/manifest.json", b"{}", tier="daily")
+    storage.write_bytes(f"{staging}/postgres.dump.zst.enc", b"component", tier=tag)
+    storage.write_bytes(f"{staging}/manifest.json", b"{}", tier=tag)
     assert storage.object_tags(f"{staging}/postgres.dump.zst.enc") == {"tier": "temp"}
-    storage.promote(staging, "daily/questboard_full_20240102_020000")
+    storage.promote(staging, address.set_prefix, address.tier, "manifest.json")
     final = "daily/questboard_full_20240102_020000"
     assert sorted(storage.list_keys(final)) == [f"{final}/manifest.json", f"{final}/postgres.dump.zst.enc"]
     assert storage.read_bytes(f"{final}/postgres.dump.zst.enc") == b"component"

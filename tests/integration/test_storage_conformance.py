@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from questboard_backup.address import SetAddress
 from questboard_backup.errors import NotFoundError, StorageError
 from questboard_backup.storage.base import Storage
 from questboard_backup.storage.local import LocalStorage
@@ -148,11 +149,12 @@ def test_write_bytes_and_read_bytes_round_trip(backend: Backend) -> None:
 
 def test_a_staged_set_is_visible_at_its_final_prefix_after_promote(backend: Backend) -> None:
     backup_id = "questboard_full_20240101_020000"
-    staging = backend.storage.staging_prefix("daily", backup_id)
+    address = SetAddress("host", "daily", backup_id)
+    staging = address.staging_prefix(backend.storage.stage_in_temp)
     backend.storage.write_bytes(f"{staging}/redis.zst.enc", b"redis bytes", "daily")
     backend.storage.write_bytes(f"{staging}/manifest.json", b"manifest", "daily")
 
-    backend.storage.promote(staging, f"daily/{backup_id}")
+    backend.storage.promote(staging, address.set_prefix, "daily", "manifest.json")
 
     assert sorted(backend.storage.list_keys(f"daily/{backup_id}")) == [
         f"daily/{backup_id}/manifest.json",

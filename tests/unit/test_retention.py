@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from questboard_backup.backup import backup_id_for, tier_for
+from questboard_backup.address import BackupId, tier_for
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.manifest import Manifest, seal_manifest
 from questboard_backup.retention import expired_sets, prune
@@ -17,7 +17,7 @@ NOW = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
 
 def add_set(storage: LocalStorage, kind: str, age: timedelta) -> str:
     moment = NOW - age
-    backup_id, tier = backup_id_for(kind, moment), tier_for(kind, moment)
+    backup_id, tier = str(BackupId.at(kind, moment)), tier_for(kind, moment, UTC)
     data_key, wrapped = WRAPPER.generate(backup_id)
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest = Manifest(backup_id, kind, tier, "h", stamp, stamp, "0", wrapped, ())
@@ -26,12 +26,12 @@ def add_set(storage: LocalStorage, kind: str, age: timedelta) -> str:
 
 
 def test_tiers_follow_the_calendar() -> None:
-    assert tier_for("full", datetime(2024, 3, 1, 2, tzinfo=UTC)) == "monthly"
-    assert tier_for("full", datetime(2024, 3, 17, 2, tzinfo=UTC)) == "weekly"  # a Sunday
-    assert tier_for("full", datetime(2024, 3, 18, 2, tzinfo=UTC)) == "daily"
-    assert tier_for("incremental", datetime(2024, 3, 1, 2, tzinfo=UTC)) == "incremental"
+    assert tier_for("full", datetime(2024, 3, 1, 2, tzinfo=UTC), UTC) == "monthly"
+    assert tier_for("full", datetime(2024, 3, 17, 2, tzinfo=UTC), UTC) == "weekly"  # a Sunday
+    assert tier_for("full", datetime(2024, 3, 18, 2, tzinfo=UTC), UTC) == "daily"
+    assert tier_for("incremental", datetime(2024, 3, 1, 2, tzinfo=UTC), UTC) == "incremental"
     assert (
-        backup_id_for("full", datetime(2024, 1, 1, 2, 0, 0, tzinfo=UTC)) == "questboard_full_20240101_020000"
+        str(BackupId.at("full", datetime(2024, 1, 1, 2, 0, 0, tzinfo=UTC))) == "questboard_full_20240101_020000"
     )
 
 
@@ -74,7 +74,7 @@ def test_prune_deletes_the_expired_sets_folders(tmp_path: Path) -> None:
 def test_a_scheduled_backup_id_fixes_the_plans_id_time_and_tier() -> None:
     from questboard_backup.backup import plan_backup
 
-    plan, _key = plan_backup("full", "h", WRAPPER, backup_id="questboard_full_20240301_020000")
+    plan, _key = plan_backup("full", "h", WRAPPER, UTC, backup_id="questboard_full_20240301_020000")
     assert (plan.backup_id, plan.tier, plan.started_at) == (
         "questboard_full_20240301_020000",
         "monthly",
@@ -89,4 +89,4 @@ def test_a_backup_id_of_another_type_is_refused() -> None:
     from questboard_backup.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="not a incremental backup id"):
-        plan_backup("incremental", "h", WRAPPER, backup_id="questboard_full_20240301_020000")
+        plan_backup("incremental", "h", WRAPPER, UTC, backup_id="questboard_full_20240301_020000")

@@ -99,8 +99,20 @@ def test_required_settings_are_named_when_missing() -> None:
 def test_the_lambdas_read_the_compression_level_by_the_same_name_and_rule() -> None:
     from lambdas.dependencies import FunctionSettings
 
-    required = {"BACKUP_S3_BUCKET": "b", "BACKUP_HOSTNAME": "h", "BACKUP_KMS_KEY_ID": "k"}
+    required = {"BACKUP_S3_BUCKET": "bucket-b", "BACKUP_HOSTNAME": "h", "BACKUP_KMS_KEY_ID": "k"}
     assert FunctionSettings.from_env(required).compression_level == 1
     assert FunctionSettings.from_env({**required, "BACKUP_COMPRESSION_LEVEL": "-2"}).compression_level == -2
     with pytest.raises(ConfigurationError, match="BACKUP_COMPRESSION_LEVEL must be between -7 and 9, not 12"):
         FunctionSettings.from_env({**required, "BACKUP_COMPRESSION_LEVEL": "12"})
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "1", "false", "off", "0"])
+def test_the_cli_and_the_lambdas_read_backup_enabled_by_the_same_rule(value: str) -> None:
+    from lambdas.dependencies import FunctionSettings
+
+    required = {"BACKUP_S3_BUCKET": "bucket-b", "BACKUP_HOSTNAME": "h", "BACKUP_KMS_KEY_ID": "k"}
+    environ = {**required, "BACKUP_ENABLED": value}
+    assert FunctionSettings.from_env(environ).enabled == Settings.from_env(environ).enabled
+    assert Settings.from_env(environ).enabled is (value in ("yes", "on", "1"))
+    with pytest.raises(ConfigurationError, match="BACKUP_ENABLED must be true or false, not 'maybe'"):
+        FunctionSettings.from_env({**required, "BACKUP_ENABLED": "maybe"})

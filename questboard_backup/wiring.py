@@ -1,0 +1,116 @@
+"""The one composition root: from settings to components, storages and key wrappers, for the CLI and
+the Lambdas alike, so the two cannot disagree on which components exist or how a storage is built.
+AWS clients are made here (or supplied by the caller, as tests do) and injected into the adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from questboard_backup.crypto.keys import PassphraseKeyWrapper
+from questboard_backup.settings import Settings
+from questboard_backup.sources import registry
+from questboard_backup.sources.base import Component
+from questboard_backup.sources.registry import Endpoints
+from questboard_backup.storage.base import Storage
+from questboard_backup.storage.local import LocalStorage
+
+
+def _default_client(name: str) -> Any:
+    if name == "s3":
+        from questboard_backup.storage.s3 import make_client
+
+        return make_client()
+    import boto3
+
+    return boto3.client(name)
+
+
+class Wiring:
+    """Builds the adapters of one run (CLI command) or one container (Lambda), each once."""
+
+    def __init__(self, settings: Settings, clients: Callable[[str], Any] | None = None) -> None:
+        self.settings = settings
+        self._make_client = clients or _default_client
+        self._clients: dict[str, Any] = {}
+
+    def client(self, name: str) -> Any:
+        if name not in self._clients:
+            self._clients[name] = self._make_client(name)
+        return self._clients[name]
+
+    # Storages
+
+    def local_storage(self) -> LocalStorage:
+        return LocalStorage(self.settings.backup_dir)
+
+    def s3_storage(
+        self,
+        bucket: str | None = None,
+        hostname: str | None = None,
+        *,
+        stage_in_temp: bool = False,
+        kms_key_id: str | None = None,
+    ) -> Storage:
+        from questboard_backup.storage.s3 import S3Storage
+
+        extra: dict[str, Any] = {"sse": "aws:kms", "kms_key_id": kms_key_id} if kms_key_id else {}
+        return S3Storage(
+            bucket or self.settings.s3_bucket,
+            self.settings.hostname if hostname is None else hostname,
+            self.client("s3"),
+            stage_in_temp=stage_in_temp,
+            **extra,
+        )
+
+    def storages(self, local: bool = True) -> list[Storage]:
+        """The CLI's storages: ``BACKUP_DIR`` (unless ``local`` is False) and the bucket, if any."""
+        storages: list[Storage] = [self.local_storage()] if local else []
+        if self.settings.s3_bucket:
+            storages.append(self.s3_storage())
+        return storages
+
+    def s3_factory(self) -> Callable[[str, str], Storage]:
+        """Builds the storage an ``s3://bucket/host/...`` reference names."""
+        return lambda bucket, hostname: self.s3_storage(bucket, hostname)
+
+    # Keys
+
+    def passphrase_wrapper(self) -> PassphraseKeyWrapper:
+        return PassphraseKeyWrapper(self.settings.require_encryption_key())
+
+    def kms_wrapper(self, key_id: str) -> Any:
+        from questboard_backup.aws.kms import KmsKeyWrapper
+
+        return KmsKeyWrapper(key_id, self.client("kms"))
+
+    # Components
+
+    def endpoints(self) -> Endpoints:
+        """The configured sources, as the settings name them."""
+        return Endpoints(
+            database_url=self.settings.database_url,
+            redis_url=self.settings.redis_url,
+            files_paths=self.settings.files_paths,
+            config_paths=self.settings.config_paths,
+        )
+
+    def source(self, name: str, endpoints: Endpoints) -> Component | None:
+        """The component ``name`` bound to its source; None when this deployment does not back it up."""
+        return registry.spec(name).source(endpoints, self.settings)
+
+    def sources(self, endpoints: Endpoints) -> list[Component]:
+        """Every configured source, in registry order."""
+        return [c for name in registry.names() if (c := self.source(name, endpoints)) is not None]
+
+    def restore_targets(
+        self, endpoints: Endpoints, names: Iterable[str] | None = None
+    ) -> dict[str, Component]:
+        """The restore target of each component that has one here."""
+        targets = {}
+        for name in registry.names() if names is None else names:
+            target = registry.spec(name).target(endpoints, self.settings)
+            if target is not None:
+                targets[name] = target
+        return targets

@@ -9,7 +9,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import DumpRequest, parse
+from lambdas.models import DumpOutput, DumpRequest, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.backup import BackupPlan, dump_component
 from questboard_backup.progress import DeadlineWriter
@@ -55,7 +55,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     component = deps.component(request.component)
     if component is None:
         logger.info("component not configured; skipped", extra={"component": request.component})
-        return {"name": request.component, "skipped": True}
+        return DumpOutput(name=request.component, skipped=True).model_dump(exclude_none=True)
     plan = BackupPlan.from_dict(request.backup.plan_dict())
     data_key = deps.key_wrapper().unwrap(plan.key, plan.backup_id)
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - SAFETY_SECONDS
@@ -66,4 +66,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         data_key,
         deps.settings.compression_level,
     )
-    return asdict(entry)
+    body = asdict(entry)
+    DumpOutput.model_validate(body)  # the documented contract; the entry itself goes on unchanged
+    return body

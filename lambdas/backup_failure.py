@@ -8,7 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import FailureRequest, parse
+from lambdas.models import FailureOutput, FailureRequest, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.backup import BackupPlan, discard_backup
 
@@ -26,4 +26,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if request.backup is not None:
         discard_backup(BackupPlan.from_dict(request.backup.plan_dict()), [deps.storage()])
         deps.lock().release(request.backup.lock_token)
-    return deps.alert_failure("backup", backup_id, request.error.Error, request.error.Cause)
+    alerted = deps.alert_failure("backup", backup_id, request.error.Error, request.error.Cause)
+    return FailureOutput.model_validate(alerted).model_dump()

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import BackupRequest, parse
+from lambdas.models import BackupRequest, PrepareOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.backup import plan_backup
 from questboard_backup.errors import BackupDisabledError
@@ -35,4 +35,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise
     logger.set_correlation_id(plan.backup_id)
     logger.info("backup planned", extra={"tier": plan.tier})
-    return {"backup": {**plan.to_dict(), "lock_token": token}}
+    return PrepareOutput.model_validate({"backup": {**plan.to_dict(), "lock_token": token}}).model_dump()

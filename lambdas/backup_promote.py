@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import BackupStep, parse
+from lambdas.models import BackupStep, PromoteOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.backup import BackupPlan, promote_backup
 
@@ -18,4 +18,4 @@ from questboard_backup.backup import BackupPlan, promote_backup
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(BackupStep, event)
     (location,) = promote_backup(BackupPlan.from_dict(request.backup.plan_dict()), [dependencies().storage()])
-    return {"location": location}
+    return PromoteOutput(location=location).model_dump()

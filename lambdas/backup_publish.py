@@ -8,7 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import BackupStep, parse
+from lambdas.models import BackupStep, PublishOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.address import SetAddress
 from questboard_backup.catalog import read_manifest, write_latest_pointer
@@ -34,4 +34,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     metrics.add_metric(name="backup_size_bytes", unit=MetricUnit.Bytes, value=manifest.stored_bytes)
     metrics.add_metric(name="backup_success_total", unit=MetricUnit.Count, value=1)
-    return {"latest": storage.uri(set_prefix)}
+    return PublishOutput(latest=storage.uri(set_prefix)).model_dump()

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import BackupStep, parse
+from lambdas.models import BackupStep, ReleaseOutput, parse
 from lambdas.observability import logger, metrics, tracer
 
 
@@ -16,4 +16,4 @@ from lambdas.observability import logger, metrics, tracer
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(BackupStep, event)
-    return {"released": dependencies().lock().release(request.backup.lock_token)}
+    return ReleaseOutput(released=dependencies().lock().release(request.backup.lock_token)).model_dump()

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import BackupStep, parse
+from lambdas.models import BackupStep, SealOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.backup import BackupPlan, seal_backup
 from questboard_backup.manifest import ComponentEntry
@@ -23,4 +23,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     data_key = deps.key_wrapper().unwrap(plan.key, plan.backup_id)
     entries = [ComponentEntry.from_dict(entry) for entry in request.components if not entry.get("skipped")]
     manifest = seal_backup(plan, entries, [deps.storage()], data_key)
-    return {"backup_id": manifest.backup_id, "stored_bytes": manifest.stored_bytes}
+    return SealOutput(backup_id=manifest.backup_id, stored_bytes=manifest.stored_bytes).model_dump()

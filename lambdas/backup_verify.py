@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import BackupStep, parse
+from lambdas.models import BackupStep, VerifyOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.address import SetAddress
 from questboard_backup.catalog import CatalogEntry
@@ -24,4 +24,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     address = SetAddress(request.backup.hostname, request.backup.tier, request.backup.backup_id)
     staged = CatalogEntry(storage, address.staging_prefix(storage.stage_in_temp), None)
     report = verify_backup(staged, deps.key_wrapper())
-    return {"checked": report.checked}
+    return VerifyOutput(checked=report.checked).model_dump()

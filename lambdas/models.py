@@ -105,3 +105,68 @@ def parse(model: type[Model], event: Any) -> Model:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "input"
         raise ConfigurationError(f"invalid task input: {where}: {first['msg']}") from None
+
+
+# What each task returns (the handlers build their results from these, and docs/serverless.md's
+# contract tables are generated from them by lambdas.contracts).
+
+
+class PrepareOutput(_Strict):
+    backup: BackupState
+
+
+class DumpOutput(_Strict):
+    """A component entry of the manifest (``parts``: PostgreSQL's further streams), or a skipped one."""
+
+    name: str
+    object: str | None = None
+    raw_bytes: int | None = None
+    stored_bytes: int | None = None
+    sha256: str | None = None
+    seconds: float | None = None
+    facts: dict[str, Any] | None = None
+    parts: list[dict[str, Any]] | None = None
+    skipped: bool | None = None
+
+
+class SealOutput(_Strict):
+    backup_id: str
+    stored_bytes: int
+
+
+class VerifyOutput(_Strict):
+    checked: dict[str, int]
+
+
+class PromoteOutput(_Strict):
+    location: str
+
+
+class PublishOutput(_Strict):
+    latest: str
+
+
+class ReleaseOutput(_Strict):
+    released: bool
+
+
+class FailureOutput(_Strict):
+    alerted: bool
+    cause: str
+
+
+class ResolveOutput(_Strict):
+    restore: RestoreState
+
+
+class ValidateOutput(_Strict):
+    components: list[str]
+
+
+class RestoreVerifyOutput(_Strict):
+    connectivity: list[str]
+
+
+class ReportOutput(_Strict):
+    restored: str
+    targets: dict[str, Any]

@@ -8,7 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import FailureRequest, parse
+from lambdas.models import FailureOutput, FailureRequest, parse
 from lambdas.observability import logger, metrics, tracer
 
 
@@ -21,4 +21,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="restore_failure_total", unit=MetricUnit.Count, value=1)
     backup_id = str((request.restore or {}).get("backup_id", "(unresolved)"))
     logger.error("restore failed", extra={"error": request.error.Error})
-    return deps.alert_failure("restore of", backup_id, request.error.Error, request.error.Cause)
+    alerted = deps.alert_failure("restore of", backup_id, request.error.Error, request.error.Cause)
+    return FailureOutput.model_validate(alerted).model_dump()

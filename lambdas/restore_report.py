@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.models import RestoreStep, parse
+from lambdas.models import ReportOutput, RestoreStep, parse
 from lambdas.observability import logger, metrics, tracer
 
 
@@ -18,4 +18,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(RestoreStep, event)
     metrics.add_metric(name="restore_success_total", unit=MetricUnit.Count, value=1)
     logger.info("restore complete", extra={"backup_id": request.restore.backup_id})
-    return {"restored": request.restore.backup_id, "targets": request.restore.targets.model_dump()}
+    return ReportOutput(
+        restored=request.restore.backup_id, targets=request.restore.targets.model_dump()
+    ).model_dump()

@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import RestoreRequest, parse
+from lambdas.models import ResolveOutput, RestoreRequest, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.address import timestamp
 from questboard_backup.catalog import resolve
@@ -30,14 +30,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(entry.backup_id)
     location = entry.storage
     assert isinstance(location, S3Storage)
-    return {
-        "restore": {
-            "bucket": location.bucket,
-            "hostname": location.hostname,
-            "set_prefix": entry.set_prefix,
-            "backup_id": entry.backup_id,
-            "timestamp": timestamp(datetime.now(UTC)),
-            "only": request.only,
-            "targets": request.targets.model_dump(),
+    return ResolveOutput.model_validate(
+        {
+            "restore": {
+                "bucket": location.bucket,
+                "hostname": location.hostname,
+                "set_prefix": entry.set_prefix,
+                "backup_id": entry.backup_id,
+                "timestamp": timestamp(datetime.now(UTC)),
+                "only": request.only,
+                "targets": request.targets.model_dump(),
+            }
         }
-    }
+    ).model_dump()

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import RestoreStep, parse
+from lambdas.models import RestoreStep, ValidateOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from lambdas.restore_support import entry_for
 from questboard_backup.restore import authenticate_streams, load_checked_manifest, select_components
@@ -24,4 +24,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     selected = select_components(manifest, request.restore.only)
     # The components are restored one invocation each, so all are authenticated here, before any.
     authenticate_streams(entry, manifest, data_key, selected)
-    return {"components": [component.name for component in selected]}
+    return ValidateOutput(components=[component.name for component in selected]).model_dump()

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import RestoreStep, parse
+from lambdas.models import RestoreStep, RestoreVerifyOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from lambdas.restore_support import target_for
 from questboard_backup.sources import registry
@@ -25,4 +25,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if spec.answers_connections and deps.restore_target(name) is not None:
             target_for(deps, request.restore, name).check()
             checked.append(name)
-    return {"connectivity": checked}
+    return RestoreVerifyOutput(connectivity=checked).model_dump()

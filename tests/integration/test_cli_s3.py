@@ -378,3 +378,22 @@ def test_a_backup_waits_for_another_writer_of_the_bucket_and_sweeps_nothing_mean
     backup_id = json.loads(out)["backup_id"]
     assert in_progress not in s3_keys(with_s3) and f"test-host/{SHARED_LOCK_KEY}" not in s3_keys(with_s3)
     assert all(f"/{backup_id}/" in key for key in s3_keys(with_s3))
+
+
+def test_an_empty_listing_on_a_new_host_says_where_it_looked_and_which_hosts_have_backups(
+    with_s3: S3Bucket, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    code, _out, err = cli(capsys, "full", "--no-local")
+    assert code == 0, err
+    # The recovery host: another name, an empty BACKUP_DIR, the same bucket.
+    monkeypatch.setenv("BACKUP_HOSTNAME", "recovery-host")
+    monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "new-host-backups"))
+    for command in (["restore"], ["list"], ["status"]):
+        code, out, err = cli(capsys, *command)
+        assert code == 0, err
+        assert (
+            f"no backups found in {tmp_path / 'new-host-backups'}, s3://{with_s3.name}/recovery-host" in out
+        )
+        assert "(BACKUP_HOSTNAME=recovery-host); found backups for: test-host; set BACKUP_HOSTNAME" in out
+    code, _out, err = cli(capsys, "restore", "latest")
+    assert code == 7, "restore latest with nothing found keeps its exit code"

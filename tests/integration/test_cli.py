@@ -498,3 +498,15 @@ def test_a_dead_runs_partial_files_in_temp_are_removed_by_the_next_backup(
     (leftover / ".postgres.dump.zst.enc.partial").write_bytes(b"sealed bytes of a killed run")
     full_backup(capsys)
     assert not any((deployment.backup_dir / "temp").iterdir())
+
+
+def test_verify_prints_the_roles_the_restore_target_must_have(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = full_backup(capsys)
+    code, out, err = cli(capsys, "verify", str(backup["backup_id"]))
+    assert code == 0, err
+    manifest_path = deployment.backup_dir / str(backup["tier"]) / str(backup["backup_id"]) / "manifest.json"
+    roles = json.loads(manifest_path.read_text())["manifest"]["components"][0]["facts"]["roles"]
+    assert roles, "the manifest records the roles the database's objects belong to"
+    assert f"postgres: roles the restore target must have: {', '.join(roles)}" in out

@@ -32,6 +32,7 @@ from questboard_backup.pipeline import READ_SIZE, ComponentWriter, StreamStats
 from questboard_backup.sources.base import RestoreOptions, StreamOpener
 from questboard_backup.sources.postgres.component import PostgresComponent, row_counts
 from questboard_backup.sources.postgres.copy import binary_columns
+from questboard_backup.sources.postgres.facts import describe_roles
 from questboard_backup.sources.postgres.tools import Cancel, Cancelled
 from tests import sealed
 from tests.dataset import load_postgres
@@ -242,6 +243,7 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
         "collate": "C.UTF-8",
         "ctype": "C.UTF-8",
         "owner": "postgres",
+        "roles": ["postgres", "qb_quest_app"],  # pgcrypto's functions are left to CREATE EXTENSION
         "large_objects": 4,
         "tables": {
             '"Guild Hall"."Quest.Log"': 3,
@@ -269,7 +271,7 @@ def test_a_database_round_trips_through_the_encrypted_pipeline_into_a_new_databa
     assert report == {
         "database": target,
         "staging": f"{target}_restore_{TIMESTAMP}",
-        "previous": None,
+        "previous": "none (no existing database)",
         "tables_checked": 11,
         "rows": sum(facts["tables"].values()),
         "large_objects": 4,
@@ -847,6 +849,156 @@ def test_a_name_too_long_for_the_suffixes_still_restores_over_the_existing_datab
     assert report["previous"].endswith(f"_pre_restore_{TIMESTAMP}")
     assert sorted(databases_like(pg_server, name_of(fresh_database))) == sorted([name, report["previous"]])
     assert row_counts(pg_server.url(name)) == source_backup.facts["tables"]
+
+
+@pytest.fixture
+def make_role(pg_server: PostgresServer, fresh_database: str) -> Iterator[Callable[[str], str]]:
+    """Creates roles for the test (``make_role("LOGIN CREATEDB")`` returns the new role's name); drops
+    them afterwards, after the test's databases, which they may own or hold objects in."""
+    created: list[str] = []
+
+    def make(options: str = "") -> str:
+        name = f"qb_role_{next(_roles)}_{os.getpid()}"
+        with session(pg_server.url()) as cur:
+            cur.execute(f"CREATE ROLE {name} {options}")
+        created.append(name)
+        return name
+
+    yield make
+    prefix = name_of(fresh_database)
+    with session(pg_server.url()) as cur:
+        cur.execute(
+            "SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s", (prefix, prefix + "\\_%")
+        )
+        for (datname,) in cur.fetchall():
+            cur.execute(f'DROP DATABASE "{datname}" WITH (FORCE)')
+        for name in created:
+            cur.execute(f"DROP ROLE {name}")
+
+
+def as_role(pg: PostgresServer, role: str, database: str) -> str:
+    return f"postgresql://{role}@127.0.0.1:{pg.port}/{database}"
+
+
+def unread(open_stream: StreamOpener, opened: list[int]) -> StreamOpener:
+    """``open_stream``, noting in ``opened`` each part opened."""
+
+    @contextmanager
+    def streams(part: int = 0) -> Iterator[BinaryIO]:
+        opened.append(part)
+        with open_stream(part) as reader:
+            yield reader
+
+    return streams
+
+
+@pytest.mark.parametrize(
+    ("options", "owns_target", "lacking"),
+    [
+        pytest.param(
+            "LOGIN", True, "it lacks CREATEDB (grant it: ALTER ROLE {role} CREATEDB)", id="no-createdb"
+        ),
+        pytest.param(
+            "LOGIN CREATEDB",
+            False,
+            'it does not own database "{target}" (owner: "postgres"); restore as its owner or a superuser',
+            id="not-the-owner",
+        ),
+        pytest.param(
+            "LOGIN",
+            False,
+            "it lacks CREATEDB (grant it: ALTER ROLE {role} CREATEDB) and it does not own database "
+            '"{target}" (owner: "postgres"); restore as its owner or a superuser',
+            id="neither",
+        ),
+    ],
+)
+def test_a_role_lacking_a_restore_privilege_is_refused_before_anything_is_created_or_read(
+    pg_server: PostgresServer,
+    source_backup: Backup,
+    existing_target: str,
+    make_role: Callable[[str], str],
+    options: str,
+    owns_target: bool,
+    lacking: str,
+) -> None:
+    role, target = make_role(options), name_of(existing_target)
+    if owns_target:
+        with session(pg_server.url()) as cur:
+            cur.execute(f'ALTER DATABASE "{target}" OWNER TO {role}')
+    before = dump_text(existing_target)
+    component = PostgresComponent(as_role(pg_server, role, target))
+    opened: list[int] = []
+    expected = f'role "{role}" cannot restore into "{target}": ' + lacking.format(role=role, target=target)
+
+    with pytest.raises(SourceUnreachableError) as refused:
+        component.restore(
+            unread(opener(source_backup.stored, source_backup.stats), opened),
+            source_backup.facts,
+            RestoreOptions(TIMESTAMP),
+        )
+
+    assert str(refused.value) == expected
+    assert opened == []
+    assert dump_text(existing_target) == before
+    assert databases_like(pg_server, target) == []
+    with pytest.raises(SourceUnreachableError) as checked:
+        component.check_restore_privileges()
+    assert str(checked.value) == expected
+
+
+@pytest.mark.parametrize("target_exists", [True, False], ids=["over-its-database", "into-a-new-database"])
+def test_a_role_with_createdb_restores_over_a_database_it_owns_or_into_a_new_one(
+    pg_server: PostgresServer, fresh_database: str, make_role: Callable[[str], str], target_exists: bool
+) -> None:
+    role = make_role("LOGIN CREATEDB")
+    source = name_of(fresh_database) + "_src"
+    with session(pg_server.url()) as cur:
+        cur.execute(f'CREATE DATABASE "{source}" OWNER {role}')
+    with session(as_role(pg_server, role, source)) as cur:
+        cur.execute(
+            "CREATE TABLE quests (id int PRIMARY KEY, title text); INSERT INTO quests VALUES (1, 'slay')"
+        )
+    taken = backup(PostgresComponent(pg_server.url(source)))
+    target = name_of(fresh_database) if target_exists else name_of(fresh_database) + "_new"
+    if target_exists:
+        with session(pg_server.url()) as cur:
+            cur.execute(f'ALTER DATABASE "{target}" OWNER TO {role}')
+    component = PostgresComponent(as_role(pg_server, role, target))
+
+    component.check_restore_privileges()
+    report = component.restore(opener(taken.stored, taken.stats), taken.facts, RestoreOptions(TIMESTAMP))
+
+    previous = f"{target}_pre_restore_{TIMESTAMP}" if target_exists else "none (no existing database)"
+    assert report["previous"] == previous
+    assert dump_text(pg_server.url(target)) == dump_text(pg_server.url(source))
+    with session(pg_server.url()) as cur:
+        cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (target,))
+        assert cur.fetchone()[0] == role
+
+
+def test_the_facts_name_every_role_that_owns_an_object_of_the_database_or_is_granted_one(
+    pg_server: PostgresServer, fresh_database: str, make_role: Callable[[str], str]
+) -> None:
+    owner, author, reader, columns, defaulted = (make_role("") for _ in range(5))
+    with session(pg_server.url()) as cur:
+        cur.execute(f'ALTER DATABASE "{name_of(fresh_database)}" OWNER TO {owner}')
+    with session(fresh_database) as cur:
+        cur.execute(
+            f"ALTER SCHEMA public OWNER TO {owner}; CREATE EXTENSION IF NOT EXISTS pgcrypto; "
+            f"CREATE SCHEMA lore AUTHORIZATION {author}; CREATE TABLE lore.tales (id int, secret text); "
+            f"ALTER TABLE lore.tales OWNER TO {author}; GRANT SELECT ON lore.tales TO {reader}; "
+            f"GRANT SELECT (id) ON lore.tales TO {columns}; "
+            f"CREATE FUNCTION public.answer() RETURNS int LANGUAGE sql AS 'SELECT 42'; "
+            f"ALTER FUNCTION public.answer() OWNER TO {owner}; REVOKE EXECUTE ON FUNCTION public.answer() FROM PUBLIC; "
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT ON TABLES TO {defaulted}"
+        )
+
+    facts = backup(PostgresComponent(fresh_database)).facts
+
+    # Not postgres: it owns only pgcrypto's functions, which CREATE EXTENSION makes anew on a restore.
+    assert facts["roles"] == sorted([owner, author, reader, columns, defaulted])
+    assert describe_roles(facts) == "roles: " + ", ".join(facts["roles"])
 
 
 def flip(data: bytes, at: int) -> bytes:

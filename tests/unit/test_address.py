@@ -70,7 +70,9 @@ def test_a_set_address_names_its_prefixes_objects_and_streams() -> None:
     assert SetAddress.from_set_prefix("h", "temp/questboard_full_20240102_020000") is None
     assert object_name("postgres", 2) == "postgres.part2.dump.zst.enc"
     assert object_name("files") == "files.tar.zst.enc"
-    assert stream_context("questboard_full_20240102_020000", "redis") == "questboard_full_20240102_020000/redis"
+    assert (
+        stream_context("questboard_full_20240102_020000", "redis") == "questboard_full_20240102_020000/redis"
+    )
 
 
 def _sources() -> list[Path]:

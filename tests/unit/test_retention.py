@@ -31,7 +31,8 @@ def test_tiers_follow_the_calendar() -> None:
     assert tier_for("full", datetime(2024, 3, 18, 2, tzinfo=UTC), UTC) == "daily"
     assert tier_for("incremental", datetime(2024, 3, 1, 2, tzinfo=UTC), UTC) == "incremental"
     assert (
-        str(BackupId.at("full", datetime(2024, 1, 1, 2, 0, 0, tzinfo=UTC))) == "questboard_full_20240101_020000"
+        str(BackupId.at("full", datetime(2024, 1, 1, 2, 0, 0, tzinfo=UTC)))
+        == "questboard_full_20240101_020000"
     )
 
 

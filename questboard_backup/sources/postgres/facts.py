@@ -1,9 +1,11 @@
 """Verification facts about a PostgreSQL database, all read in one exported snapshot: exact rows per
-table, large objects, encoding, locale and owner. The dump records them; the restore checks them."""
+table, large objects, encoding, locale, owner and the roles its objects name. The dump records them;
+the restore checks them."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -165,7 +167,68 @@ def database_facts(cur: Cursor) -> Facts:
     }
     if provider in ("i", "b"):
         facts.update(locale_provider="icu" if provider == "i" else "builtin", locale=locale_name)
+    facts["roles"] = database_roles(cur)
     return facts
+
+
+def _user_objects(catalog: str, alias: str, schema_column: str) -> str:
+    """The condition that a row of ``catalog`` is a user object: in a user schema (``schema_column``)
+    and not part of an extension (which CREATE EXTENSION re-creates, owned by whoever runs it)."""
+    return (
+        f"{schema_column} IN (SELECT oid FROM user_schemas) AND NOT EXISTS (SELECT 1 FROM pg_depend d "
+        f"WHERE d.classid = '{catalog}'::regclass AND d.objid = {alias}.oid AND d.deptype = 'e')"
+    )
+
+
+# Owners and privileges of what pg_dump restores as dumped: the database, schemas, relations, columns,
+# functions, types (not the array and row types, which follow their element type or table), large
+# objects and default privileges; and the roles row security policies apply to.
+_ROLES = f"""
+WITH user_schemas AS (
+    SELECT oid FROM pg_namespace WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%'
+), objects (owner, acl) AS (
+    SELECT datdba, NULL::aclitem[] FROM pg_database WHERE datname = current_database()
+    UNION ALL SELECT n.nspowner, n.nspacl FROM pg_namespace n WHERE {_user_objects("pg_namespace", "n", "n.oid")}
+    UNION ALL SELECT c.relowner, c.relacl FROM pg_class c
+        WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm', 'f') AND {_user_objects("pg_class", "c", "c.relnamespace")}
+    UNION ALL SELECT NULL, a.attacl FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        WHERE a.attacl IS NOT NULL AND {_user_objects("pg_class", "c", "c.relnamespace")}
+    UNION ALL SELECT p.proowner, p.proacl FROM pg_proc p WHERE {_user_objects("pg_proc", "p", "p.pronamespace")}
+    UNION ALL SELECT t.typowner, t.typacl FROM pg_type t WHERE {_user_objects("pg_type", "t", "t.typnamespace")}
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d
+            WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'i')
+    UNION ALL SELECT lomowner, lomacl FROM pg_largeobject_metadata
+    UNION ALL SELECT defaclrole, defaclacl FROM pg_default_acl
+), named (role) AS (
+    SELECT owner FROM objects
+    UNION SELECT (aclexplode(acl)).grantee FROM objects
+    UNION SELECT (aclexplode(acl)).grantor FROM objects
+    UNION SELECT unnest(polroles) FROM pg_policy
+)
+SELECT DISTINCT pg_get_userbyid(role)::text FROM named
+WHERE role <> 0 AND pg_get_userbyid(role) NOT LIKE 'pg\\_%' ORDER BY 1
+"""
+
+
+def database_roles(cur: Cursor) -> list[str]:
+    """The roles a restore of this database expects on its server: the owners of its objects and
+    every role their privileges are granted to or by, sorted. PUBLIC (role 0) and the built-in
+    ``pg_`` roles, which every server has, are left out."""
+    cur.execute(_ROLES)
+    return [str(role) for (role,) in cur.fetchall()]
+
+
+def describe_roles(facts: Mapping[str, Any]) -> str | None:
+    """``roles: app_owner, app_reader, questboard``: the roles the backup expects on the target server,
+    quoted where SQL would quote them; None when the facts (of an older backup) do not record them."""
+    roles = facts.get("roles")
+    if roles is None:
+        return None
+    return "roles: " + (", ".join(_quoted(str(role)) for role in roles) or "none")
+
+
+def _quoted(role: str) -> str:
+    return role if re.fullmatch(r"[a-z_][a-z0-9_$]*", role) else '"' + role.replace('"', '""') + '"'
 
 
 class RowCounter:

@@ -45,6 +45,12 @@ def first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def major_version(version: str) -> int | None:
+    """``15`` from ``15.18``; None when the text does not start with a number."""
+    match = re.match(r"\d+", version)
+    return int(match.group()) if match else None
+
+
 class ClientTools:
     """Finds the tools in ``bin_dir`` (None: on PATH), reads their versions and starts them."""
 
@@ -171,35 +177,101 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
     faults, and a pipe read returns far less than that (measured: 1.05 s -> 0.27 s of system time for
     710 MB of pg_dump output).
     """
-    running: dict[int, subprocess.Popen[bytes]] = {}
-    lock = threading.Lock()
-    stopped = False
-    written = [0] * len(runs)
-    errors: list[BaseException] = []
+    return _OutStreams(tools, runs).carry_out()
 
-    def stop_all() -> None:
-        nonlocal stopped
-        with lock:
-            stopped = True
-            for process in running.values():
+
+class _OutStreams:
+    """The processes of one ``stream_out_all``, each pumped on a thread of its own (the first on the
+    caller's): the first failure stops them all."""
+
+    def __init__(self, tools: ClientTools, runs: Sequence[ToolRun]) -> None:
+        self._tools, self._runs = tools, runs
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._written = [0] * len(runs)
+        self._errors: list[BaseException] = []
+
+    def carry_out(self) -> list[int]:
+        threads = [
+            threading.Thread(target=self._pump, args=(index,), name=f"qb-pg-dump-{index}")
+            for index in range(1, len(self._runs))
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            self._pump(0)
+            for thread in threads:
+                thread.join()
+        except BaseException:  # an interrupt while the streams run stops them
+            self._stop_all()
+            raise
+        finally:
+            for thread in threads:
+                if thread.ident is not None:
+                    thread.join()
+        if self._errors:
+            raise self._errors[0]
+        return self._written
+
+    def _stop_all(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for process in self._running.values():
                 stop(process)
 
-    def start(index: int, name: str, args: Sequence[str]) -> subprocess.Popen[bytes] | None:
-        with lock:
-            if stopped:
+    def _start(self, index: int, name: str, args: Sequence[str]) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            if self._stopped:
                 return None
-            process = tools.start(name, args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
-            running[index] = process
+            process = self._tools.start(
+                name, args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0
+            )
+            self._running[index] = process
         assert process.stdout is not None
         widen_pipe(process.stdout)
         return process
 
-    def fail(error: BaseException) -> None:
-        errors.append(error)
-        stop_all()
+    def _fail(self, error: BaseException) -> None:
+        self._errors.append(error)
+        self._stop_all()
 
-    def pump(index: int) -> None:
-        run = runs[index]
+    def _pump(self, index: int) -> None:
+        run = self._runs[index]
+        try:
+            process = self._start(index, run.tool, run.args)
+        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
+            self._fail(error)
+            return
+        if process is None:
+            return
+        assert process.stdout is not None and process.stderr is not None
+        tail = StderrTail(process.stderr)
+        section = 0
+        try:
+            section = self._copy_out(index, process.stdout)
+        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
+            self._fail(error)
+        finally:
+            process.stdout.close()
+            returncode = process.wait()
+            summary = tail.summary()
+        if self._errors:
+            return
+        if returncode != 0:
+            scrubbed = self._tools.scrub(summary)
+            self._fail(SourceError(f"{run.tool} failed (exit {returncode}) in {run.what}: {scrubbed}"))
+            return
+        try:
+            if run.after is not None:
+                run.after(section)
+        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
+            self._fail(error)
+
+    def _copy_out(self, index: int, stdout: IO[bytes]) -> int:
+        """Hand the process's output to its run's ``write``, section by section; returns the number of
+        the last section (its ``after`` is left to the caller, once the process ended well)."""
+        run = self._runs[index]
         section = 0
 
         def next_section() -> None:
@@ -210,63 +282,17 @@ def stream_out_all(tools: ClientTools, runs: Sequence[ToolRun]) -> list[int]:
             if run.before is not None:
                 run.before(section)
 
-        try:
-            process = start(index, run.tool, run.args)
-        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
-            fail(error)
-            return
-        if process is None:
-            return
-        assert process.stdout is not None and process.stderr is not None
-        tail = StderrTail(process.stderr)
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
-        try:
-            if run.before is not None:
-                run.before(section)
-            held = 0  # bytes kept at the buffer's start: they may begin a separator
-            while count := process.stdout.readinto(view[held:]):  # type: ignore[attr-defined]
-                written[index] += count
-                held = split_sections(buffer, held + count, run.separator, run.write, next_section)
-            if held:
-                run.write(view[:held])
-        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
-            fail(error)
-        finally:
-            process.stdout.close()
-            returncode = process.wait()
-            summary = tail.summary()
-        if errors:
-            return
-        if returncode != 0:
-            fail(SourceError(f"{run.tool} failed (exit {returncode}) in {run.what}: {tools.scrub(summary)}"))
-            return
-        try:
-            if run.after is not None:
-                run.after(section)
-        except BaseException as error:  # noqa: BLE001 - the first one is raised by the caller
-            fail(error)
-
-    threads = [
-        threading.Thread(target=pump, args=(index,), name=f"qb-pg-dump-{index}")
-        for index in range(1, len(runs))
-    ]
-    try:
-        for thread in threads:
-            thread.start()
-        pump(0)
-        for thread in threads:
-            thread.join()
-    except BaseException:  # an interrupt while the streams run stops them
-        stop_all()
-        raise
-    finally:
-        for thread in threads:
-            if thread.ident is not None:
-                thread.join()
-    if errors:
-        raise errors[0]
-    return written
+        if run.before is not None:
+            run.before(section)
+        held = 0  # bytes kept at the buffer's start: they may begin a separator
+        while count := stdout.readinto(view[held:]):  # type: ignore[attr-defined]
+            self._written[index] += count
+            held = split_sections(buffer, held + count, run.separator, run.write, next_section)
+        if held:
+            run.write(view[:held])
+        return section
 
 
 def feed(reader: BinaryIO, stdin: IO[bytes]) -> bool:

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration infra bench clean install layers synth
+.PHONY: demo test lint unit integration infra bench clean install install-runtime layers synth
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-system-deps.sh
 	./scripts/install-system-deps.sh
@@ -13,6 +13,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-s
 	touch $@
 
 install: $(STAMP)
+
+# An operator host: PostgreSQL client tools and a .venv with the runtime dependencies only.
+install-runtime:
+	./scripts/install.sh
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py

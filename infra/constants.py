@@ -58,6 +58,8 @@ COMPONENTS: Final = ("postgres", "redis", "files", "config")
 #: BackupDisabledError are deliberately absent.
 TRANSIENT_ERRORS: Final = (
     "TransientStorageError",
+    "TransientKeyServiceError",
+    "TransientAlertError",
     "SourceUnreachableError",
     "Lambda.ServiceException",
     "Lambda.SdkClientException",

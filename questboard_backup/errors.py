@@ -57,6 +57,37 @@ class TransientStorageError(StorageError):
     """A storage call failed in a way worth retrying (throttling, timeouts, 5xx)."""
 
 
+class KeyServiceError(BackupError):
+    """AWS KMS refused or failed a request (access denied, key disabled or pending deletion).
+
+    Exit code 5, as for storage: a service the backup depends on failed, the data itself is not in
+    question. A wrapped key KMS will not open is an IntegrityError; a key id naming no key, a
+    ConfigurationError.
+    """
+
+    exit_code = 5
+
+
+class TransientKeyServiceError(KeyServiceError):
+    """A KMS call failed in a way worth retrying (throttling, KMS internal errors, timeouts)."""
+
+
+class AlertError(BackupError):
+    """A failure alert could not be published to SNS (access denied, missing topic); exit code 5."""
+
+    exit_code = 5
+
+
+class TransientAlertError(AlertError):
+    """Publishing an alert failed in a way worth retrying (throttling, SNS internal errors, timeouts)."""
+
+
+class SchedulerError(BackupError):
+    """EventBridge Scheduler refused or failed to read or enable the backup schedules; exit code 5."""
+
+    exit_code = 5
+
+
 class IntegrityError(BackupError):
     """Stored bytes do not authenticate, hash, or match the manifest: a wrong key, corruption, truncation."""
 

@@ -12,16 +12,20 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from questboard_backup.aws.failures import classify
 from questboard_backup.crypto.keys import WrappedKey
 from questboard_backup.crypto.stream import DATA_KEY_SIZE
-from questboard_backup.errors import ConfigurationError, IntegrityError, TransientStorageError
+from questboard_backup.errors import (
+    ConfigurationError,
+    IntegrityError,
+    KeyServiceError,
+    TransientKeyServiceError,
+)
 
-_TRANSIENT = {
-    "ThrottlingException",
-    "KMSInternalException",
-    "DependencyTimeoutException",
-    "RequestLimitExceeded",
-}
+#: Decrypt refusing the wrapped key itself: tampered, or wrapped under another key or backup id.
+_WRONG_WRAPPED_KEY = {"InvalidCiphertextException", "IncorrectKeyException"}
+#: GenerateDataKey refusing the configured key id: no such key, or not a symmetric encryption key.
+_WRONG_KEY_ID = {"NotFoundException", "InvalidKeyUsageException"}
 
 
 class KmsKeyWrapper:
@@ -37,19 +41,19 @@ class KmsKeyWrapper:
             client = boto3.client("kms")
         self._kms = client
 
-    def _error(self, error: Exception, action: str) -> Exception:
-        if isinstance(error, ClientError):
-            code = error.response.get("Error", {}).get("Code", "Unknown")
-            if code == "InvalidCiphertextException":
-                return IntegrityError(
-                    "the data key cannot be unwrapped by KMS: tampered manifest or another key"
-                )
-            if code in _TRANSIENT:
-                return TransientStorageError(f"KMS {action} failed: {code}")
-            return ConfigurationError(f"KMS {action} with key {self.key_id} failed: {code}")
-        if isinstance(error, BotoCoreError):
-            return TransientStorageError(f"KMS {action} failed: {type(error).__name__}")
-        return error
+    def _error(self, error: BotoCoreError | ClientError, action: str, key_id: str) -> Exception:
+        """The one place KMS failures become ours: one line naming the call, the key and the AWS code."""
+        failure = classify(error)
+        if action == "Decrypt" and failure.code in _WRONG_WRAPPED_KEY:
+            return IntegrityError(
+                f"the data key cannot be unwrapped by KMS ({failure.code}): tampered manifest or another key"
+            )
+        if action == "GenerateDataKey" and failure.code in _WRONG_KEY_ID:
+            return ConfigurationError(
+                f"KMS {action}: BACKUP_KMS_KEY_ID {key_id} is not a usable key: {failure.code}"
+            )
+        error_class = TransientKeyServiceError if failure.transient else KeyServiceError
+        return error_class(f"KMS {action} with key {key_id} failed: {failure}")
 
     def prepare(self) -> None:
         """Nothing to do ahead: a data key from KMS is one request, made by ``generate``."""
@@ -59,8 +63,8 @@ class KmsKeyWrapper:
             response = self._kms.generate_data_key(
                 KeyId=self.key_id, KeySpec="AES_256", EncryptionContext={"backup_id": context}
             )
-        except Exception as error:  # noqa: BLE001 - mapped to our classes by _error
-            raise self._error(error, "GenerateDataKey") from None
+        except (BotoCoreError, ClientError) as error:
+            raise self._error(error, "GenerateDataKey", self.key_id) from None
         plaintext = response["Plaintext"]
         if len(plaintext) != DATA_KEY_SIZE:
             raise IntegrityError(f"KMS returned a {len(plaintext)}-byte data key, expected {DATA_KEY_SIZE}")
@@ -79,12 +83,11 @@ class KmsKeyWrapper:
             blob = base64.b64decode(str(wrapped.get("ciphertext", "")), validate=True)
         except (binascii.Error, ValueError):
             raise IntegrityError("wrapped data key: field 'ciphertext' is not base64") from None
+        key_id = str(wrapped.get("key_id", self.key_id))
         try:
             response = self._kms.decrypt(
-                CiphertextBlob=blob,
-                KeyId=str(wrapped.get("key_id", self.key_id)),
-                EncryptionContext={"backup_id": context},
+                CiphertextBlob=blob, KeyId=key_id, EncryptionContext={"backup_id": context}
             )
-        except Exception as error:  # noqa: BLE001 - mapped to our classes by _error
-            raise self._error(error, "Decrypt") from None
+        except (BotoCoreError, ClientError) as error:
+            raise self._error(error, "Decrypt", key_id) from None
         return bytes(response["Plaintext"])

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from questboard_backup.errors import ConfigurationError, NotFoundError, StorageError
+from questboard_backup.aws.failures import classify
+from questboard_backup.errors import ConfigurationError, NotFoundError, SchedulerError
 
 KINDS = ("full", "incremental")
 _UPDATE_FIELDS = (
@@ -96,16 +97,13 @@ class DeployedSchedules:
         name = schedule_name(self._hostname, kind)
         try:
             return dict(self._scheduler.get_schedule(Name=name))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        except (BotoCoreError, ClientError) as error:
+            failure = classify(error)
+            if failure.code == "ResourceNotFoundException":
                 raise NotFoundError(
                     f"schedule {name} is not deployed (is BACKUP_HOSTNAME the stack's hostname?)"
                 ) from None
-            raise StorageError(
-                f"EventBridge Scheduler: {error.response.get('Error', {}).get('Code')}"
-            ) from None
-        except BotoCoreError as error:
-            raise StorageError(f"EventBridge Scheduler is unreachable: {type(error).__name__}") from None
+            raise SchedulerError(f"EventBridge Scheduler GetSchedule {name} failed: {failure}") from None
 
     def show(self, now: datetime | None = None) -> list[ScheduleInfo]:
         moment = now or datetime.now(UTC)
@@ -130,8 +128,10 @@ class DeployedSchedules:
             request = {field: body[field] for field in _UPDATE_FIELDS if body.get(field) is not None}
             try:
                 self._scheduler.update_schedule(**request, State="ENABLED")
-            except (ClientError, BotoCoreError) as error:
-                raise StorageError(f"cannot enable {body['Name']}: {type(error).__name__}") from None
+            except (BotoCoreError, ClientError) as error:
+                raise SchedulerError(
+                    f"EventBridge Scheduler UpdateSchedule {body['Name']} failed: {classify(error)}"
+                ) from None
             changed.append(str(body["Name"]))
         return changed
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from questboard_backup.errors import TransientStorageError
+from questboard_backup.aws.failures import classify
+from questboard_backup.errors import AlertError, TransientAlertError
 
 
 def describe_failure(kind: str, backup_id: str, error: str, cause: str) -> tuple[str, str]:
@@ -38,4 +39,6 @@ class SnsAlerts:
         try:
             self._sns.publish(TopicArn=self._topic_arn, Subject=subject, Message=message)
         except (BotoCoreError, ClientError) as error:
-            raise TransientStorageError(f"cannot publish the alert to SNS: {type(error).__name__}") from None
+            failure = classify(error)
+            error_class = TransientAlertError if failure.transient else AlertError
+            raise error_class(f"SNS Publish to {self._topic_arn} failed: {failure}") from None

@@ -12,11 +12,14 @@ import pytest
 
 from infra import constants as names
 from infra.functions import REPO_ROOT
+from questboard_backup import errors
 from tests.infra.asl import definition, path_from
 from tests.infra.conftest import Synthesized
 
 RETRIED = [
     "TransientStorageError",
+    "TransientKeyServiceError",
+    "TransientAlertError",
     "SourceUnreachableError",
     "Lambda.ServiceException",
     "Lambda.SdkClientException",
@@ -125,6 +128,22 @@ def test_backup_steps_keep_backup_and_components_in_the_state(
     }.items():
         assert states[name]["Resource"] == _function_arn(synth, module), "payload_response_only"
         assert states[name]["ResultPath"] not in ("$.backup", "$.components"), name
+
+
+def test_every_retried_error_is_an_engine_error_class_or_a_lambda_service_error() -> None:
+    engine_errors = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.BackupError)
+    }
+    for name in names.TRANSIENT_ERRORS:
+        assert name.startswith("Lambda.") or name in engine_errors, name
+
+
+def test_every_transient_engine_error_is_retried() -> None:
+    transient = {name for name in vars(errors) if name.startswith("Transient") and name.endswith("Error")}
+    assert "TransientKeyServiceError" in transient and "TransientAlertError" in transient
+    assert transient <= set(names.TRANSIENT_ERRORS)
 
 
 @pytest.mark.parametrize("machine", ["backup", "restore"])

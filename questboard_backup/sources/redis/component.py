@@ -1,7 +1,6 @@
 """Redis: every logical db streamed key by key with SCAN, DUMP and PTTL, restored with RESTORE; no admin commands.
 
-Stream (integers big-endian): ``b"QBREDIS\\x01"``; per db ``b"D"`` u32 db; per key ``b"K"`` u32 length, key,
-i64 pttl (-1: no expiry, else ms left at dump time), u32 length, DUMP payload; last ``b"E"`` u64 key count.
+The stream's format, writer and reader are in ``stream.py``; this module talks to the servers.
 """
 
 from __future__ import annotations
@@ -9,11 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import struct
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, NoReturn, cast
+from typing import Any, BinaryIO, cast
 
 import redis
 from redis.backoff import EqualJitterBackoff
@@ -22,29 +19,19 @@ from redis.retry import Retry
 
 from questboard_backup.errors import (
     ConfigurationError,
-    IntegrityError,
     RestoreVerificationError,
     SourceError,
     SourceUnreachableError,
 )
-from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.redaction import redact_url
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
+from questboard_backup.sources.redis.stream import Records, StreamWriter, Summary
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"QBREDIS"
-FORMAT_VERSION = 1
-NO_EXPIRY = -1
-MAX_LENGTH = 0xFFFFFFFF
 CONNECT_TIMEOUT = 5.0
 SOCKET_TIMEOUT = 60.0  # one DUMP of a large hash or stream is serialized and sent in one reply
-WRITE_CHUNK = 1024 * 1024
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_TTL_AND_LENGTH = struct.Struct(">qI")
 _KEYSPACE_DB = re.compile(r"db(\d+)")
-_DUMP_FOOTER = 10  # every DUMP payload ends with a u16 RDB version and a CRC64
 
 
 class RedisComponent:
@@ -117,7 +104,7 @@ class RedisComponent:
                 keyspace = client.info("keyspace")
             dbs = sorted(int(m.group(1)) for name in keyspace if (m := _KEYSPACE_DB.fullmatch(str(name))))
             logger.info("redis dump started dbs=%d version=%s", len(dbs), version)
-            stream = _StreamWriter(out)
+            stream = StreamWriter(out)
             counts: dict[str, int] = {}
             vanished = 0
             for db in dbs:
@@ -131,7 +118,7 @@ class RedisComponent:
         )
         return {"version": version, "dbs": counts, "keys": total, "vanished": vanished}
 
-    def _dump_db(self, db: int, stream: _StreamWriter) -> tuple[int, int]:
+    def _dump_db(self, db: int, stream: StreamWriter) -> tuple[int, int]:
         seen: set[bytes] = set()
         dumped = vanished = 0
         with self._connected(db) as client:
@@ -159,7 +146,7 @@ class RedisComponent:
 
     def restore(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
         with open_stream() as reader:
-            summary = _Summary.read(reader)
+            summary = Summary.read(reader)
         summary.compare(facts)
         source_version = str(facts.get("version", "unknown"))
         targets = {db: self.db + db for db in summary.keys}
@@ -201,7 +188,7 @@ class RedisComponent:
             # Clients connect on first use, so one per target db costs nothing up front.
             clients = {db: connections.enter_context(self._connected(to)) for db, to in targets.items()}
             current = -1
-            for db, key, pttl, payload in _Records(reader):
+            for db, key, pttl, payload in Records(reader):
                 if batch and (db != current or len(batch) >= self.batch_keys):
                     self._restore_batch(clients[current], batch, target, source)
                     batch.clear()
@@ -224,7 +211,7 @@ class RedisComponent:
                     f"Redis {target} refused a key dumped by Redis {source}: {_reason(reply, self._password)}"
                 )
 
-    def _verify(self, summary: _Summary, targets: Mapping[int, int]) -> None:
+    def _verify(self, summary: Summary, targets: Mapping[int, int]) -> None:
         for db, target in targets.items():
             with self._connected(target) as client:
                 size = int(client.dbsize())
@@ -271,131 +258,3 @@ def _first_sighting(seen: set[bytes], key: bytes) -> bool:
 def _reason(error: Exception, password: str) -> str:
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return text.replace(password, "***") if password else text
-
-
-class _StreamWriter:
-    """Buffers records into writes of about a megabyte."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self._buffer = bytearray(MAGIC + bytes([FORMAT_VERSION]))
-        self.written = 0
-
-    def db(self, db: int) -> None:
-        self._buffer += b"D" + _U32.pack(db)
-
-    def key(self, key: bytes, pttl: int, payload: bytes) -> None:
-        if len(payload) > MAX_LENGTH:
-            raise SourceError(f"a Redis key's DUMP is {len(payload)} bytes, over the format's 4 GiB limit")
-        self._buffer += b"K" + _U32.pack(len(key)) + key + _TTL_AND_LENGTH.pack(pttl, len(payload))
-        self._buffer += payload
-        if len(self._buffer) >= WRITE_CHUNK:
-            self.flush()
-
-    def end(self, total: int) -> None:
-        self._buffer += b"E" + _U64.pack(total)
-        self.flush()
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._out.write(self._buffer)
-            self.written += len(self._buffer)
-            self._buffer = bytearray()
-
-
-class _Records:
-    """Iterates a stream's keys as ``(db, key, pttl, payload)``; ``dbs`` lists every db record, in order.
-
-    Raises IntegrityError on anything the writer cannot have produced, including a missing end record."""
-
-    def __init__(self, reader: BinaryIO) -> None:
-        self._reader = reader
-        self.dbs: list[int] = []
-
-    def __iter__(self) -> Iterator[tuple[int, bytes, int, bytes]]:
-        header = self._read(len(MAGIC) + 1)
-        if header[:-1] != MAGIC:
-            _damaged("it does not start with the Quest Board Redis header")
-        if header[-1] != FORMAT_VERSION:
-            _damaged(f"its format version is {header[-1]}, this engine reads {FORMAT_VERSION}")
-        total = 0
-        while True:
-            tag = self._reader.read(1)
-            if tag == b"K":
-                if not self.dbs:
-                    _damaged("a key comes before any db record")
-                key = self._read(_U32.unpack(self._read(4))[0])
-                pttl, length = _TTL_AND_LENGTH.unpack(self._read(_TTL_AND_LENGTH.size))
-                if pttl != NO_EXPIRY and pttl <= 0:
-                    _damaged(f"a key has a time to live of {pttl} ms")
-                if length < _DUMP_FOOTER:
-                    _damaged(f"a DUMP payload of {length} bytes is too short")
-                total += 1
-                yield self.dbs[-1], key, pttl, self._read(length)
-            elif tag == b"D":
-                db = _U32.unpack(self._read(4))[0]
-                if self.dbs and db <= self.dbs[-1]:
-                    _damaged(f"db {db} follows db {self.dbs[-1]}")
-                self.dbs.append(db)
-            elif tag == b"E":
-                recorded = _U64.unpack(self._read(8))[0]
-                if recorded != total:
-                    _damaged(f"its end record counts {recorded} keys, {total} were read")
-                if self._reader.read(1):
-                    _damaged("data follows its end record")
-                return
-            elif not tag:
-                _damaged("it ends before its end record")
-            else:
-                _damaged(f"unknown record type {tag!r}")
-
-    def _read(self, size: int) -> bytes:
-        parts: list[bytes] = []
-        missing = size
-        while missing:
-            # Bounded reads: a length field is never trusted with one huge allocation.
-            chunk = self._reader.read(min(missing, READ_SIZE))
-            if not chunk:
-                _damaged(f"it ends {missing} bytes short inside a record")
-            parts.append(chunk)
-            missing -= len(chunk)
-        return b"".join(parts)
-
-
-def _damaged(problem: str) -> NoReturn:
-    raise IntegrityError(f"redis: the stream is damaged: {problem}")
-
-
-@dataclass
-class _Summary:
-    """Per source db: keys in the stream, and those without expiry (which must still exist after a restore)."""
-
-    keys: dict[int, int] = field(default_factory=dict)
-    persistent: dict[int, int] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, reader: BinaryIO) -> _Summary:
-        summary = cls()
-        records = _Records(reader)
-        for db, _key, pttl, _payload in records:
-            summary.keys[db] = summary.keys.get(db, 0) + 1
-            summary.persistent[db] = summary.persistent.get(db, 0) + (pttl == NO_EXPIRY)
-        for db in records.dbs:
-            summary.keys.setdefault(db, 0)
-            summary.persistent.setdefault(db, 0)
-        return summary
-
-    def compare(self, facts: Mapping[str, Any]) -> None:
-        recorded = facts.get("dbs")
-        if not isinstance(recorded, Mapping):
-            raise RestoreVerificationError("redis: the manifest records no per-db key counts")
-        expected = {int(db): int(count) for db, count in recorded.items()}
-        for db in sorted(expected.keys() | self.keys.keys()):
-            if expected.get(db) != self.keys.get(db):
-                raise RestoreVerificationError(
-                    f"redis db {db}: {expected.get(db, 0)} keys expected, {self.keys.get(db, 0)} found"
-                )
-        if facts.get("keys") != sum(self.keys.values()):
-            raise RestoreVerificationError(
-                f"redis: {facts.get('keys')} keys expected, {sum(self.keys.values())} found"
-            )

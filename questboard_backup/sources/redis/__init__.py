@@ -1,0 +1,5 @@
+"""Redis: every logical db dumped key by key (SCAN, DUMP, PTTL), restored with RESTORE; no admin commands."""
+
+from questboard_backup.sources.redis.component import RedisComponent
+
+__all__ = ["RedisComponent"]

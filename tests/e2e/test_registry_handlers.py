@@ -6,19 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lambdas import (
-    backup_dump,
-    backup_prepare,
-    backup_promote,
-    backup_publish,
-    backup_release,
-    backup_seal,
-    backup_verify,
-    restore_component,
-    restore_resolve,
-    restore_validate,
-    restore_verify,
-)
 from tests.e2e.conftest import FakeContext, World
 from tests.fake_source import registered_fake
 
@@ -30,6 +17,22 @@ def call(module: Any, event: dict[str, Any]) -> dict[str, Any]:
 def test_a_registered_source_goes_through_the_backup_and_restore_handlers(
     world: World, tmp_path: Path
 ) -> None:
+    # Imported here, as the world fixture imports the handlers: importing lambdas sets up the
+    # Powertools logging of the engine's loggers, which other tests must not inherit.
+    from lambdas import (
+        backup_dump,
+        backup_prepare,
+        backup_promote,
+        backup_publish,
+        backup_release,
+        backup_seal,
+        backup_verify,
+        restore_component,
+        restore_resolve,
+        restore_validate,
+        restore_verify,
+    )
+
     source, target = tmp_path / "fake-source.bin", tmp_path / "fake-target.bin"
     source.write_bytes(b"workflow fake bytes" * 500)
     with registered_fake(source, target):

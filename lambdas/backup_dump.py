@@ -30,6 +30,9 @@ class _DeadlineComponent:
     def check(self) -> None:
         self._inner.check()
 
+    def check_restore_target(self) -> None:
+        self._inner.check_restore_target()
+
     def restore(self, open_stream: Any, facts: Any, options: Any) -> dict[str, Any]:
         return dict(self._inner.restore(open_stream, facts, options))
 

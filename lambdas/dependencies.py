@@ -21,7 +21,7 @@ from questboard_backup.aws.kms import KmsKeyWrapper
 from questboard_backup.aws.sns import SnsAlerts, describe_failure
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import SHARED_LOCK_KEY, StorageLock
-from questboard_backup.settings import Settings
+from questboard_backup.settings import ENVIRONMENT_ONLY, Settings
 from questboard_backup.sources.base import Component
 from questboard_backup.sources.registry import Endpoints
 from questboard_backup.storage.s3 import S3Storage
@@ -45,7 +45,7 @@ class FunctionSettings(Settings):
     state_machine_arn: str = ""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], source: str = "environment only") -> FunctionSettings:
+    def from_env(cls, environ: Mapping[str, str], source: str = ENVIRONMENT_ONLY) -> FunctionSettings:
         def required(name: str) -> str:
             value = environ.get(name, "").strip()
             if not value:
@@ -113,9 +113,7 @@ class Dependencies:
 
     def storage(self) -> S3Storage:
         if self._storage is None:
-            storage = self.wiring.s3_storage(stage_in_temp=True, kms_key_id=self.settings.kms_key_id)
-            assert isinstance(storage, S3Storage)
-            self._storage = storage
+            self._storage = self.wiring.s3_storage(stage_in_temp=True, kms_key_id=self.settings.kms_key_id)
         return self._storage
 
     def key_wrapper(self) -> KmsKeyWrapper:

@@ -9,7 +9,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import RestoreStep, RestoreVerifyOutput, parse
 from lambdas.observability import logger, metrics, tracer
-from lambdas.restore_support import target_for
 from questboard_backup.sources import registry
 
 
@@ -21,8 +20,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     checked = []
     for name in request.restore.only or registry.names():
-        spec = registry.spec(name)
-        if spec.answers_connections and deps.restore_target(name) is not None:
-            target_for(deps, request.restore, name).check()
+        if not registry.spec(name).answers_connections:
+            continue
+        targets = request.restore.targets
+        target = deps.restore_target(name, database=targets.database, redis_db=targets.redis_db)
+        if target is not None:
+            target.check()
             checked.append(name)
     return RestoreVerifyOutput(connectivity=checked).model_dump()

@@ -20,11 +20,12 @@ from questboard_backup import __version__
 from questboard_backup.catalog import CatalogEntry, list_backups, newest_first, resolve
 from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.lock import BackupLock
-from questboard_backup.manifest import parse_time
+from questboard_backup.manifest import Manifest, parse_time
 from questboard_backup.operations import backup_now, restore_now
 from questboard_backup.redaction import redact_text, redacted_traceback
 from questboard_backup.restore import verify_backup
 from questboard_backup.settings import Settings, read_settings
+from questboard_backup.sources import registry
 from questboard_backup.sources.registry import Endpoints
 from questboard_backup.storage.base import Storage
 from questboard_backup.wiring import Wiring
@@ -102,14 +103,14 @@ def _all_entries(storages: Sequence[Storage]) -> list[CatalogEntry]:
     return newest_first(entry for storage in storages for entry in list_backups(storage))
 
 
-def _nothing_found(settings: Settings, storages: Sequence[Storage]) -> str:
+def _nothing_found(wiring: Wiring, storages: Sequence[Storage]) -> str:
     """Where an empty listing looked and, in the bucket, which other host names do have backups."""
+    settings = wiring.settings
     text = f"no backups found in {', '.join(s.description for s in storages)} (BACKUP_HOSTNAME={settings.hostname})"
     if settings.s3_bucket:
-        wiring = Wiring(settings)
         others = [
             host
-            for host in wiring.s3_storage().hostnames_in_bucket()  # type: ignore[attr-defined]
+            for host in wiring.s3_storage().hostnames_in_bucket()
             if host != settings.hostname and list_backups(wiring.s3_storage(hostname=host))
         ]
         if others:
@@ -135,9 +136,10 @@ def _listing_text(entries: Sequence[CatalogEntry], nothing: str = "no backups fo
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    storages = Wiring(settings).storages()
+    wiring = Wiring(settings)
+    storages = wiring.storages()
     entries = _all_entries(storages)
-    nothing = _nothing_found(settings, storages) if not entries else ""
+    nothing = _nothing_found(wiring, storages) if not entries else ""
     body: dict[str, Any] = {"backups": [e.summary() for e in entries], "settings": settings.source}
     if nothing:
         body["problem"] = nothing
@@ -146,9 +148,10 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    storages = Wiring(settings).storages()
+    wiring = Wiring(settings)
+    storages = wiring.storages()
     entries = _all_entries(storages)
-    nothing = _nothing_found(settings, storages) if not entries else ""
+    nothing = _nothing_found(wiring, storages) if not entries else ""
     good = [e for e in entries if e.manifest is not None]
     last = good[0].manifest if good else None
     running = BackupLock(settings.backup_dir, "status").is_held_elsewhere()
@@ -181,20 +184,14 @@ def _resolve(wiring: Wiring, reference: str) -> CatalogEntry:
     return resolve(reference, wiring.storages(), wiring.s3_factory() if wanted else None)
 
 
-def _facts_lines(manifest: Any) -> list[str]:
-    """What a set's components record that an operator needs before a restore (the roles its
-    PostgreSQL objects belong to)."""
+def _facts_lines(manifest: Manifest) -> list[str]:
+    """What each component of a set needs from its restore target, as its registry entry tells it (the
+    roles PostgreSQL's objects belong to)."""
     lines = []
     for component in manifest.components:
-        roles = component.facts.get("roles")
-        if isinstance(roles, list):
-            lines.append(
-                f"  {component.name}: roles the restore target must have: {', '.join(roles) or 'none'}"
-            )
-        elif component.facts.get("owner"):
-            lines.append(
-                f"  {component.name}: database owner {component.facts['owner']} (roles not recorded)"
-            )
+        text = registry.spec(component.name).describe(component.facts)
+        if text:
+            lines.append(f"  {component.name}: {text}")
     return lines
 
 

@@ -148,16 +148,9 @@ def run_restore(
     if missing:
         raise ConfigurationError(f"no restore target configured for {', '.join(missing)}")
     for component in selected:
-        # A PostgreSQL target database may not exist yet (a fresh restore); its restore connects to the
-        # server's maintenance database first and fails before creating anything if it cannot.
-        target = targets[component.name]
-        if registry.spec(component.name).checkable_before_restore:
-            target.check()
-        # A target that can tell up front whether this role may replace it (PostgreSQL: CREATEDB,
-        # owning the database) says so before any stream is read.
-        check_privileges = getattr(target, "check_restore_privileges", None)
-        if check_privileges is not None:
-            check_privileges()
+        # Before any stream is read; a PostgreSQL target database may not exist yet (a fresh restore), so
+        # its check is the role's privileges on the server.
+        targets[component.name].check_restore_target()
     if len(selected) > 1:
         # Each restorer checks its own stream before it replaces its target; with several components,
         # a bad later one must also be found before an earlier one has been replaced.

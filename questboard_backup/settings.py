@@ -125,6 +125,10 @@ def local_zone(environ: Mapping[str, str]) -> tzinfo:
     return UTC
 
 
+#: ``Settings.source`` when no settings file was read.
+ENVIRONMENT_ONLY = "environment only"
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
@@ -146,10 +150,10 @@ class Settings:
     #: BACKUP_TIMEZONE: the calendar of the tier rule (the schedule's zone); ids stay UTC.
     schedule_zone: tzinfo = UTC
     #: Where the settings were read from (a file, or "environment only"), to tell the operator.
-    source: str = "environment only"
+    source: str = ENVIRONMENT_ONLY
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], source: str = "environment only") -> Settings:
+    def from_env(cls, environ: Mapping[str, str], source: str = ENVIRONMENT_ONLY) -> Settings:
         """Parse and validate every setting; the first problem is raised by name."""
         return cls(**cls.fields_from_env(environ), source=source)
 
@@ -234,4 +238,4 @@ def read_settings(explicit: str | None, environ: Mapping[str, str], cwd: Path) -
     if path is not None:
         values = {k: v for k, v in dotenv_values(path).items() if v is not None}
     values.update(environ)
-    return Settings.from_env(values, source=str(path) if path else "environment only")
+    return Settings.from_env(values, source=str(path) if path else ENVIRONMENT_ONLY)

@@ -6,7 +6,7 @@ AWS clients are made here (or supplied by the caller, as tests do) and injected 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.settings import Settings
@@ -15,6 +15,9 @@ from questboard_backup.sources.base import Component
 from questboard_backup.sources.registry import Endpoints
 from questboard_backup.storage.base import Storage
 from questboard_backup.storage.local import LocalStorage
+
+if TYPE_CHECKING:
+    from questboard_backup.storage.s3 import S3Storage
 
 
 def _default_client(name: str) -> Any:
@@ -52,7 +55,7 @@ class Wiring:
         *,
         stage_in_temp: bool = False,
         kms_key_id: str | None = None,
-    ) -> Storage:
+    ) -> S3Storage:
         from questboard_backup.storage.s3 import S3Storage
 
         extra: dict[str, Any] = {"sse": "aws:kms", "kms_key_id": kms_key_id} if kms_key_id else {}

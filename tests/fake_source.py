@@ -25,6 +25,9 @@ class FakeComponent:
         if not self.path.parent.is_dir():
             raise SourceUnreachableError(f"fake: {self.path.parent} does not exist")
 
+    def check_restore_target(self) -> None:
+        self.check()
+
     def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts:
         data = self.path.read_bytes()
         out.write(data)

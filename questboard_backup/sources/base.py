@@ -42,6 +42,9 @@ class Component(Protocol):
     """Dump from and restore into one endpoint.
 
     - ``check()`` raises SourceUnreachableError (one line, no secrets) when the endpoint cannot be used.
+    - ``check_restore_target()`` raises the same, before a restore reads anything, when this endpoint
+      cannot be restored into (PostgreSQL: the role's privileges, on the server, as the target database
+      may not exist yet); for most components it is ``check()``.
     - ``dump(out, open_part)`` writes the component's plaintext to ``out`` as a stream (bounded memory)
       and returns JSON-safe verification facts (row counts, key counts, file counts) and ``version``.
       A component may write further streams in parallel, each from ``open_part()`` (PostgreSQL does,
@@ -57,6 +60,8 @@ class Component(Protocol):
     parallel_streams: bool
 
     def check(self) -> None: ...
+
+    def check_restore_target(self) -> None: ...
 
     def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts: ...
 

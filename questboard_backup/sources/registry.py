@@ -5,10 +5,10 @@ entry here; nothing else branches on a component's name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from questboard_backup.errors import ConfigurationError
 
@@ -49,10 +49,10 @@ class SourceSpec:
     #: A restore reads its own stream in a staging area and checks it there before it swaps (PostgreSQL);
     #: every other component's streams are read through before anything is restored.
     checks_stream_in_staging: bool = False
-    #: ``check()`` may run before the restore (a PostgreSQL target database may not exist yet).
-    checkable_before_restore: bool = True
     #: A server that answers connections: checked again after a restore.
     answers_connections: bool = False
+    #: One line on what a set of this component needs from its restore target (``verify`` prints it).
+    describe: Callable[[Mapping[str, Any]], str | None] = lambda facts: None
 
 
 # Each source module is imported only when used: the redis client alone costs ~0.1 s of CLI start-up.
@@ -77,6 +77,12 @@ def _postgres_source(endpoints: Endpoints, settings: Settings) -> Component | No
 
 def _postgres_target(endpoints: Endpoints, settings: Settings) -> Component | None:
     return _postgres(endpoints.database_url, settings) if endpoints.database_url else None
+
+
+def _postgres_describe(facts: Mapping[str, Any]) -> str | None:
+    from questboard_backup.sources.postgres.facts import describe_for_verify
+
+    return describe_for_verify(facts)
 
 
 def _redis(endpoints: Endpoints, settings: Settings) -> Component | None:
@@ -138,8 +144,8 @@ register(
         _postgres_source,
         _postgres_target,
         checks_stream_in_staging=True,
-        checkable_before_restore=False,
         answers_connections=True,
+        describe=_postgres_describe,
     )
 )
 register(SourceSpec("redis", _redis, _redis, answers_connections=True))

@@ -509,4 +509,4 @@ def test_verify_prints_the_roles_the_restore_target_must_have(
     manifest_path = deployment.backup_dir / str(backup["tier"]) / str(backup["backup_id"]) / "manifest.json"
     roles = json.loads(manifest_path.read_text())["manifest"]["components"][0]["facts"]["roles"]
     assert roles, "the manifest records the roles the database's objects belong to"
-    assert f"postgres: roles the restore target must have: {', '.join(roles)}" in out
+    assert f"postgres: roles: {', '.join(roles)}" in out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from questboard_backup.sources.postgres.facts import describe_roles
+from questboard_backup.sources.postgres.facts import describe_for_verify, describe_roles
 
 
 def test_the_roles_read_as_one_line_in_the_order_recorded() -> None:
@@ -23,3 +23,9 @@ def test_facts_recording_no_role_say_so() -> None:
 
 def test_facts_of_a_backup_taken_before_roles_were_recorded_describe_nothing() -> None:
     assert describe_roles({"owner": "postgres", "tables": {}}) is None
+
+
+def test_verify_tells_the_roles_or_for_an_older_backup_the_database_owner() -> None:
+    assert describe_for_verify({"owner": "q", "roles": ["Upper", "app"]}) == 'roles: "Upper", app'
+    assert describe_for_verify({"owner": "Guild"}) == 'database owner "Guild" (roles not recorded)'
+    assert describe_for_verify({"tables": {}}) is None

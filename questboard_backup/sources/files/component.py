@@ -58,6 +58,9 @@ class FilesComponent:
             except OSError as error:
                 raise SourceUnreachableError(f"{self.name}: cannot read {path}: {error.strerror}") from None
 
+    def check_restore_target(self) -> None:
+        self.check()
+
     def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts:
         """``open_part`` is not used: one stream."""
         counts = Counts()

@@ -124,6 +124,10 @@ class PostgresComponent:
                 f"client tools {server} or newer are needed (BACKUP_PG_BIN_DIR)"
             )
 
+    def check_restore_target(self) -> None:
+        """The target database may not exist yet: what is checked is the role's privileges on the server."""
+        self.check_restore_privileges()
+
     def check_restore_privileges(self) -> None:
         """Raise SourceUnreachableError, naming the role and what it lacks, unless it can restore into
         this database: create databases (the staging one) and, if the database exists, own it or be a

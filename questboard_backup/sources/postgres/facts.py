@@ -227,6 +227,15 @@ def describe_roles(facts: Mapping[str, Any]) -> str | None:
     return "roles: " + (", ".join(_quoted(str(role)) for role in roles) or "none")
 
 
+def describe_for_verify(facts: Mapping[str, Any]) -> str | None:
+    """What ``verify`` tells of a PostgreSQL set before a restore: its roles, or for a backup taken
+    before roles were recorded, the database owner."""
+    roles = describe_roles(facts)
+    if roles is None and facts.get("owner"):
+        return f"database owner {_quoted(str(facts['owner']))} (roles not recorded)"
+    return roles
+
+
 def _quoted(role: str) -> str:
     return role if re.fullmatch(r"[a-z_][a-z0-9_$]*", role) else '"' + role.replace('"', '""') + '"'
 

@@ -96,6 +96,9 @@ class RedisComponent:
         with self._errors("check"), self._connected(self.db) as client:
             client.ping()
 
+    def check_restore_target(self) -> None:
+        self.check()
+
     def dump(self, out: BinaryIO, open_part: PartOpener | None = None) -> Facts:
         """``open_part`` is not used: one stream."""
         with self._errors("dump"):

@@ -216,12 +216,17 @@ class BackupWorkflow(Construct):
 
 
 class RestoreWorkflow(Construct):
-    """Resolve -> Validate -> RestoreComponents (one at a time) -> Verify -> Report.
+    """Resolve -> Validate -> StageComponents (one at a time) -> Swap -> Verify -> Report.
+
+    All or nothing: each component is restored into staging beside its target and checked there
+    (``staged``); only then does Swap put every staged component in place in one short invocation,
+    swapping back what it swapped if one fails. Any failure (a kill included) takes the failure path,
+    whose function undoes this restore's staging and any unsettled swap, then alerts.
 
     The input moves to ``request``; Resolve gets it and returns ``{"restore": {...}}``, which
     replaces the state; then ``validated`` (Validate's ``{"components": [names]}``, mapped over in
-    order, PostgreSQL first, each call getting ``{"component", "restore"}``), ``restored``,
-    ``verified`` and ``report``. Failures take the same path as backups, through restore_failure.
+    order, PostgreSQL first, each call getting ``{"component", "restore"}``), ``staged``, ``swapped``,
+    ``verified`` and ``report``.
     """
 
     state_machine: sfn.StateMachine
@@ -234,18 +239,17 @@ class RestoreWorkflow(Construct):
         # The operator's input moves under "request", so that until Resolve succeeds the state has
         # no "restore" and its "backup" (a string) cannot be mistaken for a backup plan.
         read_request = sfn.Pass(self, "ReadRequest", parameters={"request.$": "$"})
-        restore_components = sfn.Map(
+        stage_components = sfn.Map(
             self,
-            "RestoreComponents",
+            "StageComponents",
             items_path="$.validated.components",
             item_selector={"component.$": "$$.Map.Item.Value", **restore},
             # One at a time, in list order: PostgreSQL first, as Validate orders them.
             max_concurrency=1,
-            result_path="$.restored",
+            result_path="$.staged",
         )
-        restore_components.item_processor(
-            invoke(self, "RestoreComponent", functions[names.RESTORE_COMPONENT])
-        )
+        stage_components.item_processor(invoke(self, "StageComponent", functions[names.RESTORE_COMPONENT]))
+        on_components = {**restore, "components.$": "$.validated.components"}
         steps: list[sfn.TaskStateBase | sfn.Map] = [
             invoke(
                 self,
@@ -256,13 +260,14 @@ class RestoreWorkflow(Construct):
                 result_path="$",
             ),
             invoke(self, "Validate", functions[names.RESTORE_VALIDATE], restore, result_path="$.validated"),
-            restore_components,
+            stage_components,
+            invoke(self, "Swap", functions[names.RESTORE_SWAP], on_components, result_path="$.swapped"),
             invoke(self, "Verify", functions[names.RESTORE_VERIFY], restore, result_path="$.verified"),
             invoke(
                 self,
                 "Report",
                 functions[names.RESTORE_REPORT],
-                {**restore, "restored.$": "$.restored", "verified.$": "$.verified"},
+                {**restore, "restored.$": "$.swapped.components", "verified.$": "$.verified"},
                 result_path="$.report",
             ),
         ]

@@ -19,7 +19,7 @@ SAFETY_SECONDS = 45
 
 
 class _DeadlineComponent:
-    """Wraps a component so its dump writes through a DeadlineWriter."""
+    """Wraps a source so its dump writes through a DeadlineWriter."""
 
     def __init__(self, inner: Any, deadline: float) -> None:
         self._inner = inner
@@ -29,12 +29,6 @@ class _DeadlineComponent:
 
     def check(self) -> None:
         self._inner.check()
-
-    def check_restore_target(self) -> None:
-        self._inner.check_restore_target()
-
-    def restore(self, open_stream: Any, facts: Any, options: Any) -> dict[str, Any]:
-        return dict(self._inner.restore(open_stream, facts, options))
 
     def dump(self, out: Any, open_part: Any = None) -> dict[str, Any]:
         def report(written: int) -> None:

@@ -24,7 +24,8 @@ BACKUP = (
 RESTORE = (
     ("Resolve", "restore_resolve", models.RestoreRequest, models.ResolveOutput),
     ("Validate", "restore_validate", models.RestoreStep, models.ValidateOutput),
-    ("RestoreComponents (Map)", "restore_component", models.RestoreStep, None),
+    ("StageComponents (Map)", "restore_component", models.RestoreStep, None),
+    ("Swap", "restore_swap", models.SwapRequest, models.SwapOutput),
     ("Verify", "restore_verify", models.RestoreStep, models.RestoreVerifyOutput),
     ("Report", "restore_report", models.RestoreStep, models.ReportOutput),
     ("Failure path", "restore_failure", models.FailureRequest, models.FailureOutput),

@@ -97,6 +97,12 @@ class RestoreStep(_Strict):
     component: ComponentName | None = None
 
 
+class SwapRequest(_Strict):
+    restore: RestoreState
+    #: The staged components, in restore order (Validate's list).
+    components: list[ComponentName] = Field(min_length=1)
+
+
 def parse(model: type[Model], event: Any) -> Model:
     """Validate a task input; a bad one is a one-line ConfigurationError naming the first problem."""
     try:
@@ -153,6 +159,8 @@ class ReleaseOutput(_Strict):
 class FailureOutput(_Strict):
     alerted: bool
     cause: str
+    #: The restore failure path: one line per thing undone (staging removed, a swap put back).
+    undone: list[str] = []
 
 
 class ResolveOutput(_Strict):
@@ -161,6 +169,12 @@ class ResolveOutput(_Strict):
 
 class ValidateOutput(_Strict):
     components: list[str]
+
+
+class SwapOutput(_Strict):
+    """Per component, what its swap reports (``previous``: the copy kept aside, where one is kept)."""
+
+    components: dict[str, dict[str, Any]]
 
 
 class RestoreVerifyOutput(_Strict):

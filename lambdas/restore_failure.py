@@ -1,4 +1,5 @@
-"""The restore failure path: count it and alert (targets were left as they were by the engine)."""
+"""The restore failure path: undo this restore on every target (its staging, any unsettled swap, a
+swap killed half way), count it and alert with what was undone."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import FailureOutput, FailureRequest, parse
+from lambdas.models import FailureOutput, FailureRequest, RestoreState, parse
 from lambdas.observability import logger, metrics, tracer
+from lambdas.restore_support import configured_targets, options_for
+from questboard_backup.errors import BackupError
+from questboard_backup.restore import undo_all
 
 
 @logger.inject_lambda_context(correlation_id_path="restore.backup_id")
@@ -21,5 +25,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="restore_failure_total", unit=MetricUnit.Count, value=1)
     backup_id = str((request.restore or {}).get("backup_id", "(unresolved)"))
     logger.error("restore failed", extra={"error": request.error.Error})
-    alerted = deps.alert_failure("restore of", backup_id, request.error.Error, request.error.Cause)
-    return FailureOutput.model_validate(alerted).model_dump()
+    undone: list[str] = []
+    if request.restore is not None:  # absent when Resolve failed: nothing was touched
+        state = parse(RestoreState, request.restore)
+        try:
+            undone = undo_all(configured_targets(deps, state), options_for(state))
+        except BackupError as error:  # no target could be built (a malformed secret): alert all the same
+            undone = [f"nothing undone: {error}"]
+    cause = request.error.Cause + "".join(f"\n{line}" for line in undone)
+    alerted = deps.alert_failure("restore of", backup_id, request.error.Error, cause)
+    return FailureOutput.model_validate({**alerted, "undone": undone}).model_dump()

@@ -1,4 +1,5 @@
-"""Restore step 1: find the backup the operator named (id, s3:// URI or `latest`)."""
+"""Restore step 1: find the backup the operator named (id, s3:// URI or `latest`): `latest` is the newest
+set whose manifest authenticates (a forged newer one is skipped), any other reference must authenticate."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     def s3_factory(bucket: str, hostname: str) -> S3Storage:
         return S3Storage(bucket, hostname, deps.client("s3"))
 
-    entry = resolve(request.backup, [storage], s3_factory)
+    entry = resolve(request.backup, [storage], s3_factory, deps.key_wrapper())
     logger.set_correlation_id(entry.backup_id)
     location = entry.storage
     assert isinstance(location, S3Storage)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from lambdas.dependencies import Dependencies
 from lambdas.models import RestoreState
 from questboard_backup.catalog import CatalogEntry, read_manifest
 from questboard_backup.errors import ConfigurationError
+from questboard_backup.sources import registry
 from questboard_backup.sources.base import Component, RestoreOptions
 from questboard_backup.storage.s3 import S3Storage
 
@@ -23,6 +25,23 @@ def target_for(deps: Dependencies, state: RestoreState, name: str) -> Component:
     if component is None:
         raise ConfigurationError(f"no restore target configured for {name} in this deployment")
     return component
+
+
+def targets_for(deps: Dependencies, state: RestoreState, names: Sequence[str]) -> dict[str, Component]:
+    """The targets of ``names``, in restore order; refused by name when one has none."""
+    ordered = sorted(names, key=registry.restore_rank)
+    return {name: target_for(deps, state, name) for name in ordered}
+
+
+def configured_targets(deps: Dependencies, state: RestoreState) -> dict[str, Component]:
+    """Every target this deployment has among the restore's components (all, when none were chosen)."""
+    wanted = state.only or registry.names()
+    found = {}
+    for name in sorted(wanted, key=registry.restore_rank):
+        target = deps.restore_target(name, database=state.targets.database, redis_db=state.targets.redis_db)
+        if target is not None:
+            found[name] = target
+    return found
 
 
 def options_for(state: RestoreState) -> RestoreOptions:

@@ -1,4 +1,6 @@
-"""Restore step 2: authenticate the manifest, check every component is there, read Redis/files/config through."""
+"""Restore step 2, before anything is touched: authenticate the manifest, check every object is there,
+refuse by name a component without a target here, check every target can be restored into, refuse a
+restore whose estimate does not fit in one staging invocation, and clear what earlier restores left."""
 
 from __future__ import annotations
 
@@ -9,8 +11,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import RestoreStep, ValidateOutput, parse
 from lambdas.observability import logger, metrics, tracer
-from lambdas.restore_support import entry_for
-from questboard_backup.restore import authenticate_streams, load_checked_manifest, select_components
+from lambdas.restore_support import entry_for, options_for, targets_for
+from questboard_backup.restore import (
+    check_fits,
+    check_targets,
+    clear_leftovers,
+    load_checked_manifest,
+    select_components,
+)
 
 
 @logger.inject_lambda_context(correlation_id_path="restore.backup_id")
@@ -19,9 +27,11 @@ from questboard_backup.restore import authenticate_streams, load_checked_manifes
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(RestoreStep, event)
     deps = dependencies()
-    entry = entry_for(deps, request.restore)
-    manifest, data_key = load_checked_manifest(entry, deps.key_wrapper())
-    selected = select_components(manifest, request.restore.only)
-    # The components are restored one invocation each, so all are authenticated here, before any.
-    authenticate_streams(entry, manifest, data_key, selected)
-    return ValidateOutput(components=[component.name for component in selected]).model_dump()
+    state = request.restore
+    manifest, _ = load_checked_manifest(entry_for(deps, state), deps.key_wrapper())
+    selected = select_components(manifest, state.only)
+    targets = targets_for(deps, state, [component.name for component in selected])
+    check_targets(selected, targets)
+    check_fits(selected, deps.settings.restore_stage_timeout_seconds, "one staging invocation")
+    clear_leftovers(targets, options_for(state))
+    return ValidateOutput(components=list(targets)).model_dump()

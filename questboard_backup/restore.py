@@ -1,25 +1,29 @@
 """Verify and restore backup sets.
 
 ``verify_backup`` re-reads everything (manifest authenticity, every component's presence, size, SHA-256
-and authenticated stream end). ``run_restore`` checks the manifest and that every component exists
-before touching anything, then restores PostgreSQL first (into a staging database, swapped in only
-after it checks out) and the other components after, each verifying its stream before it writes.
+and authenticated stream end). A restore is all or nothing: ``run_restore`` checks the manifest, that
+every selected component has a target and that every target can be restored into, before it touches
+any; then it stages every component beside its target and checks it there (``stage_component``), and
+only when all are staged swaps them in, in one short step (``swap_in_all``). A failure anywhere undoes
+everything of this restore (``undo_all``): staging is removed and targets already swapped get their
+previous copy back. The workflow runs the same steps across invocations (Validate, Stage, Swap, and
+the failure path's undo); each component finds its staging by the restore's timestamp.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from questboard_backup.address import MANIFEST_NAME, stream_context
-from questboard_backup.catalog import CatalogEntry
+from questboard_backup.address import stream_context
+from questboard_backup.catalog import CatalogEntry, open_entry
 from questboard_backup.crypto.keys import KeyWrapper
-from questboard_backup.errors import ConfigurationError, IntegrityError, NotFoundError
-from questboard_backup.manifest import ComponentEntry, Manifest, open_manifest
+from questboard_backup.errors import ConfigurationError, DeadlineExceededError, IntegrityError, NotFoundError
+from questboard_backup.manifest import ComponentEntry, Manifest
 from questboard_backup.pipeline import READ_SIZE, ComponentReader
 from questboard_backup.sources import registry
 from questboard_backup.sources.base import Component, RestoreOptions, StreamOpener
@@ -34,10 +38,9 @@ class VerifyReport:
 
 
 def load_checked_manifest(entry: CatalogEntry, wrapper: KeyWrapper) -> tuple[Manifest, bytes]:
-    """The authenticated manifest and data key, after checking every stored object exists at its size."""
-    manifest, data_key = open_manifest(
-        entry.storage.read_bytes(f"{entry.set_prefix}/{MANIFEST_NAME}"), wrapper, expected_id=entry.backup_id
-    )
+    """The authenticated manifest (naming the host, tier and id where it sits) and data key, after
+    checking every stored object exists at its size."""
+    manifest, data_key = open_entry(entry, wrapper)
     for component in manifest.components:
         for part in component.stored_objects():
             key = f"{entry.set_prefix}/{part.object}"
@@ -102,16 +105,6 @@ def read_through(open_stream: StreamOpener, component: ComponentEntry) -> int:
     return total
 
 
-def authenticate_streams(
-    entry: CatalogEntry, manifest: Manifest, data_key: bytes, components: Sequence[ComponentEntry]
-) -> None:
-    """Read every component through to its sealed end, but those that check their own stream in a
-    staging area before they swap (PostgreSQL's staging database)."""
-    for component in components:
-        if not registry.spec(component.name).checks_stream_in_staging:
-            read_through(stream_opener(entry, manifest, component, data_key), component)
-
-
 def verify_backup(entry: CatalogEntry, wrapper: KeyWrapper) -> VerifyReport:
     """Read every byte of the set back and authenticate it; raise IntegrityError on the first problem."""
     manifest, data_key = load_checked_manifest(entry, wrapper)
@@ -134,35 +127,143 @@ def select_components(manifest: Manifest, only: Sequence[str] | None) -> list[Co
     return sorted((manifest.component(name) for name in wanted), key=lambda e: registry.restore_rank(e.name))
 
 
+#: A restore's throughput, conservatively: a quarter of the engine's measured restore speed on two
+#: cores (docs/performance.md: 1.06 GB in 5.2 s), as a Lambda reads from S3 and builds indexes on
+#: a busier server. Plus a fixed cost per component (connections, CREATE DATABASE, ANALYZE).
+RESTORE_BYTES_PER_SECOND = 50 * 1024 * 1024
+RESTORE_FIXED_SECONDS = 30.0
+#: Restores that took longer to dump than this factor of the dump's own time are unheard of.
+RESTORE_PER_DUMP_SECOND = 3.0
+#: The least time left to start swapping: every swap is a few renames, but a kill mid-way must never
+#: be the plan (a killed swap is undone by the failure path; it is never left for chance).
+SWAP_MARGIN_SECONDS = 60.0
+
+#: Seconds left in the current invocation (a Lambda's remaining time); None means no limit (the CLI).
+TimeLeft = Callable[[], float] | None
+
+
+def estimate_seconds(component: ComponentEntry) -> float:
+    """How long restoring ``component`` may take, from the manifest's sizes and the dump's duration."""
+    by_size = component.total_raw_bytes / RESTORE_BYTES_PER_SECOND
+    return RESTORE_FIXED_SECONDS + max(by_size, component.seconds * RESTORE_PER_DUMP_SECOND)
+
+
+def check_fits(components: Sequence[ComponentEntry], seconds: float, where: str) -> None:
+    """Refuse, before anything is done, a restore whose estimate does not fit in ``seconds``."""
+    for component in components:
+        needed = estimate_seconds(component)
+        if needed > seconds:
+            raise DeadlineExceededError(
+                f"restore of {component.name} refused: estimated {needed:.0f} s "
+                f"({component.total_raw_bytes} bytes) does not fit in {where} ({seconds:.0f} s); "
+                "restore it with the CLI on a host instead"
+            )
+
+
+def check_targets(selected: Sequence[ComponentEntry], targets: Mapping[str, Component]) -> None:
+    """Every selected component has a target, and every target can be restored into: all before any."""
+    missing = [component.name for component in selected if component.name not in targets]
+    if missing:
+        raise ConfigurationError(f"no restore target configured for {', '.join(missing)}")
+    for component in selected:
+        # A PostgreSQL target database may not exist yet (a fresh restore), so its check is the role's
+        # privileges on the server.
+        targets[component.name].check_restore_target()
+
+
+def clear_leftovers(targets: Mapping[str, Component], options: RestoreOptions) -> list[str]:
+    """Remove what earlier restores left beside these targets (and undo a swap one left half done)."""
+    lines = []
+    for name, target in targets.items():
+        for line in target.clear_leftovers(options):
+            logger.warning("restore leftover cleared component=%s what=%s", name, line)
+            lines.append(f"{name}: {line}")
+    return lines
+
+
+def stage_component(
+    entry: CatalogEntry,
+    manifest: Manifest,
+    data_key: bytes,
+    component: ComponentEntry,
+    target: Component,
+    options: RestoreOptions,
+) -> dict[str, Any]:
+    """Restore one component into staging beside its target and check it there; the target is untouched."""
+    clock = time.monotonic()
+    logger.info("component staging started component=%s", component.name)
+    report = dict(target.stage(stream_opener(entry, manifest, component, data_key), component.facts, options))
+    report["seconds"] = round(time.monotonic() - clock, 1)
+    logger.info("component staged component=%s seconds=%.1f", component.name, report["seconds"])
+    return report
+
+
+def swap_in_all(
+    targets: Mapping[str, Component], options: RestoreOptions, time_left: TimeLeft = None
+) -> dict[str, Any]:
+    """Swap every staged component in (in ``targets``' order), then settle them; on any failure every
+    target gets back what it had. Never starts a swap with less than ``SWAP_MARGIN_SECONDS`` left."""
+    swapped: dict[str, Any] = {}
+    try:
+        for name, target in targets.items():
+            if time_left is not None and time_left() < SWAP_MARGIN_SECONDS:
+                raise DeadlineExceededError(
+                    f"restore stopped before swapping {name} in: less than {SWAP_MARGIN_SECONDS:.0f} s left; "
+                    "every target was left as it was"
+                )
+            swapped[name] = dict(target.swap_in(options))
+            logger.info("component swapped in component=%s", name)
+    except BaseException:
+        undo_all(targets, options)
+        raise
+    for target in targets.values():
+        target.settle(options)
+    return swapped
+
+
+def undo_all(targets: Mapping[str, Component], options: RestoreOptions) -> list[str]:
+    """Undo this restore on every target, last first; a target that fails to undo does not stop the
+    others, and is reported (never raised: the caller is already handling a failure)."""
+    lines = []
+    for name, target in reversed(list(targets.items())):
+        try:
+            done = target.undo(options)
+        except Exception as error:  # noqa: BLE001 - every target gets its undo, whatever one raised
+            logger.error("restore not undone component=%s error=%s", name, error)
+            lines.append(f"{name}: NOT undone: {error}")
+            continue
+        for line in done:
+            logger.warning("restore undone component=%s what=%s", name, line)
+            lines.append(f"{name}: {line}")
+    return lines
+
+
 def run_restore(
     entry: CatalogEntry,
     wrapper: KeyWrapper,
     targets: Mapping[str, Component],
     options: RestoreOptions,
     only: Sequence[str] | None = None,
+    time_left: TimeLeft = None,
 ) -> dict[str, Any]:
-    """Restore the chosen components of ``entry`` into ``targets`` (component name -> bound endpoint)."""
+    """Restore the chosen components of ``entry`` into ``targets`` (component name -> bound endpoint),
+    all or nothing."""
     manifest, data_key = load_checked_manifest(entry, wrapper)
     selected = select_components(manifest, only)
-    missing = [component.name for component in selected if component.name not in targets]
-    if missing:
-        raise ConfigurationError(f"no restore target configured for {', '.join(missing)}")
-    for component in selected:
-        # Before any stream is read; a PostgreSQL target database may not exist yet (a fresh restore), so
-        # its check is the role's privileges on the server.
-        targets[component.name].check_restore_target()
-    if len(selected) > 1:
-        # Each restorer checks its own stream before it replaces its target; with several components,
-        # a bad later one must also be found before an earlier one has been replaced.
-        authenticate_streams(entry, manifest, data_key, selected)
+    check_targets(selected, targets)
+    if time_left is not None:
+        check_fits(selected, time_left(), "the time left")
+    chosen = {component.name: targets[component.name] for component in selected}
+    clear_leftovers(chosen, options)
     report: dict[str, Any] = {"backup_id": manifest.backup_id, "components": {}}
-    for component in selected:
-        clock = time.monotonic()
-        logger.info("component restore started component=%s", component.name)
-        result = targets[component.name].restore(
-            stream_opener(entry, manifest, component, data_key), component.facts, options
-        )
-        result["seconds"] = round(time.monotonic() - clock, 1)
-        report["components"][component.name] = result
-        logger.info("component restored component=%s seconds=%.1f", component.name, result["seconds"])
+    try:
+        for component in selected:
+            report["components"][component.name] = stage_component(
+                entry, manifest, data_key, component, chosen[component.name], options
+            )
+    except BaseException:
+        undo_all(chosen, options)
+        raise
+    for name, swapped in swap_in_all(chosen, options, time_left).items():
+        report["components"][name].update(swapped)
     return report

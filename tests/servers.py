@@ -87,16 +87,18 @@ class PostgresServer:
     root: Path
     port: int = field(default_factory=free_port)
     user: str = "postgres"
+    #: With a password, TCP connections need it (scram-sha-256); without, every connection is trusted.
+    password: str = ""
 
     @classmethod
-    def in_new_folder(cls) -> PostgresServer:
+    def in_new_folder(cls, password: str = "") -> PostgresServer:
         """A server in a fresh folder under /tmp, which the 'postgres' user can reach when we are root
         (pytest's own temporary folders are private to root)."""
         import tempfile
 
         root = Path(tempfile.mkdtemp(prefix="qb-pg-"))
         root.chmod(0o755)
-        return cls(root)
+        return cls(root, password=password)
 
     def __post_init__(self) -> None:
         self.bindir = postgres_bindir()
@@ -127,6 +129,12 @@ class PostgresServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
+        auth = ["-A", "trust"]
+        if self.password:
+            password_file = self.root / "password"
+            password_file.write_text(self.password + "\n")
+            password_file.chmod(0o644)  # read by initdb as the 'postgres' user; a throwaway server
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}"]
         self._run_as_owner(
             [
                 str(self.bindir / "initdb"),
@@ -134,8 +142,7 @@ class PostgresServer:
                 str(self.data),
                 "-U",
                 self.user,
-                "-A",
-                "trust",
+                *auth,
                 "-E",
                 "UTF8",
                 "--locale=C.UTF-8",
@@ -171,7 +178,11 @@ class PostgresServer:
         return True
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+        """The server's URL, with the password (percent-encoded) when it has one."""
+        from urllib.parse import quote
+
+        secret = f":{quote(self.password, safe='')}" if self.password else ""
+        return f"postgresql://{self.user}{secret}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
         if self.data.exists():
@@ -199,6 +210,8 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
     #: Further ``--directive value`` arguments, e.g. ``["--rename-command", "CONFIG", ""]``.
     extra_args: list[str] = field(default_factory=list)
+    #: With a password, every client must AUTH with it (requirepass).
+    password: str = ""
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -222,6 +235,7 @@ class RedisServer:
                 "16",
                 "--logfile",
                 str(self.root / "redis.log"),
+                *(["--requirepass", self.password] if self.password else []),
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -235,10 +249,14 @@ class RedisServer:
 
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-        return bool(redis.Redis(port=self.port, socket_timeout=2).ping())
+        return bool(redis.Redis(port=self.port, password=self.password or None, socket_timeout=2).ping())
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        """The server's URL, with the password (percent-encoded) when it has one."""
+        from urllib.parse import quote
+
+        secret = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{secret}127.0.0.1:{self.port}/{db}"
 
     def stop(self) -> None:
         if self.process is not None:

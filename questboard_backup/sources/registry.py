@@ -29,6 +29,9 @@ class Endpoints:
     redis_url: Lazy = ""
     files_paths: tuple[Path, ...] = ()
     config_paths: tuple[Path, ...] = ()
+    #: True when the operator named a Redis target other than the configured one: source db k then
+    #: goes to db N + k, N being the db in ``redis_url``. Otherwise (in place) db k goes back to db k.
+    redis_shift_dbs: bool = False
 
     @staticmethod
     def value(lazy: Lazy) -> str:
@@ -46,9 +49,6 @@ class SourceSpec:
     source: Binder
     #: For a restore: the target, or None when there is none (the restore refuses by name).
     target: Binder
-    #: A restore reads its own stream in a staging area and checks it there before it swaps (PostgreSQL);
-    #: every other component's streams are read through before anything is restored.
-    checks_stream_in_staging: bool = False
     #: A server that answers connections: checked again after a restore.
     answers_connections: bool = False
     #: One line on what a set of this component needs from its restore target (``verify`` prints it).
@@ -90,7 +90,7 @@ def _redis(endpoints: Endpoints, settings: Settings) -> Component | None:
         return None
     from questboard_backup.sources.redis import RedisComponent
 
-    return RedisComponent(Endpoints.value(endpoints.redis_url))
+    return RedisComponent(Endpoints.value(endpoints.redis_url), shift_dbs=endpoints.redis_shift_dbs)
 
 
 def _tree(name: str, paths: Callable[[Endpoints], tuple[Path, ...]]) -> SourceSpec:
@@ -102,8 +102,9 @@ def _tree(name: str, paths: Callable[[Endpoints], tuple[Path, ...]]) -> SourceSp
     def target(endpoints: Endpoints, settings: Settings) -> Component | None:
         from questboard_backup.sources.files.component import FilesComponent
 
-        # Restores go to the paths recorded in the manifest (or beneath the files root).
-        return FilesComponent(name, ())
+        # Restores go to the paths recorded in the manifest (or beneath the files root); the configured
+        # paths let a later process (the workflow's swap or failure step) find what a stage left.
+        return FilesComponent(name, paths(endpoints))
 
     return SourceSpec(name, source, target)
 
@@ -143,7 +144,6 @@ register(
         "postgres",
         _postgres_source,
         _postgres_target,
-        checks_stream_in_staging=True,
         answers_connections=True,
         describe=_postgres_describe,
     )

@@ -67,7 +67,7 @@ def _invoke_in_process(self: LambdaFunction, event: str | None = None) -> tuple[
     handler = getattr(importlib.import_module(module_name), attribute)
     payload = json.loads(event) if isinstance(event, str) and event else (event or {})
     try:
-        result = handler(payload, FakeContext(self.function_name))
+        result = handler(payload, FakeContext(self.function_name, timeout_seconds=int(self.timeout)))
     except Exception as error:  # noqa: BLE001 - surfaces as the Lambda error, by class name, as on AWS
         return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}), True, ""
     return json.dumps(result), False, ""
@@ -217,6 +217,7 @@ def world(
                     Role=role,
                     Handler=resource["Properties"]["Handler"],
                     Code={"ZipFile": archive.getvalue()},
+                    Timeout=int(resource["Properties"]["Timeout"]),
                 )["FunctionArn"]
                 attrs[(logical_id, "Arn")] = arn
         sfn = boto3.client("stepfunctions", region_name=REGION)

@@ -1,5 +1,5 @@
 """A source registered in a test goes through the workflow's handlers (dump, seal, verify, promote,
-publish; resolve, validate, restore, verify) like the shipped ones: no handler names components."""
+publish; resolve, validate, stage, swap, verify) like the shipped ones: no handler names components."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def test_a_registered_source_goes_through_the_backup_and_restore_handlers(
         backup_verify,
         restore_component,
         restore_resolve,
+        restore_swap,
         restore_validate,
         restore_verify,
     )
@@ -54,5 +55,8 @@ def test_a_registered_source_goes_through_the_backup_and_restore_handlers(
             "bytes": len(source.read_bytes()),
             "seconds": report["seconds"],
         }
+        assert not target.exists(), "staging must not touch the target"
+        swapped = call(restore_swap, {**resolved, "components": ["fake"]})
+        assert swapped == {"components": {"fake": {"previous": None}}}
         call(restore_verify, resolved)
     assert target.read_bytes() == source.read_bytes()

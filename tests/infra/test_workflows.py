@@ -197,7 +197,8 @@ def test_restore_runs_the_documented_steps_in_order(restore: dict[str, Any]) -> 
         "ReadRequest",
         "Resolve",
         "Validate",
-        "RestoreComponents",
+        "StageComponents",
+        "Swap",
         "Verify",
         "Report",
         "RestoreSucceeded",
@@ -218,10 +219,14 @@ def test_restore_passes_the_resolved_restore_to_every_step(
     assert states["Validate"]["ResultPath"] == "$.validated"
 
 
-def test_restore_restores_components_one_at_a_time_in_order(
+def test_restore_stages_components_one_at_a_time_in_order_then_swaps_them_all_at_once(
     synth: Synthesized, restore: dict[str, Any]
 ) -> None:
-    step = restore["States"]["RestoreComponents"]
+    swap = restore["States"]["Swap"]
+    assert swap["Resource"] == _function_arn(synth, names.RESTORE_SWAP)
+    assert swap["Parameters"] == {"restore.$": "$.restore", "components.$": "$.validated.components"}
+    assert restore["States"]["StageComponents"]["Next"] == "Swap"
+    step = restore["States"]["StageComponents"]
     assert step["Type"] == "Map"
     assert step["MaxConcurrency"] == 1
     assert step["ItemsPath"] == "$.validated.components"

@@ -105,9 +105,11 @@ def test_a_full_backup_restores_into_fresh_targets_identically(
     components = cast(dict[str, dict[str, Any]], result["components"])
     postgres = components["postgres"]
     # The largest tables' rows, dumped beside the main stream on two more: users (its email is citext,
-    # an extension type) as a data-only archive, quests and submissions as binary COPY.
+    # an extension type) as a data-only archive, quests and submissions as binary COPY; the server's
+    # roles on the last.
     parts = [f"postgres.part{n}.dump.zst.enc" for n in range(1, len(postgres["objects"]))]
-    assert postgres["objects"] == ["postgres.dump.zst.enc", *parts] and len(parts) == 2
+    assert postgres["objects"] == ["postgres.dump.zst.enc", *parts] and len(parts) == 3
+    assert facts["postgres"]["roles_part"] == 3
     assert sorted(p.name for p in set_dir.iterdir()) == sorted(
         [
             "manifest.json",

@@ -135,6 +135,7 @@ def test_a_backup_goes_to_s3_tagged_and_restores_from_s3_alone(
             "postgres.dump.zst.enc",
             "postgres.part1.dump.zst.enc",  # the largest tables' rows, on further streams
             "postgres.part2.dump.zst.enc",
+            "postgres.part3.dump.zst.enc",  # the server's roles
             "redis.rdbx.zst.enc",
             "files.tar.zst.enc",
             "config.tar.zst.enc",
@@ -290,6 +291,7 @@ def test_a_run_killed_mid_upload_leaves_no_backup_and_the_next_run_removes_its_l
             "postgres.dump.zst.enc",
             "postgres.part1.dump.zst.enc",
             "postgres.part2.dump.zst.enc",
+            "postgres.part3.dump.zst.enc",  # the server's roles
             "redis.rdbx.zst.enc",
         )
     )

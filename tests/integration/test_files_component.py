@@ -325,27 +325,27 @@ def test_an_existing_rollback_copy_stops_the_restore_before_any_swap(tmp_path: P
     assert tree_listing(tmp_path) == before
 
 
-def test_a_swap_failing_midway_puts_back_the_roots_already_swapped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_swap_failing_midway_puts_back_the_roots_already_swapped(tmp_path: Path) -> None:
     uploads, config = build_tree(tmp_path / "live")
     facts, stored, stats = backup(FilesComponent("files", [uploads, config]))
     (uploads / "日本語.txt").write_text("changed since the backup")
     config.write_text("changed since the backup")
     before = {root: tree_listing(root) for root in (uploads, config)}
-    rename = os.rename
+    component, options = FilesComponent("files", ()), RestoreOptions("20240101_020000")
+    component.stage(opener(stored, stats), facts, options)
+    # Between stage and swap something takes the name the second root's previous copy needs.
+    Path(f"{config}.pre_restore_20240101_020000").write_text("appeared meanwhile")
 
-    def failing_rename(source: str, destination: str) -> None:
-        if destination == str(config) and ".restore-" in source:
-            raise OSError(18, "Invalid cross-device link", source)
-        rename(source, destination)
+    with pytest.raises(SourceError, match=f"^files: cannot swap {config}: File exists$"):
+        component.swap_in(options)
 
-    monkeypatch.setattr(os, "rename", failing_rename)
-    with pytest.raises(SourceError, match="cannot swap"):
-        restore(stored, stats, facts)
-    monkeypatch.undo()
     assert {root: tree_listing(root) for root in (uploads, config)} == before
-    assert not list((tmp_path / "live").rglob("*.pre_restore_*")) and not leftovers(tmp_path)
+    assert not Path(f"{uploads}.pre_restore_20240101_020000").exists()
+    assert component.undo(options) == [
+        f"files: staging {uploads.parent}/.uploads.restore-20240101_020000 removed",
+        f"files: staging {config.parent}/.app.env.restore-20240101_020000 removed",
+    ]
+    assert not leftovers(tmp_path)
 
 
 def test_a_restore_that_cannot_create_its_target_fails_cleanly(tmp_path: Path) -> None:

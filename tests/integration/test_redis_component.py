@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, cast
 import pytest
 import redis
 
+from questboard_backup.connections import redis_display
 from questboard_backup.errors import (
     IntegrityError,
     RestoreVerificationError,
@@ -179,7 +180,13 @@ def test_every_type_round_trips_byte_for_byte_into_a_second_server(
     }
     assert stats.raw_bytes > LARGE
     report = RedisComponent(fresh_managed_redis.url(0)).restore(opener(stored, stats), facts, OPTIONS)
-    assert report == {"dbs": {"0": len(before[0]), "3": len(before[3])}, "keys": facts["keys"]}
+    assert json.loads(json.dumps(report)) == report
+    assert report == {
+        "dbs": {"0": {"to": 0, "keys": len(before[0])}, "3": {"to": 3, "keys": len(before[3])}},
+        "keys": facts["keys"],
+        "placement": "0->0 3->3",
+        "swap": "SWAPDB",
+    }
     assert_copied(before, fresh_managed_redis.port, {0: 0, 3: 3})
     # The dump changed nothing at the source (its TTLs moved on, so only values are compared).
     values = {db: {key: value[0] for key, value in keys.items()} for db, keys in before.items()}
@@ -187,7 +194,7 @@ def test_every_type_round_trips_byte_for_byte_into_a_second_server(
     assert {db: {key: value[0] for key, value in keys.items()} for db, keys in after.items()} == values
 
 
-def test_source_dbs_land_at_the_target_urls_db_plus_their_own_and_other_keys_stay(
+def test_a_named_target_gets_source_db_k_in_its_urls_db_plus_k_as_an_exact_copy(
     fresh_redis_dbs: RedisServer,
 ) -> None:
     load_dataset(fresh_redis_dbs.port)
@@ -197,13 +204,14 @@ def test_source_dbs_land_at_the_target_urls_db_plus_their_own_and_other_keys_sta
     target.set(b"unrelated", b"kept")
     target.rpush(ALL_BYTES, b"a list the backup's string replaces")
 
-    report = RedisComponent(fresh_redis_dbs.url(5), batch_keys=4).restore(
+    report = RedisComponent(fresh_redis_dbs.url(5), batch_keys=4, shift_dbs=True).restore(
         opener(stored, stats), facts, OPTIONS
     )
 
-    assert report == {"dbs": {"5": len(before[0]), "8": len(before[3])}, "keys": facts["keys"]}
-    assert target.get(b"unrelated") == b"kept"
-    target.delete(b"unrelated")
+    assert report["dbs"] == {"0": {"to": 5, "keys": len(before[0])}, "3": {"to": 8, "keys": len(before[3])}}
+    assert report["placement"] == "0->5 3->8"
+    # SWAPDB replaced db 5 whole: keys it held that are not in the backup are gone.
+    assert target.get(b"unrelated") is None
     before_with_copies = {**before, 5: before[0], 8: before[3]}
     assert_copied(before_with_copies, fresh_redis_dbs.port, {0: 0, 3: 3, 5: 5, 8: 8})
 
@@ -219,15 +227,22 @@ def test_a_dump_and_a_restore_need_only_the_commands_a_narrow_acl_user_is_grante
     dump_commands = ["+ping", "+info", "+select", "+scan", "+dump", "+pttl"]
     admin.execute_command("ACL", "SETUSER", "qb-dump", "on", ">dump-pw", "~*", *dump_commands)
     admin.execute_command(
-        "ACL", "SETUSER", "qb-restore", "on", ">restore-pw", "~*", *dump_commands, "+restore", "+dbsize"
+        "ACL",
+        "SETUSER",
+        "qb-restore",
+        "on",
+        ">restore-pw",
+        "~*",
+        *dump_commands,
+        *["+restore", "+dbsize", "+get", "+set", "+del", "+flushdb", "+swapdb"],
     )
     try:
         load_dataset(port)
         before = snapshot(port)
         facts, stored, stats = backup(RedisComponent(f"redis://qb-dump:dump-pw@127.0.0.1:{port}/0"))
-        restorer = RedisComponent(f"redis://qb-restore:restore-pw@127.0.0.1:{port}/6")
+        restorer = RedisComponent(f"redis://qb-restore:restore-pw@127.0.0.1:{port}/6", shift_dbs=True)
         restorer.check()
-        restorer.restore(opener(stored, stats), facts, OPTIONS)
+        assert restorer.restore(opener(stored, stats), facts, OPTIONS)["swap"] == "SWAPDB"
         assert_copied({**before, 6: before[0], 9: before[3]}, port, {0: 0, 3: 3, 6: 6, 9: 9})
     finally:
         admin.execute_command("ACL", "DELUSER", "qb-dump", "qb-restore")
@@ -359,7 +374,7 @@ def test_a_target_db_beyond_the_servers_last_is_refused_before_anything_is_writt
     facts, stored, stats = backup(RedisComponent(fresh_redis_dbs.url(0)))
 
     with pytest.raises(SourceError, match=r"db 3 into db 17 .*source db k goes to db 14\+k"):
-        RedisComponent(fresh_redis_dbs.url(14)).restore(opener(stored, stats), facts, OPTIONS)
+        RedisComponent(fresh_redis_dbs.url(14), shift_dbs=True).restore(opener(stored, stats), facts, OPTIONS)
 
     assert set(snapshot(fresh_redis_dbs.port)) == set(before) == {0, 3}
 
@@ -380,7 +395,8 @@ def test_an_unreachable_server_is_reported_in_one_line_without_its_password(
         with pytest.raises(SourceUnreachableError) as raised:
             attempt()
         message = str(raised.value)
-        assert message.startswith(f"cannot connect to Redis at redis://{user}:***@127.0.0.1:{port}/0: ")
+        # The URL as ``connections`` shows it (tested there), with no password.
+        assert message.startswith(f"cannot connect to Redis at {redis_display(component.url)}: ")
         assert "s3cret" not in message and "\n" not in message
 
 
@@ -460,7 +476,7 @@ def test_an_empty_server_gives_an_empty_stream_that_restores_as_nothing(
     assert facts == {"version": server_version(fresh_redis_dbs.port), "dbs": {}, "keys": 0, "vanished": 0}
     stored, stats = seal(out.getvalue())
     report = RedisComponent(fresh_managed_redis.url(0)).restore(opener(stored, stats), facts, OPTIONS)
-    assert report == {"dbs": {}, "keys": 0}
+    assert report == {"dbs": {}, "keys": 0, "placement": "none", "swap": "none"}
     assert snapshot(fresh_managed_redis.port) == {}
 
 
@@ -476,9 +492,11 @@ def test_a_restore_whose_keys_are_evicted_as_it_writes_fails_verification(
     target.config_set("maxmemory", room)
     try:
         with pytest.raises(
-            RestoreVerificationError, match="redis db 0: 2000 keys without expiry restored, but"
+            RestoreVerificationError,
+            match=r"redis db 0: 2000 keys without expiry restored \(staged in db 15\), but",
         ):
             RedisComponent(fresh_redis_dbs.url(0)).restore(opener(stored, stats), facts, OPTIONS)
+        assert snapshot(fresh_redis_dbs.port) == {}  # the spare db was flushed, the target left empty
     finally:
         target.config_set("maxmemory", 0)
         target.config_set("maxmemory-policy", "noeviction")

@@ -9,18 +9,26 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
-from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.extensions import cursor as Cursor
+from psycopg2.extensions import make_dsn
 
-from questboard_backup.errors import ConfigurationError, IntegrityError, SourceError, SourceUnreachableError
-from questboard_backup.redaction import redact_url
-from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
+from questboard_backup.connections import parse_postgres, postgres_display
+from questboard_backup.errors import (
+    BackupError,
+    ConfigurationError,
+    IntegrityError,
+    SourceError,
+    SourceUnreachableError,
+)
+from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StagedRestore, StreamOpener
+from questboard_backup.sources.postgres import roles, swap
 from questboard_backup.sources.postgres.copy import load_part, server_counts
 from questboard_backup.sources.postgres.dump import (
     MAX_SPLIT_TABLES,
@@ -45,14 +53,14 @@ from questboard_backup.sources.postgres.facts import (
 )
 from questboard_backup.sources.postgres.privileges import require_restore_privileges
 from questboard_backup.sources.postgres.restore import parallel_restore, read_tocs
+from questboard_backup.sources.postgres.roles import create_missing_roles
 from questboard_backup.sources.postgres.staging import (
     count_rows,
     create_staging,
-    derived_name,
     drop_quietly,
-    swap,
     verify_staging,
 )
+from questboard_backup.sources.postgres.swap import SwapNames
 from questboard_backup.sources.postgres.tools import (
     Cancel,
     ClientTools,
@@ -63,20 +71,21 @@ from questboard_backup.sources.postgres.tools import (
 )
 
 # MAX_SPLIT_TABLES and group_tables are imported from here, where they were before dump.py held them.
-__all__ = ["MAX_SPLIT_TABLES", "NO_PREVIOUS", "PostgresComponent", "group_tables", "row_counts"]
+__all__ = ["MAX_SPLIT_TABLES", "PostgresComponent", "group_tables", "row_counts"]
 
 logger = logging.getLogger(__name__)
 
 _REQUIRED_FACTS = ("encoding", "collate", "ctype", "pg_dump", "tables", "large_objects")
-#: The restore report's ``previous`` when there was no database to keep aside.
-NO_PREVIOUS = "none (no existing database)"
 
 
-class PostgresComponent:
+class PostgresComponent(StagedRestore):
     """Dump and restore the database a ``postgresql://`` URL names, with pg_dump and pg_restore.
 
     Ownership and privileges are restored as dumped (no ``--no-owner``): every role the dump names (its
-    facts' ``roles``) must exist on the target server, and the restoring user must be able to create
+    facts' ``roles``) must exist on the target server. A backup carries the cluster's roles (``roles``,
+    on the part the facts' ``roles_part`` names) and a restore first creates those the server lacks. The
+    restore is staged (``stage``, ``swap_in``, ``settle``, ``undo``: see ``swap``), and the restoring
+    user must be able to create
     databases and to rename the target and end its sessions (its owner or a superuser), which
     ``check_restore_privileges`` checks up front. Settings made with ``ALTER DATABASE ... SET`` and
     grants on the database itself are not part of a dump without ``--create`` and are not restored.
@@ -90,14 +99,9 @@ class PostgresComponent:
         self, url: str, bin_dir: Path | None = None, jobs: int = 2, split_min_bytes: int = SPLIT_MIN_BYTES
     ) -> None:
         self.url = url
-        self._shown = redact_url(url)
-        try:
-            self._params: dict[str, str] = parse_dsn(url)
-        except psycopg2.ProgrammingError:
-            raise ConfigurationError(f"not a valid PostgreSQL URL: {self._shown}") from None
+        self._params: dict[str, str] = parse_postgres(url)
+        self._shown = postgres_display(url)
         password = self._params.get("password")
-        if password and password in self._shown:  # a ?password= parameter survives redact_url
-            self._shown = self._shown.split("?", 1)[0]
         if not url.startswith(("postgresql://", "postgres://")) or not self._params.get("dbname"):
             raise ConfigurationError(f"a postgresql:// URL naming a database is needed, not {self._shown}")
         if jobs < 1:
@@ -162,6 +166,10 @@ class PostgresComponent:
             runs, reports = dump_runs(
                 cur, self._conninfo(), snapshot, facts["encoding"], plan, out, open_part
             )
+            if open_part is not None:
+                # The cluster's roles, on the part after the dump's own (their numbers are fixed by then).
+                facts["roles_part"] = plan.streams
+                open_part().write(roles.read_roles(cur))
             # A copy session reports the rows it wrote, as the server counted them while it scanned: a
             # count(*) of those tables would read them a second time (see postgres_copy).
             copied = {table.key for group in plan.copies for table in group} if server_counts(cur) else set()
@@ -206,39 +214,79 @@ class PostgresComponent:
                 counts.update((key, n) for key, n in (rows or {}).items() if key in copied)
         return dict(sorted(counts.items())), written
 
-    def restore(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
-        """Restore into a staging database, check it against the facts, then swap it in for the target
-        (kept aside as ``previous``, if there was one). Nothing is created or read before the role's
-        privileges are checked (``check_restore_privileges``)."""
+    def stage(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
+        """Create the backup's missing roles on the server, restore into the staging database and check
+        it against the facts; the target is not touched. Nothing is created or read before the role's
+        privileges are checked (``check_restore_privileges``); on failure the staging database goes."""
         self._check_restorable(facts, options)
-        target = self.database
-        staging = derived_name(target, f"_restore_{options.timestamp}")
-        previous = derived_name(target, f"_pre_restore_{options.timestamp}")
+        names = SwapNames(self.database, options.timestamp)
         with contextlib.closing(self._connect(self._admin_database)) as admin:
             admin.autocommit = True
             with admin.cursor() as cur:
-                require_restore_privileges(cur, target)
+                require_restore_privileges(cur, self.database)
+                if "roles_part" in facts:
+                    with failing_as("cannot create the backup's roles"):
+                        create_missing_roles(cur, self._read_roles(open_stream, int(facts["roles_part"])))
             # The archives' listings are read while the staging database is being created.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qb-pg-toc") as pool:
                 listings = pool.submit(read_tocs, self.tools, open_stream, len(facts.get("parts", [])))
-                create_staging(admin, staging, facts)
+                create_staging(admin, names.staging, facts)
             try:
-                rows = self._fill(open_stream, staging, facts, listings.result())
-                moved = swap(admin, staging, target, previous)
+                with admin.cursor() as cur, failing_as(f"cannot mark {names.staging} as staged"):
+                    swap.mark_staged(cur, names)
+                rows = self._fill(open_stream, names.staging, facts, listings.result())
             except BaseException:
-                drop_quietly(admin, staging)
+                drop_quietly(admin, names.staging)
                 raise
-        if moved:
-            logger.info("postgres previous database kept database=%s previous=%s", target, moved)
-        logger.info("postgres restored database=%s tables=%d rows=%d", target, len(facts["tables"]), rows)
+        logger.info(
+            "postgres staged database=%s tables=%d rows=%d", self.database, len(facts["tables"]), rows
+        )
         return {
-            "database": target,
-            "staging": staging,
-            "previous": moved or NO_PREVIOUS,
+            "database": self.database,
+            "staging": names.staging,
             "tables_checked": len(facts["tables"]),
             "rows": rows,
             "large_objects": facts["large_objects"],
         }
+
+    def swap_in(self, options: RestoreOptions) -> Facts:
+        """Rename the staging database into the target's place, the target kept aside (closed until
+        ``settle``) as ``previous`` (None when there was no target); see ``swap``."""
+        with self._admin_cursor() as cur:
+            return {"previous": swap.swap_in(cur, SwapNames(self.database, options.timestamp))}
+
+    def settle(self, options: RestoreOptions) -> None:
+        try:
+            with self._admin_cursor() as cur:
+                swap.settle(cur, SwapNames(self.database, options.timestamp))
+        except (BackupError, psycopg2.Error) as error:  # settling never raises: the swap is done
+            logger.warning("postgres swap not settled database=%s error=%s", self.database, first_line(error))
+
+    def undo(self, options: RestoreOptions) -> list[str]:
+        with self._admin_cursor() as cur, failing_as(f"cannot undo the restore of {self.database}"):
+            return swap.undo(cur, SwapNames(self.database, options.timestamp))
+
+    def clear_leftovers(self, options: RestoreOptions) -> list[str]:
+        with self._admin_cursor() as cur, failing_as(f"cannot clear earlier restores of {self.database}"):
+            return swap.clear_leftovers(cur, SwapNames(self.database, options.timestamp))
+
+    @contextlib.contextmanager
+    def _admin_cursor(self) -> Iterator[Cursor]:
+        """An autocommit session where the swap works (``_admin_database``)."""
+        with contextlib.closing(self._connect(self._admin_database)) as admin:
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                yield cur
+
+    def _read_roles(self, open_stream: StreamOpener, part: int) -> dict[str, Any]:
+        """The roles part, authenticated to its end before any of it is used."""
+        data = bytearray()
+        with open_stream(part) as reader:
+            while len(data) <= roles.MAX_BYTES and (chunk := reader.read(roles.MAX_BYTES + 1 - len(data))):
+                data += chunk
+        if len(data) > roles.MAX_BYTES:
+            raise IntegrityError(f"postgres: the roles part holds more than {roles.MAX_BYTES} bytes")
+        return roles.parse_roles(bytes(data))
 
     def _check_restorable(self, facts: Mapping[str, Any], options: RestoreOptions) -> None:
         """The facts a restore needs are there, and the client tools can read the archive."""

@@ -1,5 +1,5 @@
-"""The staging database a restore fills: created like the backed-up database, checked against the dump's
-facts, then renamed into the target's place, the target kept aside as ``{db}_pre_restore_{ts}``."""
+"""The staging database a restore fills: created like the backed-up database and checked against the
+dump's facts before ``swap`` renames it into the target's place."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
-from psycopg2.extensions import cursor as Cursor
 
 from questboard_backup.errors import RestoreVerificationError, SourceError
 from questboard_backup.sources.postgres.facts import (
@@ -133,59 +132,6 @@ def verify_staging(
     rows = sum(expected.values())
     logger.info("postgres staging verified staging=%s tables=%d rows=%d", staging, len(expected), rows)
     return rows
-
-
-def swap(admin: Connection, staging: str, target: str, previous: str) -> str | None:
-    """Move the target aside (if it exists) and rename staging into its place; returns the aside name."""
-    with admin.cursor() as cur, failing_as(f"cannot swap {staging} in for {target}"):
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,))
-        exists = cur.fetchone() is not None
-        if exists:
-            # Door closed first: a client connecting between the terminate and the rename would make it fail.
-            _alter(cur, target, "WITH ALLOW_CONNECTIONS false")
-            try:
-                cur.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (target,),
-                )
-                _alter(cur, target, "RENAME TO {}", previous)
-            except psycopg2.Error as error:
-                with contextlib.suppress(psycopg2.Error):
-                    _alter(cur, target, "WITH ALLOW_CONNECTIONS true")
-                raise SourceError(f"cannot move database {target} aside: {first_line(error)}") from None
-        try:
-            _alter(cur, staging, "RENAME TO {}", target)
-        except psycopg2.Error as error:
-            if exists:
-                _undo_move(cur, previous, target)
-            raise SourceError(f"cannot rename {staging} to {target}: {first_line(error)}") from None
-        if exists:
-            # Operators inspect the previous copy before they drop it.
-            try:
-                _alter(cur, previous, "WITH ALLOW_CONNECTIONS true")
-            except psycopg2.Error as error:
-                reason = first_line(error)
-                logger.warning(
-                    "postgres previous database left closed previous=%s error=%s", previous, reason
-                )
-    return previous if exists else None
-
-
-def _alter(cur: Cursor, database: str, change: str, *names: str) -> None:
-    """``ALTER DATABASE database <change>``, the ``{}`` in ``change`` filled with quoted ``names``."""
-    identifiers = [sql.Identifier(name) for name in (database, *names)]
-    cur.execute(sql.SQL("ALTER DATABASE {} " + change).format(*identifiers))
-
-
-def _undo_move(cur: Cursor, previous: str, target: str) -> None:
-    try:
-        _alter(cur, previous, "RENAME TO {}", target)
-        _alter(cur, target, "WITH ALLOW_CONNECTIONS true")
-    except psycopg2.Error as error:
-        logger.error(
-            "postgres previous database not renamed back previous=%s error=%s", previous, first_line(error)
-        )
 
 
 def drop_quietly(admin: Connection, staging: str) -> None:

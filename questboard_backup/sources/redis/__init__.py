@@ -1,4 +1,5 @@
-"""Redis: every logical db dumped key by key (SCAN, DUMP, PTTL), restored with RESTORE; no admin commands."""
+"""Redis: every logical db dumped key by key (SCAN, DUMP, PTTL), restored with RESTORE into spare dbs and
+swapped in with SWAPDB; no admin commands."""
 
 from questboard_backup.sources.redis.component import RedisComponent
 

@@ -1,6 +1,7 @@
-"""Redis: every logical db streamed key by key with SCAN, DUMP and PTTL, restored with RESTORE; no admin commands.
+"""Redis: every logical db streamed key by key with SCAN, DUMP and PTTL, restored with RESTORE into spare
+dbs and swapped in with SWAPDB; no admin commands.
 
-The stream's format, writer and reader are in ``stream.py``; this module talks to the servers.
+The stream's format, writer and reader are in ``stream.py``; the spare dbs and their swaps in ``spares.py``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from typing import Any, BinaryIO, cast
 
 import redis
 from redis.backoff import EqualJitterBackoff
-from redis.connection import parse_url
 from redis.retry import Retry
 
+from questboard_backup.connections import parse_redis, redis_display
 from questboard_backup.errors import (
     ConfigurationError,
     RestoreVerificationError,
     SourceError,
     SourceUnreachableError,
 )
-from questboard_backup.redaction import redact_url
-from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StreamOpener
+from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StagedRestore, StreamOpener
+from questboard_backup.sources.redis import spares
+from questboard_backup.sources.redis.spares import MARKER, LogicalDbs, Marker
 from questboard_backup.sources.redis.stream import Records, StreamWriter, Summary
 
 logger = logging.getLogger(__name__)
@@ -34,14 +36,14 @@ SOCKET_TIMEOUT = 60.0  # one DUMP of a large hash or stream is serialized and se
 _KEYSPACE_DB = re.compile(r"db(\d+)")
 
 
-class RedisComponent:
+class RedisComponent(StagedRestore):
     """Dump every logical db of the Redis server named by a ``redis://`` or ``rediss://`` URL, and
     restore into the server and db a URL names.
 
     Managed Redis (ElastiCache, MemoryDB) refuses SYNC, PSYNC, SAVE, BGSAVE, CONFIG and DEBUG, so none is
     used: the dbs holding keys are found with ``INFO keyspace``, each is walked with SCAN (``batch_keys``
     per call) and every batch is read with one pipeline of DUMP and PTTL. A dump needs only PING, INFO,
-    SELECT, SCAN, DUMP and PTTL; a restore adds RESTORE and DBSIZE.
+    SELECT, SCAN, DUMP and PTTL; a restore adds RESTORE, DBSIZE, GET, SET, DEL, FLUSHDB and SWAPDB.
 
     Consistency: SCAN is not a snapshot. Every key present for the whole dump is stored once; a key
     created, deleted or changed meanwhile may or may not be, and at whichever value DUMP saw. Keys gone
@@ -55,32 +57,38 @@ class RedisComponent:
     Memory holds one batch of DUMP replies; a single huge key is held whole, as DUMP returns it whole.
     TTLs are relative: a restored key lives for the time it had left when it was dumped.
 
-    Restore puts source db ``k`` into db ``N + k``, where ``N`` is the db in the target URL (default 0).
-    It reads the stream twice: first to the authenticated end, checking the format and the counts
-    against the facts, and only then to apply it with pipelined ``RESTORE ... REPLACE``. A target that
-    cannot load the payloads (a Redis older than the source) refuses the first batch whole, so nothing
-    is written, and the error names both versions. Keys of the target that are not in the backup are
-    left alone: restore into empty dbs for an exact copy. Afterwards each target db must hold at least
-    as many keys as the backup has keys without expiry there (DBSIZE), which catches eviction and writes
-    gone astray. A failure while applying (a lost connection) leaves the target partly restored.
+    Restore puts source db ``k`` back into db ``k`` (in place), or into db ``N + k`` when the operator
+    named another target (``shift_dbs``), ``N`` being the db in its URL. Each source db is staged in a
+    spare db (``spares.py``: empty, not a target, from the top of the range), then swapped in whole with
+    SWAPDB, so each target db ends up an exact copy of the backup's. ``stage`` reads the stream twice:
+    first to the authenticated end, checking the format and the counts against the facts, and only then
+    to apply it with pipelined ``RESTORE ... REPLACE``. A target that cannot load the payloads (a Redis
+    older than the source) refuses the first batch, and the error names both versions. Each spare db
+    must then hold at least as many keys as the backup has keys without expiry there, and no more than
+    it has keys (DBSIZE), which catches eviction and writes gone astray. A restore needs as many empty
+    dbs besides the targets as the backup has dbs, and the application must not write into dbs it
+    leaves empty while a restore runs. Where the server refuses SWAPDB (renamed, denied by an ACL,
+    cluster mode), the staged keys are copied over the target instead: not atomic, keys of the target
+    that are not in the backup are kept, and a failure while copying cannot be undone; the report
+    carries a ``warning``. Between swap and settle each target db holds the marker key
+    ``questboard-backup:restore``; settling deletes it and flushes the spare dbs, which then hold the
+    previous data (kept, they would double the memory and could make Redis evict live keys). A dump
+    never stores that key, but a dump taken while a restore stages would store the spare dbs.
     """
 
     name = "redis"
     parallel_streams = False
 
-    def __init__(self, url: str, batch_keys: int = 1000) -> None:
+    def __init__(self, url: str, batch_keys: int = 1000, shift_dbs: bool = False) -> None:
         self.url = url
-        self._shown = redact_url(url)
-        try:
-            params: dict[str, Any] = parse_url(url)
-        except ValueError:
-            raise ConfigurationError(f"not a valid Redis URL: {self._shown}") from None
+        params = parse_redis(url)
+        self._shown = redis_display(url)
         self._password = str(params.get("password") or "")
-        if self._password and self._password in self._shown:  # a ?password= parameter survives redact_url
-            self._shown = self._shown.split("?", 1)[0]
         if batch_keys < 1:
             raise ConfigurationError(f"batch_keys must be at least 1, not {batch_keys}")
         self.db = int(params.pop("db", 0))
+        #: Added to each source db to give its target db.
+        self.offset = self.db if shift_dbs else 0
         self.batch_keys = batch_keys
         self._params = {
             **params,
@@ -128,7 +136,9 @@ class RedisComponent:
             cursor = 0
             while True:
                 cursor, found = client.scan(cursor, count=self.batch_keys)
-                fresh = [key for key in cast("list[bytes]", found) if _first_sighting(seen, key)]
+                # A restore's marker (``spares.py``) is not the application's.
+                keys = [key for key in cast("list[bytes]", found) if key != MARKER]
+                fresh = [key for key in keys if _first_sighting(seen, key)]
                 if fresh:
                     pipe = client.pipeline(transaction=False)
                     for key in fresh:
@@ -147,40 +157,88 @@ class RedisComponent:
                 if int(cursor) == 0:
                     return dumped, vanished
 
-    def restore(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
+    def stage(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
         with open_stream() as reader:
             summary = Summary.read(reader)
         summary.compare(facts)
         source_version = str(facts.get("version", "unknown"))
-        targets = {db: self.db + db for db in summary.keys}
+        targets = {db: self.offset + db for db in sorted(summary.keys)}
+        dbs = self._dbs()
         with self._errors("restore"):
-            self._check_targets(targets)
+            self._check_targets(targets, dbs.count())
+            chosen = dbs.choose_spares(len(targets), set(targets.values()))
+            if len(chosen) < len(targets):
+                raise SourceError(
+                    f"cannot stage a restore of {len(targets)} Redis dbs in {self._shown}: it needs as "
+                    f"many empty dbs besides the targets, and {len(chosen)} of its {dbs.count()} are"
+                )
+            staging = dict(zip(targets, chosen, strict=False))
             with self._connected(self.db) as client:
                 target_version = str(client.info("server")["redis_version"])
             logger.info(
-                "redis restore started dbs=%d keys=%d target_db=%d",
+                "redis staging started dbs=%d keys=%d placement=%s spares=%s",
                 len(targets),
                 sum(summary.keys.values()),
-                self.db,
+                _placement(targets),
+                ",".join(map(str, chosen)),
             )
-            with open_stream() as reader:
-                restored = self._apply(reader, targets, f"{target_version} at {self._shown}", source_version)
-            self._verify(summary, targets)
-        total = sum(restored.values())
-        logger.info("redis restored dbs=%d keys=%d target_db=%d", len(restored), total, self.db)
-        return {"dbs": {str(targets[db]): count for db, count in restored.items()}, "keys": total}
-
-    def _check_targets(self, targets: Mapping[int, int]) -> None:
-        """Every target db must exist before the first key is written."""
-        for source, target in targets.items():
+            markers = {
+                spare: Marker(
+                    options.timestamp,
+                    source,
+                    targets[source],
+                    spare,
+                    summary.keys[source],
+                    summary.persistent[source],
+                )
+                for source, spare in staging.items()
+            }
+            marked: list[int] = []
             try:
-                with self._connected(target) as client:
-                    client.ping()
-            except redis.ResponseError as error:
+                for spare, marker in markers.items():
+                    if not dbs.mark(spare, marker, only_if_new=True):
+                        raise SourceError(f"Redis db {spare} of {self._shown}, chosen to stage in, is in use")
+                    marked.append(spare)
+                with open_stream() as reader:
+                    restored = self._apply(
+                        reader, staging, f"{target_version} at {self._shown}", source_version
+                    )
+                self._verify(dbs, markers)
+            except BaseException:
+                self._drop_staging(dbs, marked, options.timestamp)
+                raise
+        total = sum(restored.values())
+        logger.info("redis staged dbs=%d keys=%d placement=%s", len(restored), total, _placement(targets))
+        return {
+            "dbs": {str(db): {"to": targets[db], "keys": count} for db, count in restored.items()},
+            "keys": total,
+            "placement": _placement(targets),
+        }
+
+    def swap_in(self, options: RestoreOptions) -> Facts:
+        with self._errors("swap"):
+            return spares.swap_in(self._dbs(), options.timestamp)
+
+    def settle(self, options: RestoreOptions) -> None:
+        spares.settle(self._dbs(), options.timestamp)
+
+    def undo(self, options: RestoreOptions) -> list[str]:
+        with self._errors("undo"):
+            return spares.undo(self._dbs(), options.timestamp)
+
+    def clear_leftovers(self, options: RestoreOptions) -> list[str]:
+        with self._errors("clearing leftovers"):
+            return spares.clear_leftovers(self._dbs(), options.timestamp)
+
+    def _check_targets(self, targets: Mapping[int, int], count: int) -> None:
+        """Every target db must exist before the first key is written."""
+        rule = f"db {self.offset}+k" if self.offset else "db k"
+        for source, target in targets.items():
+            if target >= count:
                 raise SourceError(
                     f"cannot restore Redis db {source} into db {target} of {self._shown} "
-                    f"(source db k goes to db {self.db}+k): {_reason(error, self._password)}"
-                ) from None
+                    f"(source db k goes to {rule}): it has {count} dbs"
+                )
 
     def _apply(
         self, reader: BinaryIO, targets: Mapping[int, int], target: str, source: str
@@ -192,6 +250,8 @@ class RedisComponent:
             clients = {db: connections.enter_context(self._connected(to)) for db, to in targets.items()}
             current = -1
             for db, key, pttl, payload in Records(reader):
+                if key == MARKER:
+                    raise SourceError(f"the backup holds the key {MARKER!r}, which restores use as a marker")
                 if batch and (db != current or len(batch) >= self.batch_keys):
                     self._restore_batch(clients[current], batch, target, source)
                     batch.clear()
@@ -214,15 +274,32 @@ class RedisComponent:
                     f"Redis {target} refused a key dumped by Redis {source}: {_reason(reply, self._password)}"
                 )
 
-    def _verify(self, summary: Summary, targets: Mapping[int, int]) -> None:
-        for db, target in targets.items():
-            with self._connected(target) as client:
-                size = int(client.dbsize())
-            if size < summary.persistent[db]:
+    def _verify(self, dbs: LogicalDbs, markers: Mapping[int, Marker]) -> None:
+        """Each spare db holds its marker and as many keys as the backup has there (less those that
+        expired meanwhile): this catches eviction and writes gone astray."""
+        sizes = dbs.sizes(markers)
+        for spare, marker in markers.items():
+            if problem := marker.size_problem(sizes[spare]):
+                raise RestoreVerificationError(problem)
+            if dbs.marker(spare) != marker:
                 raise RestoreVerificationError(
-                    f"redis db {target}: {summary.persistent[db]} keys without expiry restored, "
-                    f"but only {size} keys are there"
+                    f"redis db {spare}: the marker of this restore's staging is gone (evicted or removed)"
                 )
+
+    def _drop_staging(self, dbs: LogicalDbs, marked: list[int], timestamp: str) -> None:
+        for spare in marked:
+            try:
+                marker = dbs.marker(spare)
+                # A missing marker was evicted: the db is still ours.
+                if marker is None or (marker.timestamp == timestamp and marker.staged_in(spare)):
+                    dbs.flush(spare)
+            except (redis.RedisError, OSError) as error:  # undo finds it by its marker
+                logger.warning(
+                    "redis staging not dropped db=%d reason=%s", spare, _reason(error, self._password)
+                )
+
+    def _dbs(self) -> LogicalDbs:
+        return LogicalDbs(self._connected, self.batch_keys)
 
     def _client(self, db: int) -> redis.Redis:
         # One pool per db: the URL's own db would override a db given to from_url.
@@ -261,3 +338,8 @@ def _first_sighting(seen: set[bytes], key: bytes) -> bool:
 def _reason(error: Exception, password: str) -> str:
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return text.replace(password, "***") if password else text
+
+
+def _placement(targets: Mapping[int, int]) -> str:
+    """``0->0 3->3``: each source db and the db it is restored into."""
+    return " ".join(f"{source}->{target}" for source, target in targets.items()) or "none"

@@ -1,0 +1,315 @@
+"""Swapping staged files restores in, settling them, and undoing them from any process.
+
+Beside its target (the usual case) a swap is two renames: target -> ``{target}.pre_restore_{ts}``, then
+``.{name}.restore-{ts}/tree`` -> target. A mount point cannot be renamed, so its entries move instead:
+the current ones into ``{target}/.pre_restore_{ts}``, then the staged ones into the target. Before the
+first move a mark, ``swapping`` in the staging folder, records the swap; while it is there the swap is
+unsettled and ``undo`` puts everything back, whichever move a killed process stopped at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from questboard_backup.errors import SourceError
+from questboard_backup.sources.files import handles
+from questboard_backup.sources.files.staging import (
+    MARKER,
+    PARENTS,
+    ROOT,
+    TREE,
+    Home,
+    Place,
+    apply_metadata,
+    metadata,
+    open_home,
+    read_file,
+    remove_made,
+    write_file,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def swap_in(label: str, places: Sequence[Place]) -> list[str]:
+    """Swap every staged root in; on failure put back every root already moved and raise.
+    Returns the previous copies kept."""
+    kept: list[str] = []
+    marked: list[Place] = []
+    where = ""
+    try:
+        for place in places:
+            where = place.target
+            previous = _swap_place(label, place, marked)
+            if previous is not None:
+                kept.append(previous)
+    except BaseException as error:
+        for place in reversed(marked):
+            try:
+                _with_staging(place, _put_back)
+            except OSError:
+                logger.exception("swap not undone path=%s", place.target)
+        if isinstance(error, OSError):
+            raise SourceError(f"{label}: cannot swap {where}: {error.strerror}") from None
+        raise
+    for place, previous in zip(places, kept, strict=False):
+        logger.info("previous copy kept path=%s previous=%s", place.target, previous)
+    return kept
+
+
+def settle(label: str, places: Sequence[Place]) -> None:
+    """Remove each root's mark and its emptied staging folder; the previous copies stay. Never raises."""
+    for place in places:
+        try:
+            home = open_home(place)
+            if home is None:
+                continue
+            try:
+                _remove_staging(place, home, "restored")
+            finally:
+                home.close()
+        except (OSError, ValueError) as error:
+            logger.error("swap not settled component=%s path=%s error=%s", label, place.target, error)
+
+
+def undo(label: str, places: Sequence[Place]) -> list[str]:
+    """Put back any unsettled swap and remove this restore's staging; one line per thing done."""
+    lines: list[str] = []
+    made: list[str] = []
+    for place in places:
+        try:
+            lines.extend(_undo_place(label, place, made))
+        except (OSError, ValueError) as error:
+            # A damaged record (ValueError) is as much a reason to stop here as a failed rename.
+            reason = error.strerror if isinstance(error, OSError) else "damaged staging record"
+            logger.error("restore not undone component=%s path=%s error=%s", label, place.target, reason)
+            lines.append(f"{label}: cannot undo the restore of {place.target}: {reason}")
+    remove_made(made)
+    return lines
+
+
+def clear_leftovers(label: str, places: Sequence[Place]) -> list[str]:
+    """Undo what restores of other timestamps left beside (or inside) each target; previous copies stay."""
+    lines: list[str] = []
+    for place in places:
+        try:
+            home = open_home(place)
+            if home is None:
+                continue
+            try:
+                names = os.listdir(home.fd)
+            finally:
+                home.close()
+        except OSError as error:
+            raise SourceError(
+                f"{label}: cannot look for leftovers beside {place.target}: {error.strerror}"
+            ) from None
+        pattern = re.escape(f".{place.base}.restore-") + r"([\w-]+)"
+        for name in sorted(names):
+            found = re.fullmatch(pattern, name, re.ASCII)
+            if found and found.group(1) != place.timestamp:
+                lines.extend(undo(label, [dataclasses.replace(place, timestamp=found.group(1))]))
+    return lines
+
+
+def _swap_place(label: str, place: Place, marked: list[Place]) -> str | None:
+    home = open_home(place)
+    if home is None:
+        raise SourceError(f"{label}: nothing staged for {place.target}")
+    try:
+        staging = _open_staging(label, place, home)
+        if staging is None:
+            raise SourceError(f"{label}: nothing staged for {place.target}")
+        try:
+            if read_file(staging, MARKER) is not None:
+                raise SourceError(f"{label}: {place.target} is already swapped in and not settled")
+            if handles.entry(staging, TREE) is None:
+                raise SourceError(f"{label}: nothing staged for {place.target}")
+            if home.mount:
+                return _swap_mount(place, home, staging, marked)
+            return _swap_beside(place, home, staging, marked)
+        finally:
+            os.close(staging)
+    finally:
+        home.close()
+
+
+def _swap_beside(place: Place, home: Home, staging: int, marked: list[Place]) -> str | None:
+    previous = place.previous_name(False) if handles.entry(home.fd, place.base) is not None else None
+    write_file(staging, MARKER, json.dumps({"target": place.target, "previous": previous}).encode())
+    marked.append(place)
+    if previous is not None:
+        handles.rename_noreplace(home.fd, place.base, home.fd, previous)
+    handles.rename_noreplace(staging, TREE, home.fd, place.base)
+    os.fsync(home.fd)
+    return None if previous is None else place.previous_path(False)
+
+
+def _swap_mount(place: Place, home: Home, staging: int, marked: list[Place]) -> str:
+    previous = place.previous_name(True)
+    tree = handles.open_folder(staging, TREE)
+    try:
+        staged = sorted(os.listdir(tree))
+        current = sorted(set(os.listdir(home.fd)) - {place.staging_name, previous})
+        before = read_file(staging, ROOT) or metadata(os.fstat(home.fd))
+        restored = metadata(os.fstat(tree))
+        mark = {
+            "target": place.target,
+            "previous": previous,
+            "staged": staged,
+            "root": before,
+            "restored": restored,
+        }
+        write_file(staging, MARKER, json.dumps(mark).encode())
+        marked.append(place)
+        os.mkdir(previous, 0o700, dir_fd=home.fd)
+        kept = handles.open_folder(home.fd, previous)
+        try:
+            for name in current:
+                handles.rename_noreplace(home.fd, name, kept, name)
+            for name in staged:
+                handles.rename_noreplace(tree, name, home.fd, name)
+            # The target keeps its own folder; it takes the staged root's owner, mode and time.
+            apply_metadata(kept, before)
+            apply_metadata(home.fd, restored)
+            os.fsync(kept)
+        finally:
+            os.close(kept)
+        os.fsync(home.fd)
+    finally:
+        os.close(tree)
+    return place.previous_path(True)
+
+
+def _open_staging(label: str, place: Place, home: Home) -> int | None:
+    """This restore's staging folder, opened; None when there is none. Refuses one this user could not
+    have made private (a link or someone else's folder under the staging name)."""
+    found = handles.entry(home.fd, place.staging_name)
+    if found is None:
+        return None
+    if not handles.is_private_folder(found):
+        raise SourceError(f"{label}: {place.staging_path(home.mount)} is not a private staging folder")
+    fd = handles.open_folder(home.fd, place.staging_name)
+    if not handles.same(os.fstat(fd), found):
+        os.close(fd)
+        raise SourceError(f"{label}: {place.staging_path(home.mount)} was replaced")
+    return fd
+
+
+def _with_staging(place: Place, action: Callable[[Place, Home, int], list[str]]) -> list[str]:
+    home = open_home(place)
+    if home is None:
+        return []
+    try:
+        found = handles.entry(home.fd, place.staging_name)
+        if found is None or not handles.is_private_folder(found):
+            return []
+        staging = handles.open_folder(home.fd, place.staging_name)
+        try:
+            return action(place, home, staging)
+        finally:
+            os.close(staging)
+    finally:
+        home.close()
+
+
+def _put_back(place: Place, home: Home, staging: int) -> list[str]:
+    """Undo an unsettled swap, leaving the staged copy in its staging folder; nothing when unmarked."""
+    try:
+        mark = read_file(staging, MARKER)
+    except ValueError:
+        # The mark is renamed into place whole, after its content is synced: a torn one was never used.
+        mark = None
+    if not isinstance(mark, dict):
+        return []
+    if home.mount:
+        _put_back_mount(place, home, staging, mark)
+    else:
+        if handles.entry(staging, TREE) is None and handles.entry(home.fd, place.base) is not None:
+            handles.rename_noreplace(home.fd, place.base, staging, TREE)
+        previous = mark.get("previous")
+        vacant = handles.entry(home.fd, place.base) is None
+        if isinstance(previous, str) and vacant and handles.entry(home.fd, previous) is not None:
+            handles.rename_noreplace(home.fd, previous, home.fd, place.base)
+    os.fsync(home.fd)
+    os.unlink(MARKER, dir_fd=staging)
+    os.fsync(staging)
+    return [f"swap of {place.target} undone"]
+
+
+def _put_back_mount(place: Place, home: Home, staging: int, mark: dict[str, Any]) -> None:
+    # A staged name still in the staging tree was not moved yet; one that is not is in the target.
+    if handles.entry(staging, TREE) is None:
+        os.mkdir(TREE, 0o700, dir_fd=staging)
+    tree = handles.open_folder(staging, TREE)
+    try:
+        for name in mark.get("staged", []):
+            if handles.entry(tree, name) is None and handles.entry(home.fd, name) is not None:
+                handles.rename_noreplace(home.fd, name, tree, name)
+    finally:
+        os.close(tree)
+    previous = place.previous_name(True)
+    if handles.entry(home.fd, previous) is not None:
+        kept = handles.open_folder(home.fd, previous)
+        try:
+            for name in os.listdir(kept):
+                handles.rename_noreplace(kept, name, home.fd, name)
+        finally:
+            os.close(kept)
+        os.rmdir(previous, dir_fd=home.fd)
+    apply_metadata(home.fd, mark["root"])
+
+
+def _undo_place(label: str, place: Place, made: list[str]) -> list[str]:
+    """Undo one root; the folders its stage created above the target are added to ``made``."""
+    home = open_home(place)
+    if home is None:
+        return []
+    try:
+        found = handles.entry(home.fd, place.staging_name)
+        if found is None:
+            return []
+        path = place.staging_path(home.mount)
+        lines = []
+        if handles.is_private_folder(found):
+            staging = handles.open_folder(home.fd, place.staging_name)
+            try:
+                made.extend(read_file(staging, PARENTS) or [])
+                lines = [f"{label}: {line}" for line in _put_back(place, home, staging)]
+            finally:
+                os.close(staging)
+        # Anything else under this restore's staging name (a link, a folder not ours) is removed, never entered.
+        _remove_staging(place, home, "root")
+        lines.append(f"{label}: staging {path} removed")
+    finally:
+        home.close()
+    return lines
+
+
+def _remove_staging(place: Place, home: Home, keep: str) -> None:
+    """Remove the place's staging folder. A mount point then gets back the owner, mode and mtime the
+    staging folder disturbed: the restored root's once settled (``keep="restored"``), or its own from
+    before the stage when undone (``keep="root"``)."""
+    recorded = None
+    if home.mount:
+        found = handles.entry(home.fd, place.staging_name)
+        if found is not None and handles.is_private_folder(found):
+            staging = handles.open_folder(home.fd, place.staging_name)
+            try:
+                if keep == "restored":
+                    mark = read_file(staging, MARKER)
+                    recorded = mark.get("restored") if isinstance(mark, dict) else None
+                else:
+                    recorded = read_file(staging, ROOT)
+            finally:
+                os.close(staging)
+    handles.remove_entry(home.fd, place.staging_name)
+    if recorded is not None:
+        apply_metadata(home.fd, recorded)
+    os.fsync(home.fd)

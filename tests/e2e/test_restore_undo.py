@@ -1,0 +1,76 @@
+"""The restore workflow is all or nothing (issue 10, points 3-5): a component that fails to stage after
+PostgreSQL was staged leaves every target as it was, the failure path removes the staging database and
+says what it undid, and a component without a target here is refused by name before anything."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import psycopg2
+import redis
+
+from tests.dataset import pg_dump_text, redis_snapshot
+from tests.e2e.conftest import World
+
+
+def _databases(url: str) -> list[str]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database ORDER BY datname")
+        names = [row[0] for row in cur.fetchall()]
+    conn.close()
+    return names
+
+
+def _change_after_backup(world: World) -> None:
+    with psycopg2.connect(world.database_url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE after_backup (id int)")
+    conn.close()
+    redis.Redis(port=world.redis.port).set(b"after-backup", b"1")
+
+
+def test_a_redis_stage_failure_after_postgres_was_staged_leaves_everything_as_it_was(world: World) -> None:
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "SUCCEEDED", backup.get("cause")
+    _change_after_backup(world)
+    base = f"redis://127.0.0.1:{world.redis.port}"
+    before = (pg_dump_text(world.database_url), redis_snapshot(base), _databases(world.database_url))
+    client = redis.Redis(port=world.redis.port)
+    used = int(client.info("memory")["used_memory"])
+    # A Redis without room for the restored keys: its writes fail with OOM, as a full ElastiCache node's do.
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(used + 1024))
+    try:
+        result = world.run("restore", {"backup": "latest", "only": ["postgres", "redis"]})
+    finally:
+        client.config_set("maxmemory", "0")
+    assert result["status"] == "FAILED"
+    history = world.client("stepfunctions").get_execution_history(executionArn=result["executionArn"])
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in history["events"] if "stateEnteredEventDetails" in e
+    ]
+    assert "StageComponent" in entered and "Swap" not in entered and "HandleFailure" in entered
+    assert (pg_dump_text(world.database_url), redis_snapshot(base), _databases(world.database_url)) == before
+    assert not [name for name in _databases(world.database_url) if "_restore_" in name]
+    (alert,) = world.alerts()
+    assert "postgres: " in alert["Message"], "the alert says what the failure path undid"
+
+
+def test_a_component_without_a_target_here_is_refused_by_name_before_anything_is_touched(
+    world: World,
+) -> None:
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "SUCCEEDED", backup.get("cause")
+    _change_after_backup(world)
+    before = (pg_dump_text(world.database_url), _databases(world.database_url))
+    world.settings = replace(world.settings, redis_secret_arn="")
+    world.install()
+    result = world.run("restore", {"backup": "latest", "only": ["postgres", "redis"]})
+    assert result["status"] == "FAILED"
+    assert result["error"] == "ConfigurationError"
+    assert "no restore target configured for redis" in result["cause"]
+    history = world.client("stepfunctions").get_execution_history(executionArn=result["executionArn"])
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in history["events"] if "stateEnteredEventDetails" in e
+    ]
+    assert "StageComponent" not in entered
+    assert (pg_dump_text(world.database_url), _databases(world.database_url)) == before

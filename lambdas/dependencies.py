@@ -1,26 +1,32 @@
 """Settings and adapters for the handlers, built once per container at first use; tests install their own.
 
 Nothing here reads the environment at import time. Database and Redis URLs come from Secrets Manager
-(an RDS-style JSON secret or {"url": ...}), never from plain environment variables.
+(an RDS/ElastiCache-style JSON secret or {"url": ...}, read by ``questboard_backup.connections``, which
+also replaces a restore's target database or db), never from plain environment variables.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
 
 from questboard_backup.aws.kms import KmsKeyWrapper
 from questboard_backup.aws.sns import SnsAlerts, describe_failure
+from questboard_backup.connections import (
+    postgres_url_from_secret,
+    postgres_with,
+    redis_url_from_secret,
+    redis_with,
+)
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import SHARED_LOCK_KEY, StorageLock
+from questboard_backup.redaction import redact_text
 from questboard_backup.settings import ENVIRONMENT_ONLY, Settings
 from questboard_backup.sources.base import Component
 from questboard_backup.sources.registry import Endpoints
@@ -43,6 +49,8 @@ class FunctionSettings(Settings):
     redis_secret_arn: str = ""
     alert_topic_arn: str = ""
     state_machine_arn: str = ""
+    #: The staging function's time limit: Validate refuses a restore whose estimate does not fit.
+    restore_stage_timeout_seconds: int = 900
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], source: str = ENVIRONMENT_ONLY) -> FunctionSettings:
@@ -66,31 +74,17 @@ class FunctionSettings(Settings):
             redis_secret_arn=environ.get("REDIS_SECRET_ARN", ""),
             alert_topic_arn=environ.get("ALERT_TOPIC_ARN", ""),
             state_machine_arn=environ.get("BACKUP_STATE_MACHINE_ARN", ""),
+            restore_stage_timeout_seconds=_seconds(environ, "RESTORE_STAGE_TIMEOUT_SECONDS", 900),
         )
 
 
-def url_from_secret(secret: str, scheme: str, database: str | None = None) -> str:
-    """A connection URL from a secret: {"url": ...} or RDS/ElastiCache-style fields."""
-    try:
-        body = json.loads(secret)
-    except ValueError:
-        body = {"url": secret}
-    if not isinstance(body, dict):
-        raise ConfigurationError(f"the {scheme} secret is neither a URL nor a JSON object")
-    if body.get("url"):
-        url = str(body["url"])
-        if database:
-            url = url.rsplit("/", 1)[0] + "/" + database
-        return url
-    try:
-        host, port = body["host"], body.get("port")
-    except KeyError:
-        raise ConfigurationError(f"the {scheme} secret has no 'url' or 'host'") from None
-    user = quote(str(body.get("username", "")), safe="")
-    password = quote(str(body.get("password", "")), safe="")
-    credentials = f"{user}:{password}@" if user or password else ""
-    path = database or str(body.get("dbname", "") if scheme.startswith("postgres") else body.get("db", "0"))
-    return f"{scheme}://{credentials}{host}{f':{port}' if port else ''}/{path}"
+def _seconds(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError(f"{name} must be a whole number of seconds, not {value!r}")
+    return int(value)
 
 
 class Dependencies:
@@ -123,7 +117,9 @@ class Dependencies:
 
     def alert_failure(self, kind: str, backup_id: str, error: str, cause: str) -> dict[str, Any]:
         """Publish the failure alert (when a topic is configured); returns what the failure path reports."""
-        subject, message = describe_failure(kind, backup_id, error, cause)
+        # The cause comes from Step Functions: whatever a handler or the service put there, no secret
+        # this container has read, nor any password a URL in it quotes, goes on to SNS or the history.
+        subject, message = describe_failure(kind, backup_id, redact_text(error), redact_text(cause))
         if self.settings.alert_topic_arn:
             SnsAlerts(self.settings.alert_topic_arn, self.client("sns")).publish(subject, message)
         return {"alerted": bool(self.settings.alert_topic_arn), "cause": message}
@@ -134,13 +130,14 @@ class Dependencies:
     def database_url(self, database: str | None = None) -> str:
         if not self.settings.database_secret_arn:
             raise ConfigurationError("DATABASE_SECRET_ARN is not set")
-        return url_from_secret(self._secrets(self.settings.database_secret_arn), "postgresql", database)
+        url = postgres_url_from_secret(self._secrets(self.settings.database_secret_arn))
+        return url if database is None else postgres_with(url, database=database)
 
     def redis_url(self, db: int | None = None) -> str:
         if not self.settings.redis_secret_arn:
             raise ConfigurationError("REDIS_SECRET_ARN is not set")
-        url = url_from_secret(self._secrets(self.settings.redis_secret_arn), "redis")
-        return url if db is None else url.rsplit("/", 1)[0] + f"/{db}"
+        url = redis_url_from_secret(self._secrets(self.settings.redis_secret_arn))
+        return url if db is None else redis_with(url, db=db)
 
     def endpoints(self, database: str | None = None, redis_db: int | None = None) -> Endpoints:
         """This deployment's endpoints; secrets are read only for the component that needs them."""
@@ -150,6 +147,7 @@ class Dependencies:
             redis_url=(lambda: self.redis_url(redis_db)) if settings.redis_secret_arn else "",
             files_paths=settings.files_paths,
             config_paths=settings.config_paths,
+            redis_shift_dbs=redis_db is not None,
         )
 
     def component(self, name: str) -> Component | None:

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from questboard_backup import __version__
-from questboard_backup.catalog import CatalogEntry, list_backups, newest_first, resolve
+from questboard_backup.catalog import CatalogEntry, latest, list_backups, newest_first, resolve
+from questboard_backup.connections import password_of, postgres_with, redis_with
+from questboard_backup.crypto.keys import KeyWrapper
 from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.lock import BackupLock
 from questboard_backup.manifest import Manifest, parse_time
 from questboard_backup.operations import backup_now, restore_now
-from questboard_backup.redaction import redact_text, redacted_traceback
+from questboard_backup.redaction import RedactingFilter, redact_text, redacted_traceback, remember_secret
 from questboard_backup.restore import verify_backup
 from questboard_backup.settings import Settings, read_settings
 from questboard_backup.sources import registry
@@ -43,6 +45,13 @@ EXIT_CODES = """exit codes:
   7  backup not found
   8  restored data does not match the manifest (nothing was swapped in)
   130 interrupted"""
+
+
+RESTORE_PASSWORDS = """passwords (keep them off the command line; URLs without one are fine):
+  PostgreSQL target  --to-database-password-env NAME, else PGPASSWORD, else ~/.pgpass (or PGPASSFILE),
+                     read by libpq for psql, pg_restore and the engine alike
+  Redis target       --to-redis-password-env NAME, else REDISCLI_AUTH (when the URL has no password)
+  A password in a URL must be percent-encoded (@ %40, # %23, ? %3F, % %25, / %2F, : %3A)."""
 
 
 def _human_size(size: float) -> str:
@@ -98,9 +107,10 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_entries(storages: Sequence[Storage]) -> list[CatalogEntry]:
-    """Every storage's sets, newest first across storages (an S3-only backup may be the newest)."""
-    return newest_first(entry for storage in storages for entry in list_backups(storage))
+def _all_entries(storages: Sequence[Storage], wrapper: KeyWrapper | None = None) -> list[CatalogEntry]:
+    """Every storage's sets, newest first across storages (an S3-only backup may be the newest); with
+    ``wrapper``, each marked authenticated or not."""
+    return newest_first(entry for storage in storages for entry in list_backups(storage, wrapper))
 
 
 def _nothing_found(wiring: Wiring, storages: Sequence[Storage]) -> str:
@@ -129,8 +139,10 @@ def _listing_text(entries: Sequence[CatalogEntry], nothing: str = "no backups fo
             )
             continue
         m = entry.manifest
+        # A set whose manifest does not authenticate is shown, marked, and never used.
+        mark = "" if entry.authenticated else f"  UNAUTHENTICATED: {entry.problem or 'not checked'}"
         lines.append(
-            f"{m.backup_id:36} {m.tier:11} {m.finished_at:21} {_human_size(m.stored_bytes):>10}  {entry.location}"
+            f"{m.backup_id:36} {m.tier:11} {m.finished_at:21} {_human_size(m.stored_bytes):>10}  {entry.location}{mark}"
         )
     return "\n".join(lines)
 
@@ -138,7 +150,7 @@ def _listing_text(entries: Sequence[CatalogEntry], nothing: str = "no backups fo
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     wiring = Wiring(settings)
     storages = wiring.storages()
-    entries = _all_entries(storages)
+    entries = _all_entries(storages, wiring.key_ring())
     nothing = _nothing_found(wiring, storages) if not entries else ""
     body: dict[str, Any] = {"backups": [e.summary() for e in entries], "settings": settings.source}
     if nothing:
@@ -150,9 +162,9 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     wiring = Wiring(settings)
     storages = wiring.storages()
-    entries = _all_entries(storages)
+    entries = _all_entries(storages, wiring.key_ring())
     nothing = _nothing_found(wiring, storages) if not entries else ""
-    good = [e for e in entries if e.manifest is not None]
+    good = [e for e in entries if e.authenticated]
     last = good[0].manifest if good else None
     running = BackupLock(settings.backup_dir, "status").is_held_elsewhere()
     body = {
@@ -179,9 +191,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve(wiring: Wiring, reference: str) -> CatalogEntry:
+def _resolve(wiring: Wiring, reference: str, wrapper: KeyWrapper) -> CatalogEntry:
+    """The set ``reference`` names, its manifest authenticated and naming where it sits."""
     wanted = wiring.settings.s3_bucket or reference.startswith("s3://")
-    return resolve(reference, wiring.storages(), wiring.s3_factory() if wanted else None)
+    return resolve(reference, wiring.storages(), wiring.s3_factory() if wanted else None, wrapper)
 
 
 def _facts_lines(manifest: Manifest) -> list[str]:
@@ -197,8 +210,8 @@ def _facts_lines(manifest: Manifest) -> list[str]:
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     wiring = Wiring(settings)
-    wrapper = wiring.passphrase_wrapper()
-    entry = _resolve(wiring, args.backup)
+    wrapper = wiring.key_ring()
+    entry = _resolve(wiring, args.backup, wrapper)
     report = verify_backup(entry, wrapper)
     roles = {c.name: c.facts["roles"] for c in report.manifest.components if "roles" in c.facts}
     _emit(
@@ -218,20 +231,42 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 def _restore_endpoints(settings: Settings, args: argparse.Namespace) -> Endpoints:
     # Files and config restore to the paths recorded in the manifest (or beneath --to-files-root).
+    database_url = args.to_database_url or settings.database_url
+    password = _password_from(args.to_database_password_env, "--to-database-password-env")
+    if database_url and password is not None:
+        database_url = postgres_with(database_url, password=password)
+    # Without a password, libpq itself reads PGPASSWORD or ~/.pgpass (psycopg2 and pg_restore alike).
+    redis_url = args.to_redis_url or settings.redis_url
+    password = _password_from(args.to_redis_password_env, "--to-redis-password-env")
+    if password is None and redis_url and password_of(redis_url) is None:
+        password = os.environ.get("REDISCLI_AUTH") or None  # redis-cli's variable; redis-py reads none
+    if redis_url and password is not None:
+        redis_url = redis_with(redis_url, password=password)
     return Endpoints(
-        database_url=args.to_database_url or settings.database_url,
-        redis_url=args.to_redis_url or settings.redis_url,
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_shift_dbs=bool(args.to_redis_url),
     )
+
+
+def _password_from(variable: str | None, option: str) -> str | None:
+    if not variable:
+        return None
+    password = os.environ.get(variable)
+    if not password:
+        raise ConfigurationError(f"{option} {variable}: that environment variable is not set or empty")
+    remember_secret(password)
+    return password
 
 
 def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     if not args.backup:
         return cmd_list(settings, args)
     wiring = Wiring(settings)
-    wrapper = wiring.passphrase_wrapper()
+    wrapper = wiring.key_ring()
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     targets = wiring.restore_targets(_restore_endpoints(settings, args))
-    entry = _resolve(wiring, args.backup)
+    entry = _resolve(wiring, args.backup, wrapper)
     files_root = Path(args.to_files_root).absolute() if args.to_files_root else None
     report = restore_now(wiring, entry, wrapper, targets, files_root, only)
     lines = [f"restore of {report['backup_id']} complete"]
@@ -257,17 +292,17 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
             checks[component.name] = "failed"
             problems.append(str(error))
     checks["settings"] = settings.source
-    good = [e for e in _all_entries(wiring.storages()) if e.manifest is not None]
-    if not good:
+    # Only a set whose manifest authenticates counts: a forged newer manifest cannot hide a stale backup.
+    last = latest(wiring.storages(), wiring.key_ring())
+    if last is None or last.manifest is None:
         problems.append("no backup has ever succeeded")
     else:
-        assert good[0].manifest is not None
-        finished = parse_time(good[0].manifest.finished_at)
+        finished = parse_time(last.manifest.finished_at)
         age_hours = (datetime.now(UTC) - finished).total_seconds() / 3600
         checks["last_backup_age_hours"] = f"{age_hours:.1f}"
         if age_hours > args.max_age_hours:
             problems.append(
-                f"last backup {good[0].backup_id} is {age_hours:.1f} h old (more than {args.max_age_hours} h: RPO at risk)"
+                f"last backup {last.backup_id} is {age_hours:.1f} h old (more than {args.max_age_hours} h: RPO at risk)"
             )
     text = "\n".join(
         [f"{name}: {value}" for name, value in checks.items()] + [f"PROBLEM: {p}" for p in problems]
@@ -360,15 +395,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="restore a backup (without BACKUP: list restorable backups)",
         description="Restore a backup. PostgreSQL goes into a staging database swapped in only after it checks out; "
         "the previous database is kept as {db}_pre_restore_{timestamp}.",
-        epilog=EXIT_CODES,
+        epilog=RESTORE_PASSWORDS + "\n\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub.add_argument("backup", nargs="?", help="backup id, 'latest', a backup folder or an s3:// URI")
     sub.add_argument(
-        "--to-database-url", help="restore PostgreSQL into this database instead of DATABASE_URL"
+        "--to-database-url",
+        help="restore PostgreSQL into this database instead of DATABASE_URL; leave the password out "
+        "and it comes from --to-database-password-env, PGPASSWORD or ~/.pgpass",
+    )
+    sub.add_argument(
+        "--to-database-password-env",
+        metavar="NAME",
+        help="the PostgreSQL target's password is in environment variable NAME",
     )
     sub.add_argument(
         "--to-redis-url", help="restore Redis here instead of REDIS_URL (source db k goes to db N+k)"
+    )
+    sub.add_argument(
+        "--to-redis-password-env",
+        metavar="NAME",
+        help="the Redis target's password is in environment variable NAME (default: REDISCLI_AUTH, "
+        "when the Redis URL has no password)",
     )
     sub.add_argument("--to-files-root", help="re-create the backed-up files and config beneath this folder")
     sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config")
@@ -397,6 +445,7 @@ def _console(verbose: bool) -> Iterator[None]:
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.INFO if verbose else logging.WARNING)
     handler.setFormatter(logging.Formatter(CONSOLE_FORMAT) if verbose else _OneLineFormatter(CONSOLE_FORMAT))
+    handler.addFilter(RedactingFilter())
     root, engine = logging.getLogger(), logging.getLogger("questboard_backup")
     previous = engine.level
     if verbose:
@@ -418,12 +467,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        _remember_passwords(os.environ)
         settings = read_settings(args.env_file, os.environ, Path.cwd())
+        _remember_passwords({"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url})
         if getattr(args, "no_local", False) and not settings.s3_bucket:
             raise ConfigurationError("--no-local needs BACKUP_S3_BUCKET: the backup would be stored nowhere")
         return int(args.handler(settings, args))
     except BackupError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact_text(str(error))}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -434,6 +485,17 @@ def _run(args: argparse.Namespace) -> int:
         lines = str(error).strip().splitlines() or [""]
         print(f"error: unexpected {type(error).__name__}: {redact_text(lines[0])}", file=sys.stderr)
         return 1
+
+
+def _remember_passwords(environ: Mapping[str, str]) -> None:
+    """Every password this run may hold, so that no message, log line or run log can show it."""
+    for name in ("PGPASSWORD", "REDISCLI_AUTH"):
+        if environ.get(name):
+            remember_secret(environ[name])
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        password = password_of(environ.get(name, ""))
+        if password:
+            remember_secret(password)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Per-run log files: each backup or restore writes BACKUP_DIR/logs/{action}_{timestamp}.log."""
+"""Per-run log files: each backup or restore writes BACKUP_DIR/logs/{action}_{timestamp}.log (0600)."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from questboard_backup.address import timestamp
 from questboard_backup.errors import BackupError
-from questboard_backup.redaction import redact_text, redacted_traceback
+from questboard_backup.redaction import RedactingFilter, redact_text, redacted_traceback
+from questboard_backup.storage.local import make_private_dirs, open_private
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -20,9 +22,11 @@ def run_log(logs_dir: Path, action: str, now: datetime | None = None) -> Iterato
     """Send the engine's log records to a new file for the duration of one run."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     path = logs_dir / f"{action}_{timestamp(moment)}.log"
-    logs_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(logs_dir)
+    os.close(open_private(path, os.O_WRONLY | os.O_APPEND))  # 0600 before the handler appends to it
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(RedactingFilter())
     handler.setLevel(logging.INFO)
     engine = logging.getLogger("questboard_backup")
     previous_level = engine.level

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from questboard_backup.address import zone
+from questboard_backup.connections import PERCENT_HINT, parse_postgres, parse_redis
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.pipeline import ZSTD_LEVEL
 
@@ -40,6 +41,10 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+#: BACKUP_KMS_ALLOWED_KEYS: key ARNs or key ids (an alias could be re-pointed at another key).
+_KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/)?(mrk-)?[0-9a-fA-F-]{32,36}$")
+#: BACKUP_S3_OBJECT_LOCK: the S3 Object Lock mode of every object written to its final place.
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -70,11 +75,13 @@ def _url(environ: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        raise ConfigurationError(f"{name} is not a valid URL") from None
+        raise ConfigurationError(f"{name} is not a valid URL ({PERCENT_HINT})") from None
     if parts.scheme not in schemes or not parts.hostname:
         raise ConfigurationError(
             f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL with a host"
         )
+    # What the engine will connect with reads it too (libpq, redis-py); neither message quotes it.
+    (parse_redis if parts.scheme.startswith("redis") else parse_postgres)(raw, name)
     return raw
 
 
@@ -125,6 +132,30 @@ def local_zone(environ: Mapping[str, str]) -> tzinfo:
     return UTC
 
 
+def object_lock_mode(environ: Mapping[str, str]) -> str:
+    """``BACKUP_S3_OBJECT_LOCK``: GOVERNANCE, COMPLIANCE, or "" (no retention on objects: the default)."""
+    raw = environ.get("BACKUP_S3_OBJECT_LOCK", "").strip().upper()
+    if raw in ("", "NONE", "OFF"):
+        return ""
+    if raw not in OBJECT_LOCK_MODES:
+        raise ConfigurationError(f"BACKUP_S3_OBJECT_LOCK must be governance, compliance or off, not {raw!r}")
+    return raw
+
+
+def kms_fields(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The CLI's KMS settings, for reading sets the serverless deployment wrote: ``BACKUP_KMS_KEY_ID``
+    and ``BACKUP_KMS_ALLOWED_KEYS`` (comma-separated key ARNs or ids)."""
+    allowed = tuple(
+        part.strip() for part in environ.get("BACKUP_KMS_ALLOWED_KEYS", "").split(",") if part.strip()
+    )
+    for key in allowed:
+        if not _KMS_KEY.match(key):
+            raise ConfigurationError(
+                f"BACKUP_KMS_ALLOWED_KEYS lists {key[:100]!r}, not a KMS key ARN or key id"
+            )
+    return {"kms_key_id": environ.get("BACKUP_KMS_KEY_ID", "").strip(), "kms_allowed_keys": allowed}
+
+
 #: ``Settings.source`` when no settings file was read.
 ENVIRONMENT_ONLY = "environment only"
 
@@ -149,13 +180,21 @@ class Settings:
     compression_level: int = DEFAULT_COMPRESSION_LEVEL
     #: BACKUP_TIMEZONE: the calendar of the tier rule (the schedule's zone); ids stay UTC.
     schedule_zone: tzinfo = UTC
+    #: BACKUP_S3_KMS_KEY_ID: the bucket's SSE-KMS key, named on every upload (never the wrapping key).
+    s3_kms_key_id: str = ""
+    #: BACKUP_S3_OBJECT_LOCK: GOVERNANCE or COMPLIANCE retention on every object put in its tier ("" none).
+    s3_object_lock: str = ""
+    #: BACKUP_KMS_KEY_ID (the CLI: reading sets whose data keys KMS wrapped; the Lambdas require it).
+    kms_key_id: str = ""
+    #: BACKUP_KMS_ALLOWED_KEYS (the CLI): further keys a manifest may name, e.g. another deployment's.
+    kms_allowed_keys: tuple[str, ...] = ()
     #: Where the settings were read from (a file, or "environment only"), to tell the operator.
     source: str = ENVIRONMENT_ONLY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], source: str = ENVIRONMENT_ONLY) -> Settings:
         """Parse and validate every setting; the first problem is raised by name."""
-        return cls(**cls.fields_from_env(environ), source=source)
+        return cls(**cls.fields_from_env(environ), **kms_fields(environ), source=source)
 
     @classmethod
     def fields_from_env(cls, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -196,6 +235,8 @@ class Settings:
             pg_split_min_bytes=pg_split_min_bytes,
             compression_level=compression_level(environ),
             schedule_zone=zone(zone_name) if zone_name else local_zone(environ),
+            s3_kms_key_id=environ.get("BACKUP_S3_KMS_KEY_ID", "").strip(),
+            s3_object_lock=object_lock_mode(environ),
         )
 
     def require_encryption_key(self) -> str:

@@ -57,6 +57,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+#: The password of the password-protected servers: every character a URL gives a meaning to.
+AWKWARD_PASSWORD = "pa:ss@w/rd#?%25&x= y+z"
+
+
+@pytest.fixture(scope="session")
+def password_pg_server() -> Iterator[PostgresServer]:
+    """A second PostgreSQL server whose TCP connections need AWKWARD_PASSWORD (scram-sha-256)."""
+    server = PostgresServer.in_new_folder(password=AWKWARD_PASSWORD).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def password_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A second Redis server that wants AWKWARD_PASSWORD (requirepass)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-password"), password=AWKWARD_PASSWORD).start()
+    yield server
+    server.stop()
+
+
 #: What managed Redis (ElastiCache, MemoryDB) refuses to run.
 MANAGED_REDIS_REFUSES = ("CONFIG", "SYNC", "PSYNC", "SAVE", "BGSAVE", "DEBUG")
 

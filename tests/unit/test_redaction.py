@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from questboard_backup.redaction import redact_text, redact_url
-
-
-def test_a_url_keeps_everything_but_its_password() -> None:
-    assert redact_url("postgresql://app:s3cr%40t@db.internal:5432/quests") == (
-        "postgresql://app:***@db.internal:5432/quests"
-    )
-    assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
+from questboard_backup.redaction import RedactingFilter, redact_text, remember_secret
 
 
 @pytest.mark.parametrize(
@@ -35,3 +30,28 @@ def test_a_url_keeps_everything_but_its_password() -> None:
 def test_any_text_loses_the_passwords_it_quotes(text: str, expected: str) -> None:
     assert redact_text(text) == expected
     assert "hunter" not in redact_text(text)
+
+
+def test_a_remembered_secret_is_replaced_however_it_is_written() -> None:
+    remember_secret("Kx7@#?%/ &=+p")
+    for written in (
+        "Kx7@#?%/ &=+p",
+        "Kx7%40%23%3F%25%2F%20%26%3D%2Bp",
+        "Kx7%40%23%3F%25/%20%26%3D%2Bp",
+        "Kx7%40%23%3F%25%2F+%26%3D%2Bp",
+    ):
+        assert redact_text(f"refused {written}!") == "refused ***!"
+
+
+def test_a_very_short_secret_is_not_remembered_so_ordinary_words_survive() -> None:
+    remember_secret("on")
+    assert redact_text("connection refused") == "connection refused"
+
+
+def test_log_records_are_redacted_with_their_arguments_merged_in() -> None:
+    remember_secret("Lq4-log-secret")
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "connecting with %s to %s", ("Lq4-log-secret", "db"), None
+    )
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == "connecting with *** to db"

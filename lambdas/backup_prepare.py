@@ -1,4 +1,5 @@
-"""Backup step 1: refuse when disabled, take the lock, choose id and tier, create the data key."""
+"""Backup step 1: refuse when disabled, take the lock, choose id and tier, create the data key; refuse
+an id that already has a complete set (a backup id is never reused)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import BackupRequest, PrepareOutput, parse
 from lambdas.observability import logger, metrics, tracer
-from questboard_backup.backup import plan_backup
+from questboard_backup.backup import plan_backup, refuse_existing
 from questboard_backup.errors import BackupDisabledError
 
 
@@ -30,6 +31,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             deps.settings.schedule_zone,
             backup_id=request.backup_id,
         )
+        refuse_existing(plan, [deps.storage()])
     except BaseException:
         deps.lock().release(token)
         raise

@@ -1,4 +1,5 @@
-"""Backup step 5: move the verified set from staging into its tier, tagged for lifecycle expiry."""
+"""Backup step 5: move the verified set from staging into its tier, tagged for lifecycle expiry, once
+the lock is confirmed still this execution's (renewed: a lost lock refuses the promote)."""
 
 from __future__ import annotations
 
@@ -17,5 +18,7 @@ from questboard_backup.backup import BackupPlan, promote_backup
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(BackupStep, event)
-    (location,) = promote_backup(BackupPlan.from_dict(request.backup.plan_dict()), [dependencies().storage()])
+    deps = dependencies()
+    deps.lock().renew(request.backup.lock_token)
+    (location,) = promote_backup(BackupPlan.from_dict(request.backup.plan_dict()), [deps.storage()])
     return PromoteOutput(location=location).model_dump()

@@ -1,4 +1,6 @@
-"""Backup step 6: publish the success metrics and move the `latest` pointer."""
+"""Backup step 6: publish the success metrics and move the `latest` pointer, from the manifest this
+execution verified and promoted (it must name where it sits; no key is needed: readers of `latest`
+authenticate what they use)."""
 
 from __future__ import annotations
 

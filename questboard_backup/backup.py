@@ -1,7 +1,9 @@
 """Backup orchestration: choose id and tier, stream every component to every storage, seal, promote.
 
-A set is written under each storage's staging prefix; the manifest is written last and the set is
-then promoted, so an interrupted run never yields anything that looks like a backup.
+A set is written under each storage's staging prefix; the manifest is written last, create-only, and
+the set is then promoted, so an interrupted run never yields anything that looks like a backup. A backup
+id is never reused: a run refuses an id that already has a complete set, and never deletes one it did
+not write.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -24,10 +26,10 @@ from questboard_backup.address import (
     tier_for,
 )
 from questboard_backup.crypto.keys import KeyWrapper, WrappedKey
-from questboard_backup.errors import ConfigurationError
+from questboard_backup.errors import ConfigurationError, StorageError
 from questboard_backup.manifest import ComponentEntry, Manifest, PartEntry, format_time, seal_manifest
 from questboard_backup.pipeline import ZSTD_LEVEL, ZSTD_THREADS, ComponentWriter
-from questboard_backup.sources.base import Component
+from questboard_backup.sources.base import Source
 from questboard_backup.storage.base import ObjectWriter, Storage
 
 logger = logging.getLogger(__name__)
@@ -159,7 +161,7 @@ class _ComponentOutputs:
 
 def dump_component(
     plan: BackupPlan,
-    component: Component,
+    component: Source,
     storages: Sequence[Storage],
     data_key: bytes,
     level: int = ZSTD_LEVEL,
@@ -197,10 +199,27 @@ def dump_component(
     return entry
 
 
+def refuse_existing(plan: BackupPlan, storages: Sequence[Storage]) -> None:
+    """ConfigurationError when any storage already has a complete set (one with a manifest) with this
+    plan's id: a backup id is never reused (the console's "new execution with the same input")."""
+    address = plan.address
+    for storage in storages:
+        if storage.exists(address.manifest_key):
+            raise ConfigurationError(
+                f"backup {plan.backup_id} already exists at {storage.uri(address.set_prefix)}: "
+                "a backup id is never reused; start a new backup (a new id) instead"
+            )
+
+
 def seal_backup(
-    plan: BackupPlan, entries: Sequence[ComponentEntry], storages: Sequence[Storage], data_key: bytes
+    plan: BackupPlan,
+    entries: Sequence[ComponentEntry],
+    storages: Sequence[Storage],
+    data_key: bytes,
+    sealed: list[Storage] | None = None,
 ) -> Manifest:
-    """Write the manifest, last, into every storage's staging area."""
+    """Write the manifest, last and create-only, into every storage's staging area: a second writer
+    of the same id cannot replace the first's. ``sealed`` collects the storages written to."""
     manifest = Manifest(
         backup_id=plan.backup_id,
         type=plan.type,
@@ -212,11 +231,19 @@ def seal_backup(
         key=plan.key,
         components=tuple(entries),
     )
-    sealed = seal_manifest(manifest, data_key)
+    document = seal_manifest(manifest, data_key)
     address = plan.address
     for storage in storages:
-        staging = address.staging_prefix(storage.stage_in_temp)
-        storage.write_bytes(f"{staging}/{MANIFEST_NAME}", sealed, address.staging_tag(storage.stage_in_temp))
+        key = f"{address.staging_prefix(storage.stage_in_temp)}/{MANIFEST_NAME}"
+        created = storage.create_exclusive(key, document, address.staging_tag(storage.stage_in_temp))
+        # A PUT retried after its answer was lost finds its own bytes there: that is this run's write.
+        if not created and storage.read_bytes(key) != document:
+            raise StorageError(
+                f"{storage.uri(key)} already exists: another run wrote backup {plan.backup_id}; "
+                "nothing was overwritten"
+            )
+        if sealed is not None:
+            sealed.append(storage)
     return manifest
 
 
@@ -229,14 +256,20 @@ def promote_backup(plan: BackupPlan, storages: Sequence[Storage]) -> tuple[str, 
     return tuple(storage.uri(address.set_prefix) for storage in storages)
 
 
-def discard_backup(plan: BackupPlan, storages: Sequence[Storage]) -> None:
-    """Remove a failed run's objects from every storage; never raises (it runs on failure paths)."""
+def discard_backup(plan: BackupPlan, storages: Sequence[Storage], sealed: Sequence[Storage] = ()) -> None:
+    """Remove a failed run's objects from every storage; never raises (it runs on failure paths).
+
+    Staging apart (``temp/{id}``) is this run's own (its lock says so) and goes. A set at its final
+    prefix goes only while it has no manifest, or when this run wrote that manifest (``sealed``): a
+    complete set another run wrote (the same id run twice) is never touched.
+    """
     address = plan.address
     for storage in storages:
         try:
-            storage.delete_prefix(address.staging_prefix(storage.stage_in_temp))
+            if storage.stage_in_temp:
+                storage.delete_prefix(address.staging_prefix(True))
             # A promote interrupted halfway leaves copies without a manifest: not a backup, remove them.
-            if not storage.exists(address.manifest_key):
+            if (storage in sealed and not storage.stage_in_temp) or not storage.exists(address.manifest_key):
                 storage.delete_prefix(address.set_prefix)
         except Exception:
             logger.exception("cleanup failed storage=%s", storage.description)
@@ -244,34 +277,40 @@ def discard_backup(plan: BackupPlan, storages: Sequence[Storage]) -> None:
 
 def run_backup(
     kind: str,
-    components: Sequence[Component],
+    components: Sequence[Source],
     storages: Sequence[Storage],
     wrapper: KeyWrapper,
     hostname: str,
     schedule_zone: tzinfo,
     now: datetime | None = None,
     level: int = ZSTD_LEVEL,
+    still_locked: Callable[[], None] = lambda: None,
 ) -> BackupResult:
     """Back up ``components`` to every storage, start to finish, compressed at zstd ``level``. The
-    caller holds the lock."""
+    caller holds the lock; ``still_locked`` raises LockedError if it was lost, and is asked before the
+    manifest is written and before the set is promoted."""
     clock = time.monotonic()
     for component in components:
         component.check()
     plan, data_key = plan_backup(kind, hostname, wrapper, schedule_zone, now)
+    refuse_existing(plan, storages)
     logger.info(
         "backup started id=%s tier=%s storages=%s",
         plan.backup_id,
         plan.tier,
         [s.description for s in storages],
     )
+    sealed: list[Storage] = []
     try:
         entries = [dump_component(plan, component, storages, data_key, level) for component in components]
-        manifest = seal_backup(plan, entries, storages, data_key)
+        still_locked()
+        manifest = seal_backup(plan, entries, storages, data_key, sealed)
+        still_locked()
         locations = promote_backup(plan, storages)
     except BaseException:
         # The failure itself is the caller's to report (the CLI's error line, the run log's last line).
         logger.info("backup failed id=%s; removing its partial objects", plan.backup_id)
-        discard_backup(plan, storages)
+        discard_backup(plan, storages, sealed)
         raise
     seconds = time.monotonic() - clock
     logger.info("backup finished id=%s bytes=%d seconds=%.1f", plan.backup_id, manifest.stored_bytes, seconds)

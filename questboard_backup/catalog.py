@@ -2,6 +2,10 @@
 
 A reference is a backup id, ``latest``, a local path (a set folder, its manifest, or the seed's
 ``.../daily/questboard_full_....tar.gz`` spelling), or ``s3://bucket/host/tier/id[/...]``.
+
+Listings may read manifests without authenticating them (an entry says whether it was); what a backup
+is chosen by (``latest``, health, restore) uses only manifests that authenticate and name the host,
+tier and id of where they sit.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from questboard_backup.address import (
@@ -23,8 +27,9 @@ from questboard_backup.address import (
     sort_key,
     staged_set_prefix,
 )
+from questboard_backup.crypto.keys import KeyWrapper
 from questboard_backup.errors import BackupError, NotFoundError
-from questboard_backup.manifest import Manifest, parse_manifest
+from questboard_backup.manifest import Manifest, check_address, open_manifest, parse_manifest
 from questboard_backup.storage.base import Storage
 from questboard_backup.storage.local import LocalStorage
 
@@ -38,12 +43,19 @@ _SUFFIXES = (".tar.gz", ".tgz", ".tar", "/" + MANIFEST_NAME)
 @dataclass(frozen=True)
 class CatalogEntry:
     """A set found in a storage: where it is (``set_prefix``, relative to the storage) and its manifest
-    (None when unreadable, with the ``problem``)."""
+    (None when unreadable, with the ``problem``); ``authenticated`` once the manifest was checked with
+    the key and found to name where it sits (else ``problem`` says why not, when it was tried)."""
 
     storage: Storage
     set_prefix: str
     manifest: Manifest | None
     problem: str | None = None
+    authenticated: bool = False
+
+    @property
+    def address(self) -> SetAddress | None:
+        """Where the set sits (None for a staging prefix, ``temp/{id}``, which no manifest names)."""
+        return SetAddress.from_set_prefix(self.storage.hostname, self.set_prefix)
 
     @property
     def backup_id(self) -> str:
@@ -58,6 +70,7 @@ class CatalogEntry:
             "id": self.backup_id,
             "location": self.location,
             "storage": self.storage.kind,
+            "authenticated": self.authenticated,
         }
         if self.manifest is not None:
             body.update(
@@ -72,8 +85,38 @@ class CatalogEntry:
         return body
 
 
-def list_backups(storage: Storage) -> list[CatalogEntry]:
-    """Every set with a manifest in ``storage``, newest first; unreadable manifests are listed with a problem."""
+def open_entry(entry: CatalogEntry, wrapper: KeyWrapper) -> tuple[Manifest, bytes]:
+    """The manifest of ``entry``, authenticated and naming the host, tier and id of where it sits, with
+    its data key; IntegrityError otherwise."""
+    data = entry.storage.read_bytes(f"{entry.set_prefix}/{MANIFEST_NAME}")
+    return open_manifest(data, wrapper, expected_id=entry.backup_id, at=entry.address)
+
+
+def checked(entry: CatalogEntry, wrapper: KeyWrapper) -> CatalogEntry:
+    """``entry`` with its manifest authenticated, or marked with why it is not."""
+    try:
+        manifest, _data_key = open_entry(entry, wrapper)
+    except BackupError as error:
+        return replace(entry, authenticated=False, problem=f"not authenticated: {error}")
+    return replace(entry, manifest=manifest, authenticated=True, problem=None)
+
+
+def latest(storages: Sequence[Storage], wrapper: KeyWrapper) -> CatalogEntry | None:
+    """The newest set, across ``storages``, whose manifest authenticates and names where it sits;
+    newer sets that do not (forged, damaged, moved) are skipped and logged."""
+    for entry in newest_first(entry for storage in storages for entry in list_backups(storage)):
+        if entry.manifest is None:
+            continue
+        found = checked(entry, wrapper)
+        if found.authenticated:
+            return found
+        logger.warning("skipped a set for latest location=%s problem=%s", entry.location, found.problem)
+    return None
+
+
+def list_backups(storage: Storage, wrapper: KeyWrapper | None = None) -> list[CatalogEntry]:
+    """Every set with a manifest in ``storage``, newest first; unreadable manifests are listed with a
+    problem. With ``wrapper``, each manifest is authenticated too (one key unwrap each), and marked."""
     entries = []
     for tier in TIERS:
         for key in storage.list_keys(tier):
@@ -85,7 +128,8 @@ def list_backups(storage: Storage) -> list[CatalogEntry]:
             except BackupError as error:
                 entries.append(CatalogEntry(storage, address.set_prefix, None, str(error)))
                 continue
-            entries.append(CatalogEntry(storage, address.set_prefix, manifest))
+            entry = CatalogEntry(storage, address.set_prefix, manifest)
+            entries.append(checked(entry, wrapper) if wrapper is not None else entry)
     return newest_first(entries)
 
 
@@ -111,8 +155,13 @@ LATEST_POINTER = "latest.json"
 
 
 def read_manifest(storage: Storage, set_prefix: str) -> Manifest:
-    """The (unauthenticated) manifest of the set at ``set_prefix``, for listings and metrics."""
+    """The manifest of the set at ``set_prefix``, refused unless it names where it sits, but not
+    authenticated: for what needs no key (listings, the metrics of a set this run just verified and
+    promoted). Nothing is chosen, trusted or restored by it alone (``open_entry`` authenticates)."""
     manifest, _body, _mac = parse_manifest(storage.read_bytes(f"{set_prefix}/{MANIFEST_NAME}"))
+    address = SetAddress.from_set_prefix(storage.hostname, set_prefix)
+    if address is not None:
+        check_address(manifest, address)
     return manifest
 
 
@@ -134,8 +183,25 @@ def _strip_suffix(text: str) -> str:
     return text.rstrip("/")
 
 
-def resolve(reference: str, storages: Sequence[Storage], s3_factory: S3Factory | None) -> CatalogEntry:
-    """Find the set an operator means; NotFoundError when there is none."""
+def resolve(
+    reference: str,
+    storages: Sequence[Storage],
+    s3_factory: S3Factory | None,
+    wrapper: KeyWrapper | None = None,
+) -> CatalogEntry:
+    """Find the set an operator means; NotFoundError when there is none. With ``wrapper`` (every
+    caller that will trust the set), ``latest`` is the newest authentic set and any other reference
+    must authenticate (IntegrityError naming why); without it, the caller authenticates later."""
+    entry = _find(reference, storages, s3_factory, wrapper)
+    if wrapper is None or entry.authenticated:
+        return entry
+    manifest, _data_key = open_entry(entry, wrapper)
+    return replace(entry, manifest=manifest, authenticated=True, problem=None)
+
+
+def _find(
+    reference: str, storages: Sequence[Storage], s3_factory: S3Factory | None, wrapper: KeyWrapper | None
+) -> CatalogEntry:
     reference = reference.strip()
     if reference.startswith("s3://"):
         if s3_factory is None:
@@ -148,6 +214,13 @@ def resolve(reference: str, storages: Sequence[Storage], s3_factory: S3Factory |
         if not hostname or len(set_prefix.split("/")) != 2 or not all(set_prefix.split("/")):
             raise NotFoundError(f"{reference} is not s3://bucket/hostname/tier/backup_id")
         return _entry_at(s3_factory(bucket, hostname), set_prefix, reference)
+    if reference == "latest" and wrapper is not None:
+        found = latest(storages, wrapper)
+        if found is None:
+            raise NotFoundError(
+                f"no authentic backup in {', '.join(s.description for s in storages)} (see the listing)"
+            )
+        return found
     if reference == "latest" or is_backup_id(reference):
         # Newest across every storage (an S3-only backup may be newer than the local ones); for equal
         # ids the first storage (local) wins.

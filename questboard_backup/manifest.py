@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from questboard_backup.address import TIERS, is_backup_id
+from questboard_backup.address import TIERS, SetAddress, is_backup_id
 from questboard_backup.crypto.keys import KeyWrapper, WrappedKey, derive_subkey
 from questboard_backup.crypto.stream import DEFAULT_CHUNK_SIZE
 from questboard_backup.errors import IntegrityError
@@ -168,9 +168,24 @@ def parse_manifest(data: bytes) -> tuple[Manifest, dict[str, Any], str]:
     return manifest, body, mac
 
 
-def open_manifest(data: bytes, wrapper: KeyWrapper, expected_id: str | None = None) -> tuple[Manifest, bytes]:
-    """Parse and authenticate a manifest; return it with the unwrapped data key."""
+def check_address(manifest: Manifest, address: SetAddress) -> None:
+    """IntegrityError unless the manifest names the host, tier and id of where it sits (``address``; a
+    storage of one host's own, local disk, has no host in its keys and names none)."""
+    claimed = SetAddress(manifest.hostname if address.hostname else "", manifest.tier, manifest.backup_id)
+    if claimed != address:
+        where = f"{address.hostname}/{address.set_prefix}" if address.hostname else address.set_prefix
+        says = f"{manifest.hostname}/{claimed.set_prefix}" if address.hostname else claimed.set_prefix
+        raise IntegrityError(f"manifest at {where} names {says}: moved or copied from another set, refused")
+
+
+def open_manifest(
+    data: bytes, wrapper: KeyWrapper, expected_id: str | None = None, at: SetAddress | None = None
+) -> tuple[Manifest, bytes]:
+    """Parse and authenticate a manifest; return it with the unwrapped data key. ``at``: where the
+    manifest was found, which it must name (``check_address``)."""
     manifest, body, mac = parse_manifest(data)
+    if at is not None:
+        check_address(manifest, at)
     if expected_id is not None and manifest.backup_id != expected_id:
         raise IntegrityError(
             f"manifest belongs to {manifest.backup_id}, not to {expected_id} (moved or tampered)"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,44 +23,69 @@ from questboard_backup.lock import SHARED_LOCK_KEY, BackupLock, StorageLock
 from questboard_backup.restore import run_restore
 from questboard_backup.retention import prune
 from questboard_backup.runlog import run_log
+from questboard_backup.sources import registry
 from questboard_backup.sources.base import Component, RestoreOptions
 from questboard_backup.storage.base import Storage
 from questboard_backup.storage.local import LocalStorage
 from questboard_backup.wiring import Wiring
 
 logger = logging.getLogger(__name__)
-#: How long a CLI run's lock object holds if the run dies elsewhere than here (then it expires): past
-#: the longest backup, within the 6 hours between backups.
-SHARED_LOCK_LIFETIME_SECONDS = 6 * 3600
+#: How long a CLI run's lock object holds once the run stops renewing it (it renews it every tenth of
+#: that while it runs): a run that died elsewhere than here frees the storage after this long.
+SHARED_LOCK_LIFETIME_SECONDS = 3600
+SHARED_LOCK_RENEWAL_SECONDS = SHARED_LOCK_LIFETIME_SECONDS / 10
+
+#: Raises LockedError if a lock the run holds was lost; a run asks before each step that needs it.
+StillLocked = Callable[[], None]
 
 
 @contextmanager
-def shared_locks(storages: Sequence[Storage], local: LocalStorage, holder: str) -> Iterator[None]:
+def shared_locks(storages: Sequence[Storage], local: LocalStorage, holder: str) -> Iterator[StillLocked]:
     """The lock object of each shared storage (S3), which the serverless workflow and other hosts with
-    the same BACKUP_HOSTNAME take too: the run and its sweep of leftovers are alone there. A lock left
-    by an earlier run of this BACKUP_DIR is taken over at once (the flock held here proves it dead)."""
+    the same BACKUP_HOSTNAME take too: the run and its sweep of leftovers are alone there. Each is
+    renewed in the background while the run holds it; the ``StillLocked`` yielded checks none was lost.
+    A lock left by an earlier run of this BACKUP_DIR is taken over at once (the flock held here
+    proves it dead)."""
     shared = [storage for storage in storages if not isinstance(storage, LocalStorage)]
     instance = local.instance_id() if shared else None
     taken: list[tuple[StorageLock, str]] = []
-    try:
-        for storage in shared:
-            lock = StorageLock(storage, SHARED_LOCK_KEY, SHARED_LOCK_LIFETIME_SECONDS, instance)
-            taken.append((lock, lock.acquire(holder)))
-        yield
-    finally:
-        for lock, token in taken:
-            try:
-                lock.release(token)
-            except BackupError as error:  # it expires; the next run here takes it over at once
-                logger.warning("could not release a lock: %s", error)
+    with ExitStack() as renewals:
+        try:
+            kept = []
+            for storage in shared:
+                lock = StorageLock(storage, SHARED_LOCK_KEY, SHARED_LOCK_LIFETIME_SECONDS, instance)
+                taken.append((lock, lock.acquire(holder)))
+                kept.append(renewals.enter_context(lock.keep(taken[-1][1], SHARED_LOCK_RENEWAL_SECONDS)))
+
+            def still_locked() -> None:
+                for renewal in kept:
+                    renewal.check()
+
+            yield still_locked
+        finally:
+            renewals.close()  # stop renewing before releasing
+            _release(taken)
 
 
-def sweep_leftovers(local: LocalStorage, storages: Sequence[Storage]) -> None:
-    """Remove what interrupted runs left (sets without a manifest, unfinished uploads); the caller
-    holds every lock, so nothing in progress can be among them."""
+def _release(taken: Sequence[tuple[StorageLock, str]]) -> None:
+    for lock, token in taken:
+        try:
+            if not lock.release(token):
+                logger.warning("a lock was no longer this run's at release lock=%s", SHARED_LOCK_KEY)
+        except BackupError as error:  # it expires; the next run here takes it over at once
+            logger.warning("could not release a lock: %s", error)
+
+
+def sweep_leftovers(
+    local: LocalStorage, storages: Sequence[Storage], still_locked: StillLocked = lambda: None
+) -> None:
+    """Remove what interrupted runs left (sets without a manifest, unfinished uploads, staging); the
+    caller holds every lock, so nothing in progress can be among them, and ``still_locked`` confirms
+    it before each storage is swept. A complete set in a tier is never among them."""
     for leftover in local.clear_staging():
         logger.warning("removed leftovers of an interrupted run location=%s", local.root / STAGING / leftover)
     for storage in storages:
+        still_locked()
         for prefix in incomplete_sets(storage):
             logger.warning("removing leftovers of an interrupted run location=%s", storage.uri(prefix))
             storage.delete_prefix(prefix)
@@ -87,9 +112,9 @@ def backup_now(wiring: Wiring, kind: str, keep_local: bool = True) -> BackupRun:
     with (
         BackupLock(settings.backup_dir, f"{kind} backup"),
         run_log(local.root / "logs", "backup", now) as log,
-        shared_locks(storages, local, holder),
+        shared_locks(storages, local, holder) as still_locked,
     ):
-        sweep_leftovers(local, storages)
+        sweep_leftovers(local, storages, still_locked)
         result = run_backup(
             kind,
             components,
@@ -99,6 +124,7 @@ def backup_now(wiring: Wiring, kind: str, keep_local: bool = True) -> BackupRun:
             settings.schedule_zone,
             now,
             settings.compression_level,
+            still_locked,
         )
         if keep_local:
             prune(local, now, settings.retention_days)
@@ -114,7 +140,7 @@ def restore_now(
     only: Sequence[str] | None,
 ) -> dict[str, Any]:
     """Restore ``entry`` into ``targets`` with a run log (when BACKUP_DIR is writable), then check that
-    every restored target answers: the seed's first post-restore check."""
+    every restored server (PostgreSQL, Redis) answers: the seed's first post-restore check."""
     now = datetime.now(UTC)
     options = RestoreOptions(timestamp=timestamp(now), files_root=files_root)
     backup_dir = wiring.settings.backup_dir
@@ -122,5 +148,6 @@ def restore_now(
     with run_log(logs, "restore", now) if os.access(backup_dir, os.W_OK) else nullcontext():
         report = run_restore(entry, wrapper, targets, options, only)
         for name in report["components"]:
-            targets[name].check()
+            if registry.spec(name).answers_connections:
+                targets[name].check()
     return report

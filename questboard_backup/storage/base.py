@@ -10,6 +10,10 @@ A backend maps them to its own namespace (a folder, a bucket prefix). Callers ma
 - A storage that stages apart (``stage_in_temp``) has objects written under one prefix and made
   visible under another by ``promote``; which prefixes those are is the set address's business
   (questboard_backup.address), not the storage's.
+- The conditional primitives (``create_exclusive``, ``read_versioned``, ``replace_if``, ``delete_if``)
+  are atomic against each other, also between machines sharing the storage: of racing callers
+  conditioned on one version, exactly one succeeds. Versions and ages come from the storage's own
+  clock (S3's), never the caller's: locks and create-only manifests rest on them.
 - Permanent failures raise StorageError; retryable ones TransientStorageError.
 """
 
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Protocol
 
 
@@ -28,6 +34,21 @@ class ObjectWriter(Protocol):
     def abort(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One stored version of an object, as the storage tells it, by the storage's own clock."""
+
+    #: Changes whenever the object is written again: the condition of ``replace_if`` / ``delete_if``.
+    etag: str
+    #: When this version was written, and when the storage answered; both by the storage's clock.
+    last_modified: datetime
+    answered_at: datetime
+
+    @property
+    def age_seconds(self) -> float:
+        return (self.answered_at - self.last_modified).total_seconds()
+
+
 class Storage(ABC):
     #: Human-readable location, for messages and listings (a folder or an s3:// URI). No secrets.
     description: str
@@ -35,6 +56,9 @@ class Storage(ABC):
     kind: str
     #: Whether sets are written apart (under ``temp/``) and promoted, or in place.
     stage_in_temp: bool = False
+    #: The host name every key here sits under ('' for a storage of one host's own: local disk). A
+    #: manifest found here must name it.
+    hostname: str = ""
 
     @abstractmethod
     def open_write(self, key: str, tier: str | None = None) -> ObjectWriter:
@@ -70,9 +94,24 @@ class Storage(ABC):
     def uri(self, key: str) -> str:
         """Where ``key`` is, as an operator would type it (a path or an s3:// URI)."""
 
-    def create_exclusive(self, key: str, data: bytes) -> bool:
-        """Create ``key`` holding ``data`` only if it does not exist; True if this call created it."""
+    def create_exclusive(self, key: str, data: bytes, tier: str | None = None) -> bool:
+        """Create ``key`` holding ``data`` (labelled ``tier``) only if it does not exist, whole or not
+        at all; True if this call created it, False if the key exists."""
         raise NotImplementedError(f"{self.kind} storage cannot create objects exclusively")
+
+    def read_versioned(self, key: str) -> tuple[bytes, ObjectVersion]:
+        """The object's bytes and the version they are (read together, so they cannot disagree);
+        NotFoundError when missing."""
+        raise NotImplementedError(f"{self.kind} storage cannot read object versions")
+
+    def replace_if(self, key: str, data: bytes, etag: str) -> bool:
+        """Replace ``key`` with ``data`` only if its current version is ``etag``; True if replaced,
+        False if it changed or disappeared meanwhile."""
+        raise NotImplementedError(f"{self.kind} storage cannot replace objects conditionally")
+
+    def delete_if(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only if its current version is ``etag``; True if deleted."""
+        raise NotImplementedError(f"{self.kind} storage cannot delete objects conditionally")
 
     def delete(self, key: str) -> None:
         """Delete one object (missing is fine)."""

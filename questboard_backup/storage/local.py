@@ -1,26 +1,62 @@
 """Local-disk storage in the seed's layout: BACKUP_DIR/{daily,weekly,monthly,incremental,temp,logs}.
 
 Objects are written to a hidden temporary file beside their key, fsynced, then renamed into place;
-a backup set is written under ``temp/{id}/`` and renamed into its tier folder when complete.
+a backup set is written under ``temp/{id}/`` and renamed into its tier folder when complete. Everything
+created here is its owner's alone (folders 0700, files 0600), whatever the umask.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import hashlib
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from questboard_backup.address import STAGING, TIERS
 from questboard_backup.errors import NotFoundError, StorageError
-from questboard_backup.storage.base import Storage
+from questboard_backup.storage.base import ObjectVersion, Storage
 
 INSTANCE_KEY = ".instance"
 
 LAYOUT = (*TIERS, STAGING, "logs")
+#: Modes of everything created under BACKUP_DIR (backups, logs, locks): the owner's alone.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents as 0700 folders, whatever the umask (existing folders
+    are left as they are: the operator's own choice)."""
+    missing = []
+    current = Path(path)
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(folder, DIR_MODE)  # mkdir's mode passes through the umask
+
+
+def open_private(path: Path, flags: int) -> int:
+    """``os.open`` creating a 0600 file, whatever the umask."""
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:
@@ -43,8 +79,9 @@ class _LocalWriter:
         self._path = path
         self._tmp = path.with_name(f".{path.name}.partial")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: BinaryIO | None = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+            make_private_dirs(path.parent)
+            fd = open_private(self._tmp, os.O_WRONLY | os.O_TRUNC)
+            self._file: BinaryIO | None = os.fdopen(fd, "wb")
         except OSError as error:
             raise _storage_error("write", path, error) from None
 
@@ -88,7 +125,7 @@ class LocalStorage(Storage):
         """Create the seed's folders; an unwritable BACKUP_DIR fails here, before any work."""
         try:
             for name in LAYOUT:
-                (self.root / name).mkdir(parents=True, exist_ok=True)
+                make_private_dirs(self.root / name)
             probe = self.root / STAGING / f".write-probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
@@ -158,18 +195,99 @@ class LocalStorage(Storage):
         else:
             path.unlink(missing_ok=True)
 
-    def create_exclusive(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return False
-        except OSError as error:
-            raise _storage_error("create", path, error) from None
+    def _write_hidden(self, path: Path, data: bytes) -> Path:
+        """``data`` in a fsynced hidden file beside ``path`` (listings skip it), to be linked or renamed."""
+        make_private_dirs(path.parent)
+        hidden = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        fd = open_private(hidden, os.O_WRONLY | os.O_EXCL)
         with os.fdopen(fd, "wb") as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        return hidden
+
+    def create_exclusive(self, key: str, data: bytes, tier: str | None = None) -> bool:
+        """A link of a complete hidden file: the key appears whole, or not at all if it exists."""
+        path = self._path(key)
+        try:
+            hidden = self._write_hidden(path, data)
+            try:
+                os.link(hidden, path)
+            except FileExistsError:
+                return False
+            finally:
+                hidden.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        except OSError as error:
+            raise _storage_error("create", path, error) from None
         return True
+
+    @staticmethod
+    def _version(fd: int, data: bytes) -> ObjectVersion:
+        info = os.fstat(fd)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        return ObjectVersion(
+            etag=f"{info.st_ino:x}-{info.st_mtime_ns:x}-{digest}",
+            last_modified=datetime.fromtimestamp(info.st_mtime, UTC),
+            answered_at=datetime.now(UTC),  # this machine's clock is the storage's clock
+        )
+
+    def read_versioned(self, key: str) -> tuple[bytes, ObjectVersion]:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+                return data, self._version(file.fileno(), data)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} does not exist") from None
+        except OSError as error:
+            raise _storage_error("read", path, error) from None
+
+    def _is_version(self, path: Path, etag: str) -> bool:
+        try:
+            with open(path, "rb") as file:
+                return self._version(file.fileno(), file.read()).etag == etag
+        except FileNotFoundError:
+            return False
+
+    def _guarded(self, path: Path) -> int:
+        """An flock on the key's folder: conditional replaces and deletes there happen one at a time."""
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def replace_if(self, key: str, data: bytes, etag: str) -> bool:
+        path = self._path(key)
+        try:
+            hidden = self._write_hidden(path, data)
+            guard = self._guarded(path)
+            try:
+                if not self._is_version(path, etag):
+                    return False
+                os.replace(hidden, path)
+                _fsync_dir(path.parent)
+                return True
+            finally:
+                os.close(guard)  # releases the flock
+                hidden.unlink(missing_ok=True)
+        except OSError as error:
+            raise _storage_error("replace", path, error) from None
+
+    def delete_if(self, key: str, etag: str) -> bool:
+        path = self._path(key)
+        try:
+            if not path.parent.is_dir():
+                return False
+            guard = self._guarded(path)
+            try:
+                if not self._is_version(path, etag):
+                    return False
+                path.unlink()
+                return True
+            finally:
+                os.close(guard)
+        except OSError as error:
+            raise _storage_error("delete", path, error) from None
 
     def promote(self, source_prefix: str, target_prefix: str, tier: str, last_name: str) -> None:
         """One rename of the folder: everything, the last object included, appears at once."""
@@ -177,7 +295,7 @@ class LocalStorage(Storage):
             return
         source, target = self._path(source_prefix), self._path(target_prefix)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(target.parent)
             if target.exists():
                 raise StorageError(f"cannot promote: {target} already exists")
             os.rename(source, target)

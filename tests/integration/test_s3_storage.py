@@ -548,3 +548,27 @@ def test_a_set_staged_in_temp_is_promoted_into_its_tier_retagged_with_the_manife
     head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=f"prod/{final}/postgres.dump.zst.enc")
     assert head["ServerSideEncryption"] == "AES256"
     assert list(storage.list_keys("temp")) == []
+
+
+def test_promote_never_overwrites_a_complete_set_and_a_retried_promote_is_harmless(
+    s3_bucket: S3Bucket,
+) -> None:
+    storage = S3Storage(s3_bucket.name, "prod", s3_bucket.client, stage_in_temp=True)
+    address = SetAddress("prod", "daily", "questboard_full_20240102_020000")
+    staging = address.staging_prefix(True)
+    final = address.set_prefix
+
+    def stage(component: bytes, manifest: bytes) -> None:
+        storage.write_bytes(f"{staging}/postgres.dump.zst.enc", component, tier="temp")
+        storage.write_bytes(f"{staging}/manifest.json", manifest, tier="temp")
+
+    stage(b"first component", b"first manifest")
+    storage.promote(staging, final, "daily", "manifest.json")
+    stage(b"first component", b"first manifest")  # the same set staged again: a retried step
+    storage.promote(staging, final, "daily", "manifest.json")
+    assert list(storage.list_keys("temp")) == []
+    stage(b"second component", b"second manifest")  # another writer of the same id
+    with pytest.raises(StorageError, match="already exists; nothing was copied"):
+        storage.promote(staging, final, "daily", "manifest.json")
+    assert storage.read_bytes(f"{final}/postgres.dump.zst.enc") == b"first component"
+    assert storage.read_bytes(f"{final}/manifest.json") == b"first manifest"

@@ -178,3 +178,31 @@ def test_a_key_escaping_the_storage_is_refused(backend: Backend, key: str) -> No
 def test_uri_names_the_key_for_an_operator(backend: Backend) -> None:
     assert backend.storage.uri("daily/set/manifest.json").endswith("daily/set/manifest.json")
     assert backend.storage.description in backend.storage.uri("daily/set/manifest.json")
+
+
+def test_create_exclusive_labels_its_object_and_never_replaces_one(backend: Backend) -> None:
+    key = "daily/questboard_full_20240101_020000/manifest.json"
+    assert backend.storage.create_exclusive(key, b"the first writer's manifest", "daily") is True
+    assert backend.storage.create_exclusive(key, b"a second writer's manifest", "daily") is False
+    assert backend.storage.read_bytes(key) == b"the first writer's manifest"
+    assert sorted(backend.storage.list_keys("daily")) == [key]  # no temporary file left in sight
+
+
+def test_a_conditional_replace_or_delete_of_an_old_version_changes_nothing(backend: Backend) -> None:
+    storage = backend.storage
+    storage.create_exclusive("locks/run.lock", b"version 1")
+    data, first = storage.read_versioned("locks/run.lock")
+    assert data == b"version 1"
+    assert storage.replace_if("locks/run.lock", b"version 2", first.etag) is True
+    data, second = storage.read_versioned("locks/run.lock")
+    assert data == b"version 2" and second.etag != first.etag
+    assert storage.replace_if("locks/run.lock", b"version 3", first.etag) is False
+    assert storage.delete_if("locks/run.lock", first.etag) is False
+    assert storage.read_bytes("locks/run.lock") == b"version 2"
+    assert storage.delete_if("locks/run.lock", second.etag) is True
+    assert not storage.exists("locks/run.lock")
+    assert storage.replace_if("locks/run.lock", b"version 4", second.etag) is False
+    assert storage.delete_if("locks/run.lock", second.etag) is False
+    assert not storage.exists("locks/run.lock")
+    with pytest.raises(NotFoundError):
+        storage.read_versioned("locks/run.lock")

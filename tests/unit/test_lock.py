@@ -59,24 +59,12 @@ def test_a_storage_lock_admits_one_holder_until_released(tmp_path: Path) -> None
     from questboard_backup.storage.local import LocalStorage
 
     lock = StorageLock(LocalStorage(tmp_path), "locks/backup.json", lifetime_seconds=3600)
-    token = lock.acquire("execution-1", now=1000.0)
+    token = lock.acquire("execution-1")
     with pytest.raises(LockedError, match="execution-1"):
-        lock.acquire("execution-2", now=1001.0)
+        lock.acquire("execution-2")
     assert lock.release("not-the-token") is False
     assert lock.release(token) is True
-    assert lock.acquire("execution-3", now=1002.0)
-
-
-def test_an_expired_storage_lock_is_taken_over(tmp_path: Path) -> None:
-    from questboard_backup.lock import StorageLock
-    from questboard_backup.storage.local import LocalStorage
-
-    lock = StorageLock(LocalStorage(tmp_path), "locks/backup.json", lifetime_seconds=60)
-    old = lock.acquire("dead-execution", now=1000.0)
-    new = lock.acquire("next-execution", now=1061.0)
-    assert new != old
-    assert lock.release(old) is False
-    assert lock.release(new) is True
+    assert lock.acquire("execution-3")
 
 
 def test_a_storage_lock_left_by_the_same_instance_is_taken_over_at_once(tmp_path: Path) -> None:
@@ -87,14 +75,14 @@ def test_a_storage_lock_left_by_the_same_instance_is_taken_over_at_once(tmp_path
 
     storage = LocalStorage(tmp_path)
     here = StorageLock(storage, "locks/backup.json", lifetime_seconds=3600, instance="backup-dir-a")
-    left = here.acquire("killed run", now=1000.0)
-    taken = here.acquire("next run", now=1001.0)  # long before it expires
+    left = here.acquire("killed run")
+    taken = here.acquire("next run")  # long before it expires
     assert taken != left and here.release(left) is False
     # Another instance (another host with the same BACKUP_HOSTNAME) and the Lambdas (no instance) wait.
     for other in ("backup-dir-b", None):
         with pytest.raises(LockedError, match="next run"):
             StorageLock(storage, "locks/backup.json", lifetime_seconds=3600, instance=other).acquire(
-                "someone else", now=1002.0
+                "someone else"
             )
     assert here.release(taken) is True
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from questboard_backup.address import SetAddress
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.errors import IntegrityError
 from questboard_backup.manifest import (
@@ -122,6 +123,25 @@ def test_any_change_to_a_manifest_is_detected(tamper: object) -> None:
 def test_a_manifest_under_another_backups_name_is_refused() -> None:
     with pytest.raises(IntegrityError, match="belongs to"):
         open_manifest(sealed(), WRAPPER, expected_id="questboard_full_20240102_020000")
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        SetAddress("staging", "monthly", BACKUP_ID),
+        SetAddress("prod", "daily", BACKUP_ID),
+        SetAddress("prod", "monthly", "questboard_full_20240201_020000"),
+    ],
+    ids=["another host", "another tier", "another id"],
+)
+def test_a_genuine_manifest_found_where_it_does_not_say_it_sits_is_refused(where: SetAddress) -> None:
+    data = sealed()
+    with pytest.raises(IntegrityError, match="names prod/monthly/questboard_full_20240101_020000: moved"):
+        open_manifest(data, WRAPPER, at=where)
+    manifest, _key = open_manifest(data, WRAPPER, at=SetAddress("prod", "monthly", BACKUP_ID))
+    assert manifest.backup_id == BACKUP_ID
+    # Local disk has no host in its keys: there, only tier and id must match.
+    assert open_manifest(data, WRAPPER, at=SetAddress("", "monthly", BACKUP_ID))[0] == manifest
 
 
 def test_a_wrong_key_cannot_open_a_manifest() -> None:

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "alertEmail": "",
     "alertTopicArn": "",
     "logLevel": "INFO",
+    "objectLockMode": "governance",
 }
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -40,6 +41,9 @@ _SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+#: GOVERNANCE: an account admin with s3:BypassGovernanceRetention may still delete early;
+#: COMPLIANCE: nobody, the root user included, until each object's retention ends.
+_OBJECT_LOCK_MODES = {"GOVERNANCE", "COMPLIANCE"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -72,6 +76,7 @@ class StackConfig:
     alert_email: str
     alert_topic_arn: str
     log_level: str
+    object_lock_mode: str = "GOVERNANCE"
 
     @classmethod
     def from_context(cls, get: Mapping[str, Any]) -> StackConfig:
@@ -97,6 +102,7 @@ class StackConfig:
             alert_email=_matching(value, "alertEmail", _EMAIL, optional=True),
             alert_topic_arn=_matching(value, "alertTopicArn", _SNS_ARN, optional=True),
             log_level=_choice(value, "logLevel", _LOG_LEVELS),
+            object_lock_mode=_choice(value, "objectLockMode", _OBJECT_LOCK_MODES),
         )
 
 

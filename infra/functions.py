@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from aws_cdk import Duration, IgnoreMode, Size, Stack
@@ -20,6 +19,13 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from infra import constants as names
+from infra.permissions import (
+    KmsAccess,
+    S3Scope,
+    grant_bucket,
+    grant_wrapping_key,
+    wildcard_resources,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,17 +62,6 @@ class LayerPaths:
                 )
 
 
-class S3Access(Enum):
-    NONE = "none"
-    READ = "read"
-    READ_WRITE = "read_write"
-
-
-class KmsAccess(Enum):
-    GENERATE_DATA_KEY = "generate"  # wraps a fresh data key for a new backup
-    DECRYPT = "decrypt"  # unwraps an existing backup's data key
-
-
 @dataclass(frozen=True)
 class FunctionSpec:
     """What one task needs: its size, its time limit and the least it may touch."""
@@ -74,7 +69,8 @@ class FunctionSpec:
     module: str
     description: str
     timeout_minutes: int
-    s3: S3Access
+    s3: frozenset[S3Scope]
+    #: The data-key wrapping key: only the functions that wrap or unwrap a data key get it.
     kms: KmsAccess | None = None
     memory_mb: int = 512
     reads_secrets: bool = False
@@ -85,33 +81,66 @@ class FunctionSpec:
         return "".join(part.capitalize() for part in self.module.split("_"))
 
 
-_RW, _RO = S3Access.READ_WRITE, S3Access.READ
 _GEN, _DEC = KmsAccess.GENERATE_DATA_KEY, KmsAccess.DECRYPT
+#: What each function does with the bucket (infra/permissions.py): read it, write staging, publish
+#: into a tier, move the pointer, hold the lock, clean staging. Nothing else deletes.
+_R = S3Scope.READ
+_NONE: frozenset[S3Scope] = frozenset()
+_READS = frozenset({_R})
+_LOCKS = frozenset({_R, S3Scope.LOCK})
+_STAGES = frozenset({_R, S3Scope.STAGE})
+_PUBLISHES = frozenset({_R, S3Scope.PUBLISH, S3Scope.CLEAN_STAGING, S3Scope.RENEW_LOCK})
+_POINTS = frozenset({_R, S3Scope.POINTER})
+_CLEANS = frozenset({_R, S3Scope.CLEAN_STAGING, S3Scope.LOCK})
 
 #: Dumps and component restores stream whole databases: 15 minutes, and 3008 MB for the CPU share
 #: that compression and encryption need (Lambda CPU grows with memory). Verification re-reads and
 #: authenticates every object: one full vCPU. Everything else is bookkeeping on small objects.
 FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
+    FunctionSpec(names.BACKUP_START, "Start a scheduled backup, execution named after its id", 1, _NONE),
+    FunctionSpec(names.BACKUP_PREPARE, "Plan a backup, take the lock, wrap a data key", 1, _LOCKS, _GEN),
     FunctionSpec(
-        names.BACKUP_START, "Start a scheduled backup, execution named after its id", 1, S3Access.NONE
+        names.BACKUP_DUMP, "Stream one component to S3", 15, _STAGES, _DEC, 3008, reads_secrets=True
     ),
-    FunctionSpec(names.BACKUP_PREPARE, "Plan a backup, take the lock, wrap a data key", 1, _RW, _GEN),
-    FunctionSpec(names.BACKUP_DUMP, "Stream one component to S3", 15, _RW, _DEC, 3008, reads_secrets=True),
-    FunctionSpec(names.BACKUP_SEAL, "Write the authenticated manifest", 2, _RW, _DEC),
-    FunctionSpec(names.BACKUP_VERIFY, "Read the staged set back and authenticate it", 5, _RO, _DEC, 1769),
-    FunctionSpec(names.BACKUP_PROMOTE, "Move the staged set to its tier", 5, _RW),
-    FunctionSpec(names.BACKUP_PUBLISH, "Emit metrics and the latest pointer", 1, _RW),
-    FunctionSpec(names.BACKUP_RELEASE, "Release the backup lock", 1, _RW),
-    FunctionSpec(names.BACKUP_FAILURE, "Clean up a failed backup and alert", 2, _RW, publishes_alerts=True),
-    FunctionSpec(names.RESTORE_RESOLVE, "Find the backup to restore", 1, _RO),
-    FunctionSpec(names.RESTORE_VALIDATE, "Authenticate the manifest, check every object", 5, _RO, _DEC),
-    FunctionSpec(names.RESTORE_COMPONENT, "Restore one component", 15, _RO, _DEC, 3008, reads_secrets=True),
+    FunctionSpec(names.BACKUP_SEAL, "Write the authenticated manifest", 2, _STAGES, _DEC),
+    FunctionSpec(names.BACKUP_VERIFY, "Read the staged set back and authenticate it", 5, _READS, _DEC, 1769),
+    FunctionSpec(names.BACKUP_PROMOTE, "Move the staged set to its tier", 5, _PUBLISHES),
+    FunctionSpec(names.BACKUP_PUBLISH, "Emit metrics and the latest pointer", 1, _POINTS),
+    FunctionSpec(names.BACKUP_RELEASE, "Release the backup lock", 1, _LOCKS),
     FunctionSpec(
-        names.RESTORE_VERIFY, "Check restored data against the manifest", 5, _RO, _DEC, reads_secrets=True
+        names.BACKUP_FAILURE, "Clean up a failed backup and alert", 2, _CLEANS, publishes_alerts=True
     ),
-    FunctionSpec(names.RESTORE_REPORT, "Report a finished restore", 1, _RW, publishes_alerts=True),
-    FunctionSpec(names.RESTORE_FAILURE, "Report a failed restore", 1, _RO, publishes_alerts=True),
+    # Resolve authenticates what it picks: `latest` skips a forged newer manifest.
+    FunctionSpec(names.RESTORE_RESOLVE, "Find the authentic backup to restore", 1, _READS, _DEC),
+    FunctionSpec(
+        names.RESTORE_VALIDATE,
+        "Authenticate the manifest, check every object and target",
+        5,
+        _READS,
+        _DEC,
+        reads_secrets=True,
+    ),
+    FunctionSpec(
+        names.RESTORE_COMPONENT, "Stage one component's restore", 15, _READS, _DEC, 3008, reads_secrets=True
+    ),
+    FunctionSpec(names.RESTORE_SWAP, "Swap every staged component in at once", 5, _NONE, reads_secrets=True),
+    FunctionSpec(
+        names.RESTORE_VERIFY, "Check restored data against the manifest", 5, _NONE, reads_secrets=True
+    ),
+    FunctionSpec(names.RESTORE_REPORT, "Report a finished restore", 1, _NONE, publishes_alerts=True),
+    FunctionSpec(
+        names.RESTORE_FAILURE,
+        "Undo a failed restore and alert",
+        5,
+        _NONE,
+        reads_secrets=True,
+        publishes_alerts=True,
+    ),
 )
+
+
+def _timeout_seconds(module: str) -> int:
+    return next(spec.timeout_minutes for spec in FUNCTION_SPECS if spec.module == module) * 60
 
 
 @dataclass(frozen=True)
@@ -119,7 +148,12 @@ class FunctionDependencies:
     """The resources every function is wired to, built by other constructs."""
 
     bucket: s3.IBucket
+    #: The data-key wrapping key (BACKUP_KMS_KEY_ID).
     key: kms.IKey
+    #: The bucket's SSE-KMS key (BACKUP_S3_KMS_KEY_ID): usable only through S3.
+    bucket_key: kms.IKey
+    #: GOVERNANCE or COMPLIANCE: the Object Lock mode of every object put in its tier.
+    object_lock_mode: str
     alert_topic: sns.ITopic
     database_secret: secretsmanager.ISecret
     redis_secret: secretsmanager.ISecret | None
@@ -174,10 +208,14 @@ class BackupFunctions(Construct):
             "BACKUP_HOSTNAME": deps.hostname,
             "BACKUP_TIMEZONE": deps.schedule_timezone,
             "BACKUP_KMS_KEY_ID": deps.key.key_arn,
+            "BACKUP_S3_KMS_KEY_ID": deps.bucket_key.key_arn,
+            "BACKUP_S3_OBJECT_LOCK": deps.object_lock_mode,
             "DATABASE_SECRET_ARN": deps.database_secret.secret_arn,
             "REDIS_SECRET_ARN": deps.redis_secret.secret_arn if deps.redis_secret else "",
             "BACKUP_ENABLED": "true" if deps.backups_enabled else "false",
             "ALERT_TOPIC_ARN": deps.alert_topic.topic_arn,
+            # Validate refuses a restore whose estimate does not fit in one staging invocation.
+            "RESTORE_STAGE_TIMEOUT_SECONDS": str(_timeout_seconds(names.RESTORE_COMPONENT)),
         }
 
     def _build(self, spec: FunctionSpec) -> lambda_.Function:
@@ -209,14 +247,9 @@ class BackupFunctions(Construct):
 
     def _grant(self, function: lambda_.Function, spec: FunctionSpec) -> None:
         deps = self._deps
-        if spec.s3 is S3Access.READ_WRITE:
-            deps.bucket.grant_read_write(function)
-        elif spec.s3 is S3Access.READ:
-            deps.bucket.grant_read(function)
-        if spec.kms is KmsAccess.GENERATE_DATA_KEY:
-            deps.key.grant(function, "kms:GenerateDataKey")
-        elif spec.kms is KmsAccess.DECRYPT:
-            deps.key.grant_decrypt(function)
+        grant_bucket(function, deps.bucket, deps.bucket_key, deps.hostname, spec.s3)
+        if spec.kms is not None:
+            grant_wrapping_key(function, deps.key, spec.kms)
         if spec.reads_secrets:
             deps.database_secret.grant_read(function)
             if deps.redis_secret:
@@ -252,22 +285,18 @@ class BackupFunctions(Construct):
                 ),
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="Bucket.grant_read/grant_read_write on the one backup bucket: object keys hold "
-                    "backup ids unknown at deploy time; the action groups are CDK's object read/write sets.",
+                    reason="Object keys hold backup ids unknown at deploy time: each grant names exact "
+                    "actions on one prefix of the backup bucket (staging, a tier, the lock; reads: all).",
                     applies_to=[
-                        f"Resource::<{bucket_id}.Arn>/*",
-                        "Action::s3:GetBucket*",
-                        "Action::s3:GetObject*",
-                        "Action::s3:List*",
-                        "Action::s3:DeleteObject*",
-                        "Action::s3:Abort*",
+                        f"Resource::<{bucket_id}.Arn>{suffix}"
+                        for suffix in sorted(wildcard_resources(self._deps.hostname))
                     ],
                 ),
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="SSE-KMS on the bucket: S3 calls GenerateDataKey*/ReEncrypt* on the caller's "
-                    "behalf; the grant is scoped to this stack's one backup key (or the alerts key for SNS).",
-                    applies_to=["Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"],
+                    reason="SNS.grant_publish on the encrypted alert topic: the topic's own alerts key, "
+                    "through SNS; CDK's action group for it.",
+                    applies_to=["Action::kms:GenerateDataKey*"],
                 ),
             ],
             apply_to_children=True,

@@ -1,4 +1,4 @@
-"""Encryption keys (backups; alerts) and the imported credentials secrets."""
+"""Encryption keys (data-key wrapping; the bucket; alerts) and the imported credentials secrets."""
 
 from __future__ import annotations
 
@@ -9,17 +9,24 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra.config import StackConfig
+from infra.permissions import CONTEXT_KEY, s3_service
+
+#: The key operations that touch key material (DescribeKey and the like stay open to IAM).
+_CRYPTO_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
 
 
 class Security(Construct):
     """The customer-managed keys (rotated yearly) and the DATABASE_URL / REDIS_URL secrets.
 
-    The backup key wraps every backup's data key and encrypts the bucket; only the functions are
-    granted it. Alerts (SNS) get a key of their own, so CloudWatch's service principal never gets a
-    grant on the key that protects backup data.
+    The backup key only wraps data keys, and its key policy refuses any use without a ``backup_id``
+    encryption context; the functions that wrap or unwrap are granted it, nothing else. The bucket
+    has a key of its own (SSE-KMS), usable only through S3, so reading the bucket never opens a
+    backup. Alerts (SNS) get a third key, so CloudWatch's service principal never gets a grant on a
+    key that protects backup data.
     """
 
     backup_key: kms.Key
+    bucket_key: kms.Key
     alerts_key: kms.Key
     database_secret: secretsmanager.ISecret
     redis_secret: secretsmanager.ISecret | None
@@ -29,9 +36,36 @@ class Security(Construct):
         self.backup_key = kms.Key(
             self,
             "BackupKey",
-            description="Quest Board Backup: wraps per-backup data keys and encrypts the backup bucket",
+            description="Quest Board Backup: wraps per-backup data keys (encryption context backup_id)",
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.backup_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenyUseWithoutABackupId",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=_CRYPTO_ACTIONS,
+                resources=["*"],
+                conditions={"Null": {f"kms:EncryptionContext:{CONTEXT_KEY}": "true"}},
+            )
+        )
+        self.bucket_key = kms.Key(
+            self,
+            "BucketKey",
+            description="Quest Board Backup: server-side encryption of the backup bucket (through S3 only)",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.bucket_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenyUseOutsideS3",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=_CRYPTO_ACTIONS,
+                resources=["*"],
+                conditions={"StringNotEquals": {"kms:ViaService": s3_service(self)}},
+            )
         )
         self.alerts_key = kms.Key(
             self,

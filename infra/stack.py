@@ -35,7 +35,7 @@ class QuestBoardBackupStack(Stack):
         self.config = config
         self.security = Security(self, "Security", config=config)
         self.storage = BackupStorage(
-            self, "Storage", key=self.security.backup_key, bucket_name=config.bucket_name
+            self, "Storage", key=self.security.bucket_key, bucket_name=config.bucket_name
         )
         self.network = Network(self, "Network", config=config)
         self.alerts = AlertTopic(self, "Alerts", key=self.security.alerts_key, alert_email=config.alert_email)
@@ -45,6 +45,8 @@ class QuestBoardBackupStack(Stack):
             deps=FunctionDependencies(
                 bucket=self.storage.bucket,
                 key=self.security.backup_key,
+                bucket_key=self.security.bucket_key,
+                object_lock_mode=config.object_lock_mode,
                 alert_topic=self.alerts.topic,
                 database_secret=self.security.database_secret,
                 redis_secret=self.security.redis_secret,
@@ -77,6 +79,8 @@ class QuestBoardBackupStack(Stack):
             backups_enabled=config.backups_enabled,
         )
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
+        # What a DR restore with the CLI needs besides the bucket (docs/dr-runbook.md): BACKUP_KMS_KEY_ID.
+        CfnOutput(self, "BackupKeyArn", value=self.security.backup_key.key_arn)
         CfnOutput(self, "BackupStateMachineArn", value=self.backup.state_machine.state_machine_arn)
         CfnOutput(self, "RestoreStateMachineArn", value=self.restore.state_machine.state_machine_arn)
         CfnOutput(self, "AlertTopicArn", value=self.alerts.topic.topic_arn)

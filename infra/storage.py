@@ -1,5 +1,5 @@
-"""The backup bucket (SSE-KMS, TLS only, versioned, tiered lifecycle by object tag) and its
-access-log bucket. The cost rationale of the storage classes is on ``lifecycle_rules``.
+"""The backup bucket (SSE-KMS, TLS only, versioned, Object Lock, tiered lifecycle by object tag) and
+its access-log bucket. The cost rationale of the storage classes is on ``lifecycle_rules``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ class BackupStorage(Construct):
             enforce_ssl=True,
             minimum_tls_version=1.2,
             versioned=True,
+            # No default retention: staged objects must stay deletable. The functions put each object
+            # in its tier with that tier's retention (BACKUP_S3_OBJECT_LOCK), then lifecycle expires it.
+            object_lock_enabled=True,
             server_access_logs_bucket=self.access_log_bucket,
             server_access_logs_prefix="backups/",
             lifecycle_rules=lifecycle_rules(),

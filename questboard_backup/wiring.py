@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from questboard_backup.crypto.keys import PassphraseKeyWrapper
+from questboard_backup.crypto.keys import KeyRing, PassphraseKeyWrapper
+from questboard_backup.retention import TIER_RETENTION_DAYS
 from questboard_backup.settings import Settings
 from questboard_backup.sources import registry
 from questboard_backup.sources.base import Component
@@ -58,12 +59,16 @@ class Wiring:
     ) -> S3Storage:
         from questboard_backup.storage.s3 import S3Storage
 
-        extra: dict[str, Any] = {"sse": "aws:kms", "kms_key_id": kms_key_id} if kms_key_id else {}
+        # The bucket's own SSE key when configured: the data-key wrapping key never encrypts objects.
+        sse_key = self.settings.s3_kms_key_id or kms_key_id
+        extra: dict[str, Any] = {"sse": "aws:kms", "kms_key_id": sse_key} if sse_key else {}
         return S3Storage(
             bucket or self.settings.s3_bucket,
             self.settings.hostname if hostname is None else hostname,
             self.client("s3"),
             stage_in_temp=stage_in_temp,
+            object_lock=self.settings.s3_object_lock,
+            retention_days=TIER_RETENTION_DAYS,
             **extra,
         )
 
@@ -83,10 +88,25 @@ class Wiring:
     def passphrase_wrapper(self) -> PassphraseKeyWrapper:
         return PassphraseKeyWrapper(self.settings.require_encryption_key())
 
-    def kms_wrapper(self, key_id: str) -> Any:
+    def kms_wrapper(self, key_id: str, allowed_keys: Iterable[str] = ()) -> Any:
         from questboard_backup.aws.kms import KmsKeyWrapper
 
-        return KmsKeyWrapper(key_id, self.client("kms"))
+        return KmsKeyWrapper(key_id, self.client("kms"), allowed_keys)
+
+    def key_ring(self) -> KeyRing:
+        """What verify and restore unwrap with: the scheme each set's manifest names, the passphrase
+        (BACKUP_ENCRYPTION_KEY) or AWS KMS (BACKUP_KMS_KEY_ID, BACKUP_KMS_ALLOWED_KEYS), so the CLI
+        restores the serverless deployment's sets too."""
+        from questboard_backup.aws.kms import KmsKeyWrapper
+
+        return KeyRing(
+            {
+                PassphraseKeyWrapper.scheme: self.passphrase_wrapper,
+                KmsKeyWrapper.scheme: lambda: self.kms_wrapper(
+                    self.settings.kms_key_id, self.settings.kms_allowed_keys
+                ),
+            }
+        )
 
     # Components
 

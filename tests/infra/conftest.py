@@ -32,6 +32,7 @@ DISABLED_CONTEXT = {
     "alertEmail": "ops@example.com",
     "alertTopicArn": "arn:aws:sns:ap-northeast-1:123456789012:chatops",
     "redisSecret": "",
+    "objectLockMode": "compliance",
     "databaseSecret": "arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:questboard/db-AbCdEf",
 }
 

@@ -15,6 +15,23 @@ def _context(**overrides: Any) -> dict[str, Any]:
     return {**context, **overrides}
 
 
+def test_object_lock_is_governance_by_default_and_compliance_on_request() -> None:
+    context = _context()
+    del context["objectLockMode"]
+    assert StackConfig.from_context(context).object_lock_mode == "GOVERNANCE"
+    assert StackConfig.from_context(_context(objectLockMode="compliance")).object_lock_mode == "COMPLIANCE"
+    with pytest.raises(ContextError, match="objectLockMode"):
+        StackConfig.from_context(_context(objectLockMode="off"))
+
+
+def test_the_infra_readme_documents_every_context_key() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "infra" / "README.md").read_text(encoding="utf-8")
+    assert set(re.findall(r"^\| `(\w+)` \|", readme, re.MULTILINE)) == set(DEFAULTS)
+
+
 def test_cdk_json_sets_every_documented_key() -> None:
     assert set(DEFAULTS) <= set(cdk_json_context())
 

@@ -24,6 +24,7 @@ DOCUMENTED_MODULES = {
     names.RESTORE_RESOLVE,
     names.RESTORE_VALIDATE,
     names.RESTORE_COMPONENT,
+    names.RESTORE_SWAP,
     names.RESTORE_VERIFY,
     names.RESTORE_REPORT,
     names.RESTORE_FAILURE,
@@ -82,6 +83,7 @@ def test_every_function_gets_the_engine_and_powertools_settings(synth: Synthesiz
         "BACKUP_S3_BUCKET": {"Ref": synth.logical_id(synth.stack.storage.bucket)},
         "BACKUP_HOSTNAME": "questboard",
         "BACKUP_KMS_KEY_ID": {"Fn::GetAtt": [synth.logical_id(synth.stack.security.backup_key), "Arn"]},
+        "BACKUP_S3_KMS_KEY_ID": {"Fn::GetAtt": [synth.logical_id(synth.stack.security.bucket_key), "Arn"]},
         "BACKUP_ENABLED": "true",
         "ALERT_TOPIC_ARN": {"Ref": synth.logical_id(synth.stack.alerts.topic)},
     }

@@ -46,8 +46,8 @@ def test_incomplete_uploads_and_old_versions_are_cleaned_up(synth: Synthesized) 
         assert _tier_rule(synth, tier)["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
 
 
-def test_bucket_is_versioned_private_and_encrypted_with_the_stack_key(synth: Synthesized) -> None:
-    key_id = synth.logical_id(synth.stack.security.backup_key)
+def test_bucket_is_versioned_private_and_encrypted_with_the_bucket_key(synth: Synthesized) -> None:
+    key_id = synth.logical_id(synth.stack.security.bucket_key)
     log_bucket_id = synth.logical_id(synth.stack.storage.access_log_bucket)
     synth.template.has_resource(
         "AWS::S3::Bucket",
@@ -113,6 +113,29 @@ def test_both_bucket_policies_deny_requests_without_tls(synth: Synthesized) -> N
                 },
             },
         )
+
+
+def test_object_lock_is_on_without_default_retention_so_staged_objects_stay_deletable(
+    synth: Synthesized,
+) -> None:
+    bucket = synth.resources[synth.logical_id(synth.stack.storage.bucket)]["Properties"]
+    assert bucket["ObjectLockEnabled"] is True
+    assert "Rule" not in bucket.get("ObjectLockConfiguration", {}), "no default retention"
+
+
+def test_the_functions_lock_objects_in_governance_mode_unless_compliance_is_chosen(
+    synth: Synthesized, disabled_synth: Synthesized
+) -> None:
+    for synthesized, mode in ((synth, "GOVERNANCE"), (disabled_synth, "COMPLIANCE")):
+        for function in synthesized.of_type("AWS::Lambda::Function").values():
+            assert function["Properties"]["Environment"]["Variables"]["BACKUP_S3_OBJECT_LOCK"] == mode
+
+
+def test_lifecycle_expiry_matches_the_retention_objects_are_locked_for() -> None:
+    from infra.constants import TIER_EXPIRATION_DAYS
+    from questboard_backup.retention import TIER_RETENTION_DAYS
+
+    assert {tier: TIER_EXPIRATION_DAYS[tier] for tier in TIER_RETENTION_DAYS} == TIER_RETENTION_DAYS
 
 
 def test_bucket_name_comes_from_context_when_given(synth: Synthesized, disabled_synth: Synthesized) -> None:

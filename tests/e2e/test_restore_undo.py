@@ -74,3 +74,23 @@ def test_a_component_without_a_target_here_is_refused_by_name_before_anything_is
     ]
     assert "StageComponent" not in entered
     assert (pg_dump_text(world.database_url), _databases(world.database_url)) == before
+
+
+def test_a_restore_that_cannot_fit_in_one_staging_invocation_is_refused_at_validate(world: World) -> None:
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "SUCCEEDED", backup.get("cause")
+    _change_after_backup(world)
+    before = (pg_dump_text(world.database_url), _databases(world.database_url))
+    # As if the staging function had 20 s: the fixed cost of a component alone is 30 s.
+    world.settings = replace(world.settings, restore_stage_timeout_seconds=20)
+    world.install()
+    result = world.run("restore", {"backup": "latest"})
+    assert result["status"] == "FAILED"
+    assert result["error"] == "DeadlineExceededError", result.get("cause")
+    assert "does not fit in one staging invocation (20 s)" in result["cause"]
+    history = world.client("stepfunctions").get_execution_history(executionArn=result["executionArn"])
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in history["events"] if "stateEnteredEventDetails" in e
+    ]
+    assert "StageComponent" not in entered
+    assert (pg_dump_text(world.database_url), _databases(world.database_url)) == before

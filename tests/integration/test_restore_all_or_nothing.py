@@ -181,3 +181,21 @@ def test_the_cli_refuses_a_component_without_a_target_by_name_before_touching_an
     assert "no restore target configured for redis" in error
     assert len(error.strip().splitlines()) == 1
     assert _state(deployment) == before
+
+
+def test_every_target_is_checked_before_any_is_touched(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redis, restored after PostgreSQL, cannot be reached: refused before PostgreSQL is staged."""
+    from questboard_backup.cli import main
+    from tests.servers import free_port
+
+    assert main(["full", "--json"]) == 0
+    capsys.readouterr()
+    _change_everything(deployment)
+    before = _state(deployment)
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    assert main(["restore", "latest"]) == 4
+    error = capsys.readouterr().err
+    assert "redis" in error.lower() and len(error.strip().splitlines()) == 1
+    assert _state(deployment) == before

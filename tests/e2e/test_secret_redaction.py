@@ -8,12 +8,14 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import boto3
 import pytest
 
+from questboard_backup.address import BackupId
 from questboard_backup.errors import SourceError
 from tests.e2e.conftest import REGION, FakeContext, World
 from tests.servers import PostgresServer, free_port
@@ -62,7 +64,8 @@ def test_a_failing_workflow_shows_the_secret_password_nowhere(
     where: str,
 ) -> None:
     caplog.set_level(logging.INFO)
-    assert world.run("backup", {"type": "full"})["status"] == "SUCCEEDED"  # something to restore
+    first = world.run("backup", {"type": "full"})
+    assert first["status"] == "SUCCEEDED"  # something to restore
     port = password_pg_server.port if where == "wrong password" else free_port()
     fields = {"host": "127.0.0.1", "port": port, "username": "postgres", "password": PASSWORD}
     secret = json.dumps({"engine": "postgres", **fields, "dbname": "postgres", "sslmode": "disable"})
@@ -71,7 +74,10 @@ def test_a_failing_workflow_shows_the_secret_password_nowhere(
     boto3.client("secretsmanager", region_name=REGION).put_secret_value(
         SecretId=world.settings.database_secret_arn, SecretString=secret
     )
-    backup = world.run("backup", {"type": "full"})
+    # Its own id: one taken in the same second as the first would be refused as reused, not fail here.
+    taken = BackupId.parse(json.loads(first["output"])["backup"]["backup_id"])
+    later = str(BackupId.at(taken.kind, taken.moment + timedelta(minutes=1)))
+    backup = world.run("backup", {"type": "full", "backup_id": later})
     restore = world.run("restore", {"backup": "latest", "targets": {"database": "questboard_drill"}})
     expected = "ConfigurationError" if where == "malformed secret" else "SourceUnreachableError"
     for execution in (backup, restore):

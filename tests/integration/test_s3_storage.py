@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from questboard_backup.address import SetAddress, parse_s3_uri
 from questboard_backup.errors import NotFoundError, StorageError, TransientStorageError
-from questboard_backup.storage import s3
+from questboard_backup.storage import s3_streams
 from questboard_backup.storage.s3 import MIN_PART_SIZE, S3Storage
 from tests.conftest import S3Bucket
 from tests.fault_proxy import FaultProxy, Request
@@ -471,7 +471,7 @@ def test_delete_prefix_also_aborts_unfinished_uploads_and_deletes_in_batches(s3_
 def test_an_object_needing_more_than_the_part_limit_is_refused_and_aborted(
     s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(s3, "MAX_PARTS", 3)
+    monkeypatch.setattr(s3_streams, "MAX_PARTS", 3)
     storage = S3Storage(s3_bucket.name, "host", s3_bucket.client, part_size=MIN_PART_SIZE)
     storage.write_bytes("daily/set/at-limit.bin", os.urandom(3 * MIN_PART_SIZE))  # exactly the limit fits
     head = s3_bucket.client.head_object(

@@ -1,0 +1,303 @@
+"""What each CLI subcommand does and prints: a handler per command, taking the settings and the
+parsed arguments, printing text (or JSON with ``--json``) and returning the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from questboard_backup.catalog import CatalogEntry, latest, list_backups, newest_first, resolve
+from questboard_backup.connections import password_of, postgres_with, redis_with
+from questboard_backup.crypto.keys import KeyWrapper
+from questboard_backup.errors import BackupError, ConfigurationError
+from questboard_backup.lock import BackupLock
+from questboard_backup.manifest import Manifest, parse_time
+from questboard_backup.operations import backup_now, restore_now
+from questboard_backup.redaction import remember_secret
+from questboard_backup.restore import verify_backup
+from questboard_backup.settings import Settings
+from questboard_backup.sources import registry
+from questboard_backup.sources.registry import Endpoints
+from questboard_backup.storage.base import Storage
+from questboard_backup.wiring import Wiring
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def _emit(args: argparse.Namespace, body: Mapping[str, Any], text: str) -> None:
+    print(json.dumps(body, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.enabled:
+        _emit(args, {"status": "disabled"}, "backups are disabled (BACKUP_ENABLED=false); nothing done")
+        return 0
+    run = backup_now(Wiring(settings), args.command, keep_local=not args.no_local)
+    result, log = run.result, run.log
+    manifest = result.manifest
+    lines = [
+        f"backup {manifest.backup_id} complete ({manifest.tier}, {_human_size(manifest.stored_bytes)}, {result.seconds:.1f} s)"
+    ]
+    lines += [
+        f"  {c.name:9} {_human_size(c.total_raw_bytes):>10} -> {_human_size(c.total_stored_bytes):>10}"
+        + (f"  ({len(c.stored_objects())} streams)" if c.parts else "")
+        for c in manifest.components
+    ]
+    lines += [f"  stored at {location}" for location in result.locations]
+    lines.append(f"  log: {log}")
+    _emit(
+        args,
+        {
+            "status": "ok",
+            "backup_id": manifest.backup_id,
+            "tier": manifest.tier,
+            "stored_bytes": manifest.stored_bytes,
+            "components": {
+                c.name: {
+                    "raw_bytes": c.total_raw_bytes,
+                    "stored_bytes": c.total_stored_bytes,
+                    "objects": [part.object for part in c.stored_objects()],
+                }
+                for c in manifest.components
+            },
+            "seconds": round(result.seconds, 1),
+            "locations": list(result.locations),
+            "log": str(log),
+        },
+        "\n".join(lines),
+    )
+    return 0
+
+
+def _all_entries(storages: Sequence[Storage], wrapper: KeyWrapper | None = None) -> list[CatalogEntry]:
+    """Every storage's sets, newest first across storages (an S3-only backup may be the newest); with
+    ``wrapper``, each marked authenticated or not."""
+    return newest_first(entry for storage in storages for entry in list_backups(storage, wrapper))
+
+
+def _nothing_found(wiring: Wiring, storages: Sequence[Storage]) -> str:
+    """Where an empty listing looked and, in the bucket, which other host names do have backups."""
+    settings = wiring.settings
+    text = f"no backups found in {', '.join(s.description for s in storages)} (BACKUP_HOSTNAME={settings.hostname})"
+    if settings.s3_bucket:
+        others = [
+            host
+            for host in wiring.s3_storage().hostnames_in_bucket()
+            if host != settings.hostname and list_backups(wiring.s3_storage(hostname=host))
+        ]
+        if others:
+            text += f"; found backups for: {', '.join(others)}; set BACKUP_HOSTNAME"
+    return text
+
+
+def _listing_text(entries: Sequence[CatalogEntry], nothing: str = "no backups found") -> str:
+    if not entries:
+        return nothing
+    lines = [f"{'BACKUP':36} {'TIER':11} {'FINISHED (UTC)':21} {'SIZE':>10}  LOCATION"]
+    for entry in entries:
+        if entry.manifest is None:
+            lines.append(
+                f"{entry.backup_id:36} {'?':11} {'?':21} {'?':>10}  {entry.location}  DAMAGED: {entry.problem}"
+            )
+            continue
+        m = entry.manifest
+        # A set whose manifest does not authenticate is shown, marked, and never used.
+        mark = "" if entry.authenticated else f"  UNAUTHENTICATED: {entry.problem or 'not checked'}"
+        lines.append(
+            f"{m.backup_id:36} {m.tier:11} {m.finished_at:21} {_human_size(m.stored_bytes):>10}  {entry.location}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    wiring = Wiring(settings)
+    storages = wiring.storages()
+    entries = _all_entries(storages, wiring.key_ring())
+    nothing = _nothing_found(wiring, storages) if not entries else ""
+    body: dict[str, Any] = {"backups": [e.summary() for e in entries], "settings": settings.source}
+    if nothing:
+        body["problem"] = nothing
+    _emit(args, body, f"settings: {settings.source}\n" + _listing_text(entries, nothing))
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    wiring = Wiring(settings)
+    storages = wiring.storages()
+    entries = _all_entries(storages, wiring.key_ring())
+    nothing = _nothing_found(wiring, storages) if not entries else ""
+    good = [e for e in entries if e.authenticated]
+    last = good[0].manifest if good else None
+    running = BackupLock(settings.backup_dir, "status").is_held_elsewhere()
+    body = {
+        "hostname": settings.hostname,
+        "settings": settings.source,
+        "enabled": settings.enabled,
+        "running": running,
+        "storages": [s.description for s in storages],
+        "backups": len(good),
+        "damaged": len(entries) - len(good),
+        "last_success": good[0].summary() if good else None,
+        "last_success_at": last.finished_at if last else None,
+    }
+    lines = [
+        f"host {settings.hostname}: backups {'enabled' if settings.enabled else 'DISABLED'}",
+        f"settings: {settings.source}",
+        f"running now: {running or 'no'}",
+        f"storage: {', '.join(s.description for s in storages)}",
+        f"last success: {f'{last.backup_id} at {last.finished_at}' if last else 'never'}",
+        "",
+        _listing_text(entries, nothing),
+    ]
+    _emit(args, body, "\n".join(lines))
+    return 0
+
+
+def _resolve(wiring: Wiring, reference: str, wrapper: KeyWrapper) -> CatalogEntry:
+    """The set ``reference`` names, its manifest authenticated and naming where it sits."""
+    wanted = wiring.settings.s3_bucket or reference.startswith("s3://")
+    return resolve(reference, wiring.storages(), wiring.s3_factory() if wanted else None, wrapper)
+
+
+def _facts_lines(manifest: Manifest) -> list[str]:
+    """What each component of a set needs from its restore target, as its registry entry tells it (the
+    roles PostgreSQL's objects belong to)."""
+    lines = []
+    for component in manifest.components:
+        text = registry.spec(component.name).describe(component.facts)
+        if text:
+            lines.append(f"  {component.name}: {text}")
+    return lines
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    wiring = Wiring(settings)
+    wrapper = wiring.key_ring()
+    entry = _resolve(wiring, args.backup, wrapper)
+    report = verify_backup(entry, wrapper)
+    roles = {c.name: c.facts["roles"] for c in report.manifest.components if "roles" in c.facts}
+    _emit(
+        args,
+        {"status": "ok", "backup_id": report.manifest.backup_id, "checked": report.checked, "roles": roles},
+        "\n".join(
+            [
+                f"{report.manifest.backup_id} verified: manifest authentic, "
+                + ", ".join(f"{name} {_human_size(size)}" for name, size in report.checked.items())
+                + " read back and authenticated",
+                *_facts_lines(report.manifest),
+            ]
+        ),
+    )
+    return 0
+
+
+def _restore_endpoints(settings: Settings, args: argparse.Namespace) -> Endpoints:
+    # Files and config restore to the paths recorded in the manifest (or beneath --to-files-root).
+    database_url = args.to_database_url or settings.database_url
+    password = _password_from(args.to_database_password_env, "--to-database-password-env")
+    if database_url and password is not None:
+        database_url = postgres_with(database_url, password=password)
+    # Without a password, libpq itself reads PGPASSWORD or ~/.pgpass (psycopg2 and pg_restore alike).
+    redis_url = args.to_redis_url or settings.redis_url
+    password = _password_from(args.to_redis_password_env, "--to-redis-password-env")
+    if password is None and redis_url and password_of(redis_url) is None:
+        password = os.environ.get("REDISCLI_AUTH") or None  # redis-cli's variable; redis-py reads none
+    if redis_url and password is not None:
+        redis_url = redis_with(redis_url, password=password)
+    return Endpoints(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_shift_dbs=bool(args.to_redis_url),
+    )
+
+
+def _password_from(variable: str | None, option: str) -> str | None:
+    if not variable:
+        return None
+    password = os.environ.get(variable)
+    if not password:
+        raise ConfigurationError(f"{option} {variable}: that environment variable is not set or empty")
+    remember_secret(password)
+    return password
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.backup:
+        return cmd_list(settings, args)
+    wiring = Wiring(settings)
+    wrapper = wiring.key_ring()
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    targets = wiring.restore_targets(_restore_endpoints(settings, args))
+    entry = _resolve(wiring, args.backup, wrapper)
+    files_root = Path(args.to_files_root).absolute() if args.to_files_root else None
+    report = restore_now(wiring, entry, wrapper, targets, files_root, only)
+    lines = [f"restore of {report['backup_id']} complete"]
+    for name, result in report["components"].items():
+        lines.append(
+            f"  {name:9} ok  "
+            + ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, dict | list))
+        )
+    lines.append("  checks: connectivity ok; row/key/file counts match the manifest")
+    _emit(args, {"status": "ok", **report}, "\n".join(lines))
+    return 0
+
+
+def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    checks: dict[str, str] = {}
+    wiring = Wiring(settings)
+    for component in wiring.sources(wiring.endpoints()):
+        try:
+            component.check()
+            checks[component.name] = "ok"
+        except BackupError as error:
+            checks[component.name] = "failed"
+            problems.append(str(error))
+    checks["settings"] = settings.source
+    # Only a set whose manifest authenticates counts: a forged newer manifest cannot hide a stale backup.
+    last = latest(wiring.storages(), wiring.key_ring())
+    if last is None or last.manifest is None:
+        problems.append("no backup has ever succeeded")
+    else:
+        finished = parse_time(last.manifest.finished_at)
+        age_hours = (datetime.now(UTC) - finished).total_seconds() / 3600
+        checks["last_backup_age_hours"] = f"{age_hours:.1f}"
+        if age_hours > args.max_age_hours:
+            problems.append(
+                f"last backup {last.backup_id} is {age_hours:.1f} h old (more than {args.max_age_hours} h: RPO at risk)"
+            )
+    text = "\n".join(
+        [f"{name}: {value}" for name, value in checks.items()] + [f"PROBLEM: {p}" for p in problems]
+    )
+    _emit(args, {"healthy": not problems, "checks": checks, "problems": problems}, text or "healthy")
+    return 1 if problems else 0
+
+
+def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
+    from questboard_backup.aws.scheduler import DeployedSchedules, aws_configured, scheduler_client
+
+    if args.action == "detect":
+        return 0 if aws_configured() else 1
+    schedules = DeployedSchedules(scheduler_client(), settings.hostname)
+    if args.action == "setup":
+        changed = schedules.enable()
+        print("enabled: " + ", ".join(changed) if changed else "both schedules were already enabled")
+    infos = schedules.show()
+    _emit(
+        args,
+        {"schedules": [{"kind": i.kind, "name": i.name, "expression": i.expression, "timezone": i.timezone,
+                        "state": i.state, "next_run": i.next_run.isoformat() if i.next_run else None} for i in infos]},
+        "\n".join(info.line() for info in infos),
+    )  # fmt: skip
+    return 0

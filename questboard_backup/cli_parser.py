@@ -1,0 +1,130 @@
+"""The CLI's command line: its subcommands, options and help text, exit codes included."""
+
+from __future__ import annotations
+
+import argparse
+
+from questboard_backup import __version__
+from questboard_backup.cli_commands import (
+    cmd_backup,
+    cmd_health,
+    cmd_list,
+    cmd_restore,
+    cmd_schedules,
+    cmd_status,
+    cmd_verify,
+)
+
+EXIT_CODES = """exit codes:
+  0  success (also: backups disabled by BACKUP_ENABLED=false, nothing done)
+  1  unexpected error
+  2  bad usage or configuration (nothing done)
+  3  locked: another backup is running
+  4  a source or restore target (PostgreSQL, Redis, files) is unreachable or failed
+  5  storage failed (BACKUP_DIR, S3), or KMS, SNS or EventBridge Scheduler did
+  6  integrity: wrong key, corrupted, truncated or missing data
+  7  backup not found
+  8  restored data does not match the manifest (nothing was swapped in)
+  130 interrupted"""
+
+
+RESTORE_PASSWORDS = """passwords (keep them off the command line; URLs without one are fine):
+  PostgreSQL target  --to-database-password-env NAME, else PGPASSWORD, else ~/.pgpass (or PGPASSFILE),
+                     read by libpq for psql, pg_restore and the engine alike
+  Redis target       --to-redis-password-env NAME, else REDISCLI_AUTH (when the URL has no password)
+  A password in a URL must be percent-encoded (@ %40, # %23, ? %3F, % %25, / %2F, : %3A)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="questboard-backup",
+        description="Back up and restore Quest Board: PostgreSQL, Redis, files and config, encrypted, to local disk and S3.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--env-file",
+        help="read settings from this file (default: $BACKUP_ENV_FILE, else /etc/questboard-backup/env, "
+        "else ./.env); the environment wins",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for kind, text in (
+        ("full", "take a full backup now"),
+        ("incremental", "take an incremental backup now (24 h retention)"),
+    ):
+        sub = commands.add_parser(
+            kind,
+            help=text,
+            description=text,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument(
+            "--no-local", action="store_true", help="keep no local copy (needs BACKUP_S3_BUCKET)"
+        )
+        sub.add_argument("--json", action="store_true", help="print the result as JSON")
+        sub.set_defaults(handler=cmd_backup)
+    sub = commands.add_parser("status", help="show the last backups and whether one is running")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_status)
+    sub = commands.add_parser(
+        "health", help="check sources answer and the last backup is recent (exit 1 if not)"
+    )
+    sub.add_argument(
+        "--max-age-hours",
+        type=float,
+        default=7.0,
+        help="oldest acceptable last backup (default 7: RPO 6 h + margin)",
+    )
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_health)
+    sub = commands.add_parser(
+        "schedules", help="show or enable the deployed EventBridge schedules (AWS); backup-cron.sh uses it"
+    )
+    sub.add_argument(
+        "action", choices=("show", "setup", "detect"), help="detect: exit 0 if AWS is configured"
+    )
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_schedules)
+    sub = commands.add_parser("list", help="list restorable backups (local and S3)")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_list)
+    sub = commands.add_parser("verify", help="read a backup back in full and check it; restores nothing")
+    sub.add_argument("backup", help="backup id, 'latest', a backup folder or an s3:// URI")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_verify)
+    sub = commands.add_parser(
+        "restore",
+        help="restore a backup (without BACKUP: list restorable backups)",
+        description="Restore a backup. PostgreSQL goes into a staging database swapped in only after it checks out; "
+        "the previous database is kept as {db}_pre_restore_{timestamp}.",
+        epilog=RESTORE_PASSWORDS + "\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("backup", nargs="?", help="backup id, 'latest', a backup folder or an s3:// URI")
+    sub.add_argument(
+        "--to-database-url",
+        help="restore PostgreSQL into this database instead of DATABASE_URL; leave the password out "
+        "and it comes from --to-database-password-env, PGPASSWORD or ~/.pgpass",
+    )
+    sub.add_argument(
+        "--to-database-password-env",
+        metavar="NAME",
+        help="the PostgreSQL target's password is in environment variable NAME",
+    )
+    sub.add_argument(
+        "--to-redis-url", help="restore Redis here instead of REDIS_URL (source db k goes to db N+k)"
+    )
+    sub.add_argument(
+        "--to-redis-password-env",
+        metavar="NAME",
+        help="the Redis target's password is in environment variable NAME (default: REDISCLI_AUTH, "
+        "when the Redis URL has no password)",
+    )
+    sub.add_argument("--to-files-root", help="re-create the backed-up files and config beneath this folder")
+    sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_restore)
+    return parser

@@ -127,7 +127,7 @@ def backup_now(wiring: Wiring, kind: str, keep_local: bool = True) -> BackupRun:
             still_locked,
         )
         if keep_local:
-            prune(local, now, settings.retention_days)
+            prune(local, now, wrapper, settings.retention_days)
     return BackupRun(result, log)
 
 

@@ -44,7 +44,7 @@ def test_each_tier_expires_after_its_own_age(tmp_path: Path) -> None:
     monthly = add_set(storage, "full", timedelta(days=19, hours=10))  # 1 March: monthly
     old_incremental = add_set(storage, "incremental", timedelta(hours=25))
     new_incremental = add_set(storage, "incremental", timedelta(hours=5))
-    expired = set(expired_sets(storage, NOW))
+    expired = set(expired_sets(storage, NOW, WRAPPER))
     assert expired == {old_daily, old_incremental}
     assert {fresh_daily, weekly, monthly, new_incremental}.isdisjoint(expired)
 
@@ -53,14 +53,14 @@ def test_backup_retention_days_caps_local_copies(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     add_set(storage, "full", timedelta(hours=1))
     monthly = add_set(storage, "full", timedelta(days=19, hours=10))
-    assert monthly not in expired_sets(storage, NOW, max_days=30)
-    assert monthly in expired_sets(storage, NOW, max_days=10)
+    assert monthly not in expired_sets(storage, NOW, WRAPPER, max_days=30)
+    assert monthly in expired_sets(storage, NOW, WRAPPER, max_days=10)
 
 
 def test_the_newest_full_backup_is_never_pruned(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     only = add_set(storage, "full", timedelta(days=400))
-    assert prune(storage, NOW, max_days=1) == []
+    assert prune(storage, NOW, WRAPPER, max_days=1) == []
     assert storage.exists(f"{only}/manifest.json")
 
 
@@ -68,7 +68,7 @@ def test_prune_deletes_the_expired_sets_folders(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     add_set(storage, "full", timedelta(hours=1))
     old = add_set(storage, "full", timedelta(days=8, hours=1))
-    assert prune(storage, NOW) == [old]
+    assert prune(storage, NOW, WRAPPER) == [old]
     assert not (tmp_path / old).exists()
 
 
@@ -91,3 +91,19 @@ def test_a_backup_id_of_another_type_is_refused() -> None:
 
     with pytest.raises(ConfigurationError, match="not a incremental backup id"):
         plan_backup("incremental", "h", WRAPPER, UTC, backup_id="questboard_full_20240301_020000")
+
+
+def test_a_forged_newer_full_manifest_cannot_get_the_real_newest_full_pruned(tmp_path: Path) -> None:
+    """Valid JSON with a MAC that cannot match, newer than the only genuine full backup, which is past
+    its tier's age: the genuine one is still the newest full kept."""
+    import json
+
+    storage = LocalStorage(tmp_path)
+    genuine = add_set(storage, "full", timedelta(days=9))  # a daily past 7 days
+    forged = add_set(storage, "full", timedelta(hours=1))
+    document = json.loads(storage.read_bytes(f"{forged}/manifest.json"))
+    document["hmac_sha256"] = "0" * 64
+    storage.write_bytes(f"{forged}/manifest.json", json.dumps(document).encode())
+    assert genuine not in expired_sets(storage, NOW, WRAPPER)
+    assert genuine not in prune(storage, NOW, WRAPPER)
+    assert storage.exists(f"{genuine}/manifest.json")

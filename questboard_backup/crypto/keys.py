@@ -56,6 +56,10 @@ def _unb64(value: object, field: str) -> bytes:
         raise IntegrityError(f"wrapped data key: field {field!r} is not base64") from None
 
 
+#: Derived unwrapping keys one wrapper keeps (the oldest go first): a listing's worth of sets.
+DERIVED_KEYS_KEPT = 64
+
+
 class PassphraseKeyWrapper:
     """Wraps data keys with AES-256-GCM under scrypt(passphrase, per-backup salt)."""
 
@@ -74,6 +78,9 @@ class PassphraseKeyWrapper:
             raise ValueError("passphrase must be at least 16 characters")
         self._passphrase = passphrase.encode("utf-8")
         self._next: tuple[bytes, Future[AESGCM]] | None = None
+        #: Key-encryption keys derived for unwrapping, by (salt, n, r, p): a restore authenticates the
+        #: same manifest when it lists, resolves and opens the set, and each derivation costs 0.35 s.
+        self._derived: dict[tuple[bytes, int, int, int], AESGCM] = {}
 
     def prepare(self) -> None:
         """Derive the next backup's key-encryption key, with its own fresh salt, on a thread of its
@@ -133,7 +140,12 @@ class PassphraseKeyWrapper:
         if len(nonce) != 12:  # AESGCM raises ValueError, not InvalidTag, for other lengths
             raise IntegrityError(f"wrapped data key: nonce is {len(nonce)} bytes, expected 12")
         ciphertext = _unb64(wrapped.get("wrapped_key"), "wrapped_key")
-        kek = self._kek(salt, n, r, p)
+        kek = self._derived.get((salt, n, r, p))
+        if kek is None:
+            kek = self._kek(salt, n, r, p)
+            if len(self._derived) >= DERIVED_KEYS_KEPT:
+                self._derived.pop(next(iter(self._derived)))
+            self._derived[(salt, n, r, p)] = kek
         try:
             return kek.decrypt(nonce, ciphertext, context.encode("utf-8"))
         except InvalidTag:

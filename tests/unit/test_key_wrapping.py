@@ -149,3 +149,33 @@ def test_subkeys_differ_per_purpose_and_per_data_key() -> None:
     assert manifest_key != derive_subkey(DATA_KEY, "catalog-mac")
     assert manifest_key != derive_subkey(bytes(32), "manifest-mac")
     assert manifest_key != DATA_KEY
+
+
+def test_a_kept_derived_key_opens_only_the_parameters_it_was_derived_with() -> None:
+    """Unwrapping keeps derived keys by salt and scrypt parameters: after a genuine unwrap, the same
+    salt with other parameters derives afresh (and fails), and a tampered key is still refused."""
+    wrapper = PassphraseKeyWrapper(PASSPHRASE)
+    data_key, wrapped = wrapper.generate("questboard_full_20240101_020000")
+    assert wrapper.unwrap(wrapped, "questboard_full_20240101_020000") == data_key
+    assert wrapper.unwrap(dict(wrapped), "questboard_full_20240101_020000") == data_key
+    with pytest.raises(IntegrityError, match="cannot be unwrapped"):
+        wrapper.unwrap({**wrapped, "scrypt_n": wrapped["scrypt_n"] // 2}, "questboard_full_20240101_020000")
+    with pytest.raises(IntegrityError, match="cannot be unwrapped"):
+        wrapper.unwrap(wrapped, "questboard_full_20240102_020000")
+
+
+def test_the_derived_keys_kept_are_bounded_and_a_dropped_one_is_derived_again() -> None:
+    class CheapToDerive(PassphraseKeyWrapper):  # old sets' cost or less: 65 derivations in no time
+        SCRYPT_N = 2**10
+
+    wrapper = CheapToDerive(PASSPHRASE)
+    contexts = [
+        f"questboard_full_2024{month:02d}{day:02d}_020000" for month in (1, 2, 3) for day in range(1, 23)
+    ]
+    sets = [wrapper.generate(context) for context in contexts]
+    assert len(sets) > keys.DERIVED_KEYS_KEPT
+    for (data_key, wrapped), context in zip(sets, contexts, strict=True):
+        assert wrapper.unwrap(wrapped, context) == data_key
+    assert len(wrapper._derived) == keys.DERIVED_KEYS_KEPT
+    first_key, first_wrapped = sets[0]
+    assert wrapper.unwrap(first_wrapped, contexts[0]) == first_key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -33,39 +35,17 @@ class Security(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig) -> None:
         super().__init__(scope, construct_id)
-        self.backup_key = kms.Key(
-            self,
+        self.backup_key = self._key_denying(
             "BackupKey",
-            description="Quest Board Backup: wraps per-backup data keys (encryption context backup_id)",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
+            "wraps per-backup data keys (encryption context backup_id)",
+            "DenyUseWithoutABackupId",
+            {"Null": {f"kms:EncryptionContext:{CONTEXT_KEY}": "true"}},
         )
-        self.backup_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="DenyUseWithoutABackupId",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=_CRYPTO_ACTIONS,
-                resources=["*"],
-                conditions={"Null": {f"kms:EncryptionContext:{CONTEXT_KEY}": "true"}},
-            )
-        )
-        self.bucket_key = kms.Key(
-            self,
+        self.bucket_key = self._key_denying(
             "BucketKey",
-            description="Quest Board Backup: server-side encryption of the backup bucket (through S3 only)",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        self.bucket_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="DenyUseOutsideS3",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=_CRYPTO_ACTIONS,
-                resources=["*"],
-                conditions={"StringNotEquals": {"kms:ViaService": s3_service(self)}},
-            )
+            "server-side encryption of the backup bucket (through S3 only)",
+            "DenyUseOutsideS3",
+            {"StringNotEquals": {"kms:ViaService": s3_service(self)}},
         )
         self.alerts_key = kms.Key(
             self,
@@ -88,6 +68,27 @@ class Security(Construct):
         self.redis_secret = (
             _import_secret(self, "RedisSecret", config.redis_secret) if config.redis_secret else None
         )
+
+    def _key_denying(self, construct_id: str, what: str, sid: str, condition: dict[str, Any]) -> kms.Key:
+        """A rotated, retained key whose policy denies every cryptographic use under ``condition``."""
+        key = kms.Key(
+            self,
+            construct_id,
+            description=f"Quest Board Backup: {what}",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid=sid,
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=_CRYPTO_ACTIONS,
+                resources=["*"],
+                conditions=condition,
+            )
+        )
+        return key
 
 
 def _import_secret(scope: Construct, construct_id: str, reference: str) -> secretsmanager.ISecret:

@@ -166,27 +166,23 @@ def test_a_swap_killed_half_way_is_undone_by_another_process(deployment: Deploym
     assert _state(deployment) == before
 
 
-def test_the_cli_refuses_a_component_without_a_target_by_name_before_touching_any(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from questboard_backup.cli import main
-
-    assert main(["full", "--json"]) == 0
-    capsys.readouterr()
-    _change_everything(deployment)
-    before = _state(deployment)
-    monkeypatch.delenv("REDIS_URL")
-    assert main(["restore", "latest", "--only", "postgres,redis"]) == 2
-    error = capsys.readouterr().err
-    assert "no restore target configured for redis" in error
-    assert len(error.strip().splitlines()) == 1
-    assert _state(deployment) == before
-
-
+@pytest.mark.parametrize(
+    ("redis_url", "only", "code", "says"),
+    [
+        (None, ["--only", "postgres,redis"], 2, "no restore target configured for redis"),
+        ("nothing listening", [], 4, "redis"),  # restored after PostgreSQL, checked before it
+    ],
+    ids=["no target", "unreachable target"],
+)
 def test_every_target_is_checked_before_any_is_touched(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    deployment: Deployment,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str | None,
+    only: list[str],
+    code: int,
+    says: str,
 ) -> None:
-    """Redis, restored after PostgreSQL, cannot be reached: refused before PostgreSQL is staged."""
     from questboard_backup.cli import main
     from tests.servers import free_port
 
@@ -194,8 +190,11 @@ def test_every_target_is_checked_before_any_is_touched(
     capsys.readouterr()
     _change_everything(deployment)
     before = _state(deployment)
-    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    assert main(["restore", "latest"]) == 4
+    if redis_url is None:
+        monkeypatch.delenv("REDIS_URL")
+    else:
+        monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    assert main(["restore", "latest", *only]) == code
     error = capsys.readouterr().err
-    assert "redis" in error.lower() and len(error.strip().splitlines()) == 1
+    assert says in error.lower() and len(error.strip().splitlines()) == 1
     assert _state(deployment) == before

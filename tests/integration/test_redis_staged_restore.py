@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from questboard_backup.errors import RestoreVerificationError, SourceError
+from questboard_backup.pipeline import StreamStats
 from questboard_backup.sources.base import RestoreOptions
 from questboard_backup.sources.redis import RedisComponent
 from questboard_backup.sources.redis.spares import MARKER
@@ -48,6 +49,14 @@ def app_on_db_2(port: int) -> None:
     client.set(b"session", b"s", ex=3600)
 
 
+def backed_up_then_changed(server: RedisServer) -> tuple[dict[str, Any], bytes, StreamStats, Snapshot]:
+    """The dataset backed up from db 0's URL, then a key written: the state a restore must undo to."""
+    load_dataset(server.port)
+    facts, stored, stats = backup(RedisComponent(server.url(0)))
+    redis.Redis(port=server.port, db=0).set(b"written-after-the-backup", b"1")
+    return facts, stored, stats, snapshot(server.port)
+
+
 def test_an_in_place_restore_puts_each_db_back_where_it_came_from(fresh_redis_dbs: RedisServer) -> None:
     port = fresh_redis_dbs.port
     app_on_db_2(port)
@@ -79,10 +88,7 @@ def test_a_staged_restore_undone_by_another_process_leaves_the_target_and_no_spa
     fresh_redis_dbs: RedisServer,
 ) -> None:
     port = fresh_redis_dbs.port
-    load_dataset(port)
-    facts, stored, stats = backup(RedisComponent(fresh_redis_dbs.url(0)))
-    redis.Redis(port=port, db=0).set(b"written-after-the-backup", b"1")
-    before = snapshot(port)
+    facts, stored, stats, before = backed_up_then_changed(fresh_redis_dbs)
 
     report = RedisComponent(fresh_redis_dbs.url(0)).stage(opener(stored, stats), facts, OPTIONS)
 
@@ -201,10 +207,7 @@ def test_clear_leftovers_drops_an_earlier_restores_staging_and_swaps_back_its_un
     fresh_redis_dbs: RedisServer,
 ) -> None:
     port = fresh_redis_dbs.port
-    load_dataset(port)
-    facts, stored, stats = backup(RedisComponent(fresh_redis_dbs.url(0)))
-    redis.Redis(port=port, db=0).set(b"written-after-the-backup", b"1")
-    before = snapshot(port)
+    facts, stored, stats, before = backed_up_then_changed(fresh_redis_dbs)
     # The earlier restore staged both dbs and swapped db 0 in before it was killed.
     RedisComponent(fresh_redis_dbs.url(0)).stage(opener(stored, stats), facts, EARLIER)
     redis.Redis(port=port).swapdb(0, 15)

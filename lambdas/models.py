@@ -67,6 +67,8 @@ class ErrorInfo(_Strict):
 class FailureRequest(_Strict):
     backup: BackupState | None = None
     restore: dict[str, Any] | None = None
+    #: Present once the restore's Swap step succeeded: every component is in place, nothing to undo.
+    swapped: dict[str, Any] | None = None
     error: ErrorInfo = ErrorInfo()
 
 

@@ -1,5 +1,6 @@
 """The restore failure path: undo this restore on every target (its staging, any unsettled swap, a
-swap killed half way), count it and alert with what was undone."""
+swap killed half way) unless Swap had already put every component in place, count it and alert with
+what was done."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from lambdas.models import FailureOutput, FailureRequest, RestoreState, parse
 from lambdas.observability import logger, metrics, tracer
 from lambdas.restore_support import configured_targets, options_for
 from questboard_backup.errors import BackupError
-from questboard_backup.restore import undo_all
+from questboard_backup.restore import settle_all, undo_all
 
 
 @logger.inject_lambda_context(correlation_id_path="restore.backup_id")
@@ -29,7 +30,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if request.restore is not None:  # absent when Resolve failed: nothing was touched
         state = parse(RestoreState, request.restore)
         try:
-            undone = undo_all(configured_targets(deps, state), options_for(state))
+            targets = configured_targets(deps, state)
+            if request.swapped is not None:
+                # Every component was swapped in: a later step (Verify, Report) failed. Going back now
+                # would undo some and not others; finish forwards instead and say so.
+                settle_all(targets, options_for(state))
+                undone = ["nothing undone: every component was restored; check the targets"]
+            else:
+                undone = undo_all(targets, options_for(state))
         except BackupError as error:  # no target could be built (a malformed secret): alert all the same
             undone = [f"nothing undone: {error}"]
     cause = request.error.Cause + "".join(f"\n{line}" for line in undone)

@@ -216,9 +216,14 @@ def swap_in_all(
     except BaseException:
         undo_all(targets, options)
         raise
+    settle_all(targets, options)
+    return swapped
+
+
+def settle_all(targets: Mapping[str, Component], options: RestoreOptions) -> None:
+    """Make every swap of this restore final (idempotent: a settled target has nothing left to do)."""
     for target in targets.values():
         target.settle(options)
-    return swapped
 
 
 def undo_all(targets: Mapping[str, Component], options: RestoreOptions) -> list[str]:

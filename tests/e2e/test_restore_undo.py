@@ -94,3 +94,42 @@ def test_a_restore_that_cannot_fit_in_one_staging_invocation_is_refused_at_valid
     ]
     assert "StageComponent" not in entered
     assert (pg_dump_text(world.database_url), _databases(world.database_url)) == before
+
+
+def test_a_failure_after_swap_finishes_forwards_instead_of_undoing_part_of_the_restore(world: World) -> None:
+    """Swap put PostgreSQL in place (its settle did not happen), then a later step failed: the failure
+    path keeps the restored database and settles it, rather than swapping some components back."""
+    from lambdas import restore_component, restore_failure, restore_resolve, restore_validate
+    from lambdas.dependencies import dependencies
+    from lambdas.models import RestoreState
+    from lambdas.restore_support import options_for
+
+    def call(module: object, event: dict[str, object]) -> dict[str, object]:
+        from tests.e2e.conftest import FakeContext
+
+        return dict(module.handler(event, FakeContext(module.__name__)))  # type: ignore[attr-defined]
+
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "SUCCEEDED", backup.get("cause")
+    restored_dump = pg_dump_text(world.database_url)
+    _change_after_backup(world)
+    resolved = call(restore_resolve, {"backup": "latest", "only": ["postgres"]})
+    call(restore_validate, resolved)
+    call(restore_component, {**resolved, "component": "postgres"})
+    state = RestoreState.model_validate(resolved["restore"])
+    target = dependencies().restore_target("postgres")
+    assert target is not None
+    swapped = target.swap_in(options_for(state))  # then the invocation "died" before settling
+
+    result = call(
+        restore_failure,
+        {**resolved, "swapped": {"components": {"postgres": swapped}}, "error": {"Error": "States.Timeout"}},
+    )
+    assert result["undone"] == ["nothing undone: every component was restored; check the targets"]
+    assert pg_dump_text(world.database_url) == restored_dump
+    previous = f"{world.database_url.rsplit('/', 1)[1]}_pre_restore_{state.timestamp}"
+    assert previous in _databases(world.database_url)
+    with psycopg2.connect(world.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (previous,))
+        assert cur.fetchone() == (True,), "settled: the previous copy is open for inspection"
+    conn.close()

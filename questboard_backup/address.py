@@ -19,8 +19,10 @@ TIERS = ("daily", "weekly", "monthly", "incremental")
 #: Where a set being written is staged when its storage stages apart (local disk; the workflow's S3).
 STAGING = "temp"
 MANIFEST_NAME = "manifest.json"
+#: What ``timestamp()`` writes (``YYYYMMDD_HHMMSS``): ids, and the names of restores' staging and copies.
+TIMESTAMP_PATTERN = r"\d{8}_\d{6}"
 #: The id's pattern, for validators that take a pattern string (pydantic); ``BackupId.parse`` uses it.
-ID_PATTERN = r"^questboard_(full|incremental)_(\d{8}_\d{6})$"
+ID_PATTERN = rf"^questboard_(full|incremental)_({TIMESTAMP_PATTERN})$"
 _ID = re.compile(ID_PATTERN)
 _ID_TIME = "%Y%m%d_%H%M%S"
 #: Object names of the components whose streams are not tar archives; the others are ``{name}.tar.zst.enc``.

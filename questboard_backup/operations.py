@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -131,6 +133,25 @@ def backup_now(wiring: Wiring, kind: str, keep_local: bool = True) -> BackupRun:
     return BackupRun(result, log)
 
 
+@contextmanager
+def stopping_cleanly() -> Iterator[None]:
+    """SIGTERM and SIGHUP (``timeout``, a closed SSH session, systemd stopping a unit) interrupt like
+    Ctrl-C while a restore runs, so its undo runs instead of the process dying between two renames."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def restore_now(
     wiring: Wiring,
     entry: CatalogEntry,
@@ -145,7 +166,13 @@ def restore_now(
     options = RestoreOptions(timestamp=timestamp(now), files_root=files_root)
     backup_dir = wiring.settings.backup_dir
     logs = backup_dir / "logs"
-    with run_log(logs, "restore", now) if os.access(backup_dir, os.W_OK) else nullcontext():
+    writable = os.access(backup_dir, os.W_OK)
+    with (
+        # One run at a time per BACKUP_DIR: a backup or another restore here waits its turn.
+        BackupLock(backup_dir, "restore") if writable else nullcontext(),
+        run_log(logs, "restore", now) if writable else nullcontext(),
+        stopping_cleanly(),
+    ):
         report = run_restore(entry, wrapper, targets, options, only)
         for name in report["components"]:
             if registry.spec(name).answers_connections:

@@ -88,8 +88,10 @@ class Component(Source, Protocol):
       a swap killed between two renames is completed backwards, and this restore's staging is removed.
       Returns one line per thing it did; nothing to undo is not an error.
     - ``clear_leftovers(options)``, before a restore stages anything: removes what earlier restores
-      (other timestamps) left (staging databases, spare Redis dbs, staging folders) and undoes a swap an
-      earlier restore left half done. Returns one line per thing it did.
+      (other timestamps) left of this target's (staging databases, spare Redis dbs, staging folders),
+      completes backwards a swap cut between two renames (the target missing), and settles, never
+      undoes, a swap that completed but was not settled (the target may have taken writes since). It
+      touches only what carries the engine's own marks. Returns one line per thing it did.
     """
 
     def check_restore_target(self) -> None: ...

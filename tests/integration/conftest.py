@@ -1,8 +1,10 @@
-"""A Quest Board deployment to back up: its database, Redis, files and config, and the CLI's settings."""
+"""A Quest Board deployment to back up: its database, Redis, files and config, and the CLI's settings;
+and a mounted uploads folder for files restores run as root."""
 
 from __future__ import annotations
 
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +64,20 @@ def deployment(
     deployment.set_env(monkeypatch)
     yield deployment
     redis.Redis(port=redis_server.port).flushall()
+
+
+@pytest.fixture(params=["tmpfs", "bind"])
+def mounted_uploads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """``live/srv/uploads`` as a mount point: a tmpfs (another device) or a bind mount (the same one)."""
+    uploads = tmp_path / "live" / "srv" / "uploads"
+    uploads.mkdir(parents=True)
+    if request.param == "tmpfs":
+        command = ["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(uploads)]
+    else:
+        (tmp_path / "disk").mkdir()
+        command = ["mount", "--bind", str(tmp_path / "disk"), str(uploads)]
+    subprocess.run(command, check=True, capture_output=True)
+    try:
+        yield uploads
+    finally:
+        subprocess.run(["umount", str(uploads)], check=True, capture_output=True)

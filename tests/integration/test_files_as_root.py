@@ -4,7 +4,6 @@ target that is a mount point (which cannot be renamed) is restored into, with th
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,23 +90,6 @@ def test_a_staging_folder_replaced_before_the_swap_is_refused_and_not_followed(t
     assert {root: tree_listing(root) for root in (uploads, config)} == before
     later.undo(OPTIONS)
     assert not staging.is_symlink() and outside.is_dir() and not leftovers(tmp_path / "live")
-
-
-@pytest.fixture(params=["tmpfs", "bind"])
-def mounted_uploads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
-    """``live/srv/uploads`` as a mount point: a tmpfs (another device) or a bind mount (the same one)."""
-    uploads = tmp_path / "live" / "srv" / "uploads"
-    uploads.mkdir(parents=True)
-    if request.param == "tmpfs":
-        command = ["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(uploads)]
-    else:
-        (tmp_path / "disk").mkdir()
-        command = ["mount", "--bind", str(tmp_path / "disk"), str(uploads)]
-    subprocess.run(command, check=True, capture_output=True)
-    try:
-        yield uploads
-    finally:
-        subprocess.run(["umount", str(uploads)], check=True, capture_output=True)
 
 
 def is_mounted(path: Path) -> bool:

@@ -95,7 +95,10 @@ def test_a_swap_undone_by_another_process_gives_the_target_back_exactly(
     assert "public.quests" in dump_text(target)
     # Swapped but not settled, as a later process reads it off the server.
     assert database(pg_server, previous) == (False, None)
-    assert database(pg_server, name) == (True, f"questboard-backup restore {TIMESTAMP} not settled")
+    assert database(pg_server, name) == (
+        True,
+        f"questboard-backup restore {TIMESTAMP} not settled target={name}",
+    )
 
     undone = PostgresComponent(target).undo(OPTIONS)  # a new instance: another Lambda invocation
 
@@ -149,7 +152,7 @@ def test_a_swap_killed_between_its_two_renames_is_put_back(
     # What swap_in does before its second rename, then the process is gone.
     with session(pg_server.url()) as cur:
         cur.execute(
-            f"COMMENT ON DATABASE \"{staging}\" IS 'questboard-backup restore {TIMESTAMP} not settled'"
+            f"COMMENT ON DATABASE \"{staging}\" IS 'questboard-backup restore {TIMESTAMP} not settled target={name}'"
         )
         cur.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
         cur.execute(f'ALTER DATABASE "{name}" RENAME TO "{previous}"')
@@ -178,11 +181,9 @@ def test_clearing_leftovers_drops_stale_staging_databases_but_keeps_settled_prev
         opener(small_backup.stored, small_backup.stats, small_backup.parts), small_backup.facts, OPTIONS
     )
     kept = f"{name}_pre_restore_{TIMESTAMP}"
-    stale = create_database(pg_server, f"{name}_restore_{EARLIER}")
+    stage(target, small_backup, RestoreOptions(EARLIER))  # then the process is gone
     current = create_database(pg_server, f"{name}_restore_{LATER}")  # this restore's own: not a leftover
     unrelated = create_database(pg_server, f"{name}_restore_of_the_guild")
-    with session(stale) as cur:
-        cur.execute("CREATE TABLE half_restored (id int)")
 
     done = PostgresComponent(target).clear_leftovers(RestoreOptions(LATER))
 
@@ -250,3 +251,111 @@ def test_a_swap_that_cannot_move_the_target_aside_leaves_it_open_and_as_it_was(
     assert dump_text(target) == before
     assert component.undo(OPTIONS) == [f"dropped {name}_restore_{TIMESTAMP}"]
     assert dump_text(target) == before
+
+
+def test_clearing_leftovers_of_a_target_named_like_a_previous_copy_keeps_the_other_databases_rollback_copies(
+    pg_server: PostgresServer, small_backup: Backup, target: str
+) -> None:
+    # A drill into "{name}_pre": its staging databases are named "{name}_pre_restore_{ts}", exactly
+    # like the rollback copies of "{name}".
+    name = name_of(target)
+    PostgresComponent(target).restore(
+        opener(small_backup.stored, small_backup.stats, small_backup.parts), small_backup.facts, OPTIONS
+    )
+    rollback = f"{name}_pre_restore_{TIMESTAMP}"
+    before = dump_text(pg_server.url(rollback))
+
+    assert PostgresComponent(pg_server.url(f"{name}_pre")).clear_leftovers(RestoreOptions(LATER)) == []
+
+    assert database(pg_server, rollback) == (True, None)
+    assert dump_text(pg_server.url(rollback)) == before
+
+
+def test_a_closed_staging_database_of_a_target_named_like_a_previous_copy_is_not_put_back_as_the_other(
+    pg_server: PostgresServer, small_backup: Backup, fresh_database: str
+) -> None:
+    # "{db}" does not exist; a swap into "{db}_pre" failed after closing its staging database, which has
+    # the name a closed previous copy of "{db}" would have.
+    db = name_of(fresh_database) + "_q"
+    drill = create_database(pg_server, f"{db}_pre")
+    create_database(pg_server, f"{db}_pre_pre_restore_{TIMESTAMP}")  # where the swap would move it
+    with pytest.raises(SourceError, match="already exists"):
+        stage(drill, small_backup).swap_in(OPTIONS)
+    staging = f"{db}_pre_restore_{TIMESTAMP}"
+    assert database(pg_server, staging) == (False, database(pg_server, staging)[1])  # closed, marked
+
+    assert PostgresComponent(pg_server.url(db)).clear_leftovers(RestoreOptions(LATER)) == []
+
+    assert database(pg_server, db) is None
+    assert database(pg_server, staging) is not None
+
+
+def staged_as(url: str, taken: Backup, timestamp: str) -> str:
+    """Stage ``taken`` for the restore into ``url`` at ``timestamp``; the staging database's name."""
+    component = PostgresComponent(url)
+    report = component.stage(
+        opener(taken.stored, taken.stats, taken.parts), taken.facts, RestoreOptions(timestamp)
+    )
+    return str(report["staging"])
+
+
+def test_long_targets_sharing_their_first_45_bytes_get_their_own_staging_databases_and_clear_only_their_own(
+    pg_server: PostgresServer, small_backup: Backup, fresh_database: str
+) -> None:
+    shared = (name_of(fresh_database) + "_" + "x" * 45)[:45]
+    first, second = pg_server.url(shared + "_first_guild"), pg_server.url(shared + "_second_guild")
+    left_by_first = staged_as(first, small_backup, TIMESTAMP)
+    left_by_second = staged_as(second, small_backup, EARLIER)
+
+    done = PostgresComponent(first).clear_leftovers(RestoreOptions(LATER))
+
+    assert done == [f"dropped the staging database {left_by_first} of an earlier restore"]
+    assert database(pg_server, left_by_second) is not None
+    at_once = [staged_as(url, small_backup, LATER) for url in (first, second)]
+    assert at_once[0] != at_once[1]
+    assert all(len(name.encode()) == 63 and name.startswith(shared[:30]) for name in at_once)
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [None, f"questboard-backup restore {EARLIER} staged"],  # unmarked; marked before marks named a target
+    ids=["unmarked", "mark-without-target"],
+)
+def test_a_database_named_like_a_staging_database_but_not_marked_for_this_target_is_left_alone(
+    pg_server: PostgresServer, target: str, comment: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = name_of(target)
+    lookalike = create_database(pg_server, f"{name}_restore_{EARLIER}")
+    with session(lookalike) as cur:
+        cur.execute("CREATE TABLE kept (id int)")
+        cur.execute(f'COMMENT ON DATABASE "{name_of(lookalike)}" IS %s', (comment,))
+
+    assert PostgresComponent(target).clear_leftovers(RestoreOptions(LATER)) == []
+    assert PostgresComponent(target).undo(RestoreOptions(EARLIER)) == []
+
+    assert database(pg_server, name_of(lookalike)) == (True, comment)
+    assert "public.kept" in dump_text(lookalike)
+    warned = [record for record in caplog.records if record.getMessage().startswith("postgres restore mark")]
+    assert len(warned) == (2 if comment else 0)
+
+
+def test_a_target_still_marked_the_old_way_is_left_by_the_next_restore_and_given_back_by_its_undo(
+    pg_server: PostgresServer, small_backup: Backup, target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A swap settled by nothing since marks named their target: its comment goes with the target
+    # into the previous copy, whose name it must not make look like another target's staging.
+    before, name = dump_text(target), name_of(target)
+    old_mark = f"questboard-backup restore {EARLIER} not settled"
+    with session(pg_server.url()) as cur:
+        cur.execute(f'COMMENT ON DATABASE "{name}" IS %s', (old_mark,))
+
+    assert PostgresComponent(target).clear_leftovers(OPTIONS) == []
+    stage(target, small_backup).swap_in(OPTIONS)
+    undone = PostgresComponent(target).undo(OPTIONS)
+
+    assert undone[1] == f"put {name}_pre_restore_{TIMESTAMP} back as {name}"
+    assert database(pg_server, name) == (True, old_mark)
+    assert dump_text(target) == before
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("postgres restore mark")] == [
+        f"postgres restore mark without target left database={name} comment={old_mark}"
+    ]

@@ -4,12 +4,14 @@ spare dbs, swapped in with SWAPDB (or copied where it is refused), undone from a
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO, cast
 
 import pytest
 import redis
 
-from questboard_backup.errors import RestoreVerificationError, SourceError
+from questboard_backup.errors import RestoreVerificationError, SourceError, SourceUnreachableError
 from questboard_backup.pipeline import StreamStats
 from questboard_backup.sources.base import RestoreOptions
 from questboard_backup.sources.redis import RedisComponent
@@ -27,6 +29,7 @@ from tests.integration.test_redis_component import (
     seal,
     snapshot,
 )
+from tests.redis_fault_proxy import RedisFaultProxy
 from tests.servers import RedisServer
 
 OPTIONS = RestoreOptions("20240101_020000")
@@ -119,7 +122,13 @@ def test_a_swapped_in_restore_undone_by_another_process_gives_back_the_original_
     assert first.swap_in(OPTIONS) == {"swap": "SWAPDB"}
     # Swapped in, not settled: the targets hold the backup and the marker, the spares the old data.
     assert redis.Redis(port=port, db=0).get(b"written-after-the-backup") is None
-    assert {db: m["spare"] for db, m in markers(port).items()} == {0: 15, 3: 14}
+    # The spares hold the previous data and the marker that says so.
+    assert {db: (m["spare"], m["previous"]) for db, m in markers(port).items()} == {
+        0: (15, False),
+        3: (14, False),
+        15: (15, True),
+        14: (14, True),
+    }
     assert set(backed_up[3]) | {MARKER} == set(redis.Redis(port=port, db=3).keys())
 
     lines = RedisComponent(fresh_redis_dbs.url(0)).undo(OPTIONS)
@@ -203,20 +212,84 @@ def test_a_restore_needs_as_many_empty_dbs_as_the_backup_has_and_says_so(
     assert_unchanged(before, port)
 
 
-def test_clear_leftovers_drops_an_earlier_restores_staging_and_swaps_back_its_unsettled_swap(
+def test_clear_leftovers_settles_an_earlier_unsettled_swap_forwards_keeping_what_was_written_since(
     fresh_redis_dbs: RedisServer,
 ) -> None:
+    """An earlier restore swapped in and never settled (its settle failed and was only logged, or the
+    CLI was killed): the application has written into the restored dbs since. Swapping back would roll
+    production back to before that restore and flush what was written since."""
     port = fresh_redis_dbs.port
-    facts, stored, stats, before = backed_up_then_changed(fresh_redis_dbs)
-    # The earlier restore staged both dbs and swapped db 0 in before it was killed.
-    RedisComponent(fresh_redis_dbs.url(0)).stage(opener(stored, stats), facts, EARLIER)
-    redis.Redis(port=port).swapdb(0, 15)
+    load_dataset(port)
+    backed_up = snapshot(port)
+    facts, stored, stats = backup(RedisComponent(fresh_redis_dbs.url(0)))
+    redis.Redis(port=port, db=0).set(b"replaced-by-the-earlier-restore", b"1")
+    earlier = RedisComponent(fresh_redis_dbs.url(0))
+    earlier.stage(opener(stored, stats), facts, EARLIER)
+    earlier.swap_in(EARLIER)
+    redis.Redis(port=port, db=0).set(b"written-since", b"live")
+    live = snapshot(port, [0, 3])
 
     lines = RedisComponent(fresh_redis_dbs.url(0)).clear_leftovers(OPTIONS)
 
-    assert len(lines) == 3 and all(EARLIER.timestamp in line for line in lines)
-    assert_unchanged(before, port)
+    assert lines == [
+        f"redis db 0: kept what restore {EARLIER.timestamp} swapped in, db 15 (its previous data) flushed",
+        f"redis db 3: kept what restore {EARLIER.timestamp} swapped in, db 14 (its previous data) flushed",
+    ]
+    assert markers(port) == {}
+    assert redis.Redis(port=port, db=0).get(b"written-since") == b"live"
+    assert_copied({0: {k: v for k, v in live[0].items() if k != MARKER}, 3: backed_up[3]}, port, {0: 0, 3: 3})
     assert RedisComponent(fresh_redis_dbs.url(0)).clear_leftovers(OPTIONS) == []
+
+
+def test_clear_leftovers_settles_a_swap_killed_midway_forwards_and_flushes_the_staging_never_swapped(
+    fresh_redis_dbs: RedisServer,
+) -> None:
+    """The network went down for good just after the earlier restore's first SWAPDB (its reply lost,
+    then every connection refused, so the swap back failed too): db 0 is swapped in, db 3 still staged."""
+    port = fresh_redis_dbs.port
+    facts, stored, stats, _ = backed_up_then_changed(fresh_redis_dbs)
+    redis.Redis(port=port, db=3).set(b"written-after-the-backup", b"3")
+    before = snapshot(port)
+    RedisComponent(fresh_redis_dbs.url(0)).stage(opener(stored, stats), facts, EARLIER)
+    staged = snapshot(port)
+    with RedisFaultProxy(port) as proxy:
+        proxy.drop_reply(b"SWAPDB", then_cut=True)
+        with pytest.raises(SourceUnreachableError):
+            RedisComponent(proxy.url(0)).swap_in(EARLIER)
+    assert proxy.dropped == [b"SWAPDB"]
+
+    lines = RedisComponent(fresh_redis_dbs.url(0)).clear_leftovers(OPTIONS)
+
+    assert lines == [
+        f"redis db 0: kept what restore {EARLIER.timestamp} swapped in, db 15 (its previous data) flushed",
+        f"redis db 14: flushed restore {EARLIER.timestamp}'s staging of db 3",
+    ]
+    assert markers(port) == {}
+    staged_db_0 = {key: value for key, value in staged[15].items() if key != MARKER}
+    assert_copied({0: staged_db_0, 3: before[3]}, port, {0: 0, 3: 3})
+
+
+def test_clear_leftovers_of_a_shifted_drill_and_of_production_leave_each_others_restores_alone(
+    fresh_redis_dbs: RedisServer,
+) -> None:
+    port = fresh_redis_dbs.port
+    load_dataset(port)
+    facts, stored, stats = backup(RedisComponent(fresh_redis_dbs.url(0)))
+    production = RedisComponent(fresh_redis_dbs.url(0))
+    drill = RedisComponent(fresh_redis_dbs.url(5), shift_dbs=True)
+    production.stage(opener(stored, stats), facts, EARLIER)
+    production.swap_in(EARLIER)  # not settled yet: that restore is still running
+    swapped = snapshot(port)
+
+    assert drill.clear_leftovers(OPTIONS) == []
+    assert_unchanged(swapped, port)
+
+    production.settle(EARLIER)
+    drill.stage(opener(stored, stats), facts, EARLIER)  # a drill killed after staging dbs 5 and 8
+    staged = snapshot(port)
+
+    assert production.clear_leftovers(OPTIONS) == []
+    assert_unchanged(staged, port)
 
 
 def test_clear_leftovers_and_undo_leave_another_restores_staging_alone(fresh_redis_dbs: RedisServer) -> None:
@@ -261,7 +334,7 @@ def test_a_settle_killed_midway_is_finished_forwards_never_swapped_back(fresh_re
 
     lines = RedisComponent(fresh_redis_dbs.url(0)).undo(OPTIONS)
 
-    assert lines[0] == f"redis db 0: kept what restore {OPTIONS.timestamp} swapped in, db 15 flushed"
+    assert lines[0] == f"redis db 0: kept what restore {OPTIONS.timestamp} swapped in, db 15 empty"
     assert lines[1] == f"redis db 3: swapped back the data restore {OPTIONS.timestamp} replaced"
     assert markers(port) == {}
     after = snapshot(port)
@@ -369,3 +442,107 @@ def test_the_restore_lambdas_restore_in_place_unless_the_workflow_names_a_redis_
     assert elsewhere.restore(opener(stored, stats), facts, EARLIER)["placement"] == "2->7"
 
     assert_copied({**before, 7: before[2]}, port, {2: 2, 7: 7})
+
+
+def test_a_swapdb_whose_reply_is_lost_is_not_sent_again_and_the_restore_goes_on_from_where_the_marker_is(
+    fresh_redis_dbs: RedisServer,
+) -> None:
+    """SWAPDB is not idempotent: redis-py, retrying a command whose connection broke after the server
+    ran it, would swap the db back, and the restore would report success with the old data in place.
+    A proxy in front of the real server lets Redis run the first SWAPDB and then closes the connection
+    instead of passing the reply on (what a network cut or failover between request and reply does),
+    so the engine's real client, retries and all, meets that very failure."""
+    port = fresh_redis_dbs.port
+    load_dataset(port)
+    backed_up = snapshot(port)
+    facts, stored, stats = backup(RedisComponent(fresh_redis_dbs.url(0)))
+    redis.Redis(port=port, db=0).set(b"written-after-the-backup", b"1")
+
+    with RedisFaultProxy(port) as proxy:
+        proxy.drop_reply(b"SWAPDB")
+        report = RedisComponent(proxy.url(0)).restore(opener(stored, stats), facts, OPTIONS)
+
+    assert proxy.dropped == [b"SWAPDB"]
+    assert report["swap"] == "SWAPDB"
+    assert markers(port) == {}
+    assert_copied(backed_up, port, {0: 0, 3: 3})
+
+
+def test_settle_keeps_a_staging_that_was_never_swapped_in_and_says_so(
+    fresh_redis_dbs: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Settling a restore whose staged marker is still in its spare means the swap did not happen (two
+    SWAPDBs, say): flushing the spare would throw the restored data away while the restore reports
+    success. The staging stays for undo, with an error in the log."""
+    port = fresh_redis_dbs.port
+    facts, stored, stats, before = backed_up_then_changed(fresh_redis_dbs)
+    component = RedisComponent(fresh_redis_dbs.url(0))
+    component.stage(opener(stored, stats), facts, OPTIONS)
+    staged = snapshot(port)
+
+    component.settle(OPTIONS)
+
+    assert_unchanged(staged, port)
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
+        "redis swap did not happen, staging kept for undo db=14 target=3 timestamp=20240101_020000",
+        "redis swap did not happen, staging kept for undo db=15 target=0 timestamp=20240101_020000",
+    ]
+    assert len(component.undo(OPTIONS)) == 2
+    assert_unchanged(before, port)
+
+
+def test_a_failed_stage_leaves_alone_a_spare_db_whose_marker_is_gone_and_warns(
+    fresh_redis_dbs: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The application took spare db 15 while the restore staged into it (flushed it, marker included,
+    and wrote its own keys): a db without this restore's marker is not the restore's to flush."""
+    port = fresh_redis_dbs.port
+    facts, stored, stats, _ = backed_up_then_changed(fresh_redis_dbs)
+    authentic = opener(stored, stats)
+    opened: list[int] = []
+
+    @contextmanager
+    def app_takes_db_15_as_the_restore_writes(part: int = 0) -> Iterator[BinaryIO]:
+        with authentic(part) as reader:
+            opened.append(part)
+            if len(opened) == 2:  # the second pass, which writes into the spares
+                spare = redis.Redis(port=port, db=15)
+                spare.flushdb()
+                spare.set(b"app:scratch", b"the application's")
+            yield reader
+
+    with pytest.raises(RestoreVerificationError):
+        RedisComponent(fresh_redis_dbs.url(0)).restore(app_takes_db_15_as_the_restore_writes, facts, OPTIONS)
+
+    assert redis.Redis(port=port, db=15).get(b"app:scratch") == b"the application's"
+    assert redis.Redis(port=port, db=14).dbsize() == 0  # the other spare, still marked, was flushed
+    assert "redis staging db not flushed, its marker is gone db=15 target=0" in caplog.messages
+
+
+#: What the README tells operators to grant the restore user.
+RESTORE_COMMANDS = "PING INFO SELECT DBSIZE GET SET DEL RESTORE FLUSHDB SWAPDB SCAN DUMP PTTL"
+
+
+@pytest.mark.parametrize("swapdb", [True, False], ids=["swapdb", "copy"])
+def test_a_restore_needs_no_command_beyond_those_the_readme_lists(
+    fresh_redis_dbs: RedisServer, swapdb: bool
+) -> None:
+    """An ACL user granted exactly the README's list restores, swapping or (SWAPDB denied) copying;
+    clear_leftovers and undo run too (the restore runs them on failure and before staging)."""
+    port = fresh_redis_dbs.port
+    facts, stored, stats, _ = backed_up_then_changed(fresh_redis_dbs)
+    commands = [f"+{name.lower()}" for name in RESTORE_COMMANDS.split() if swapdb or name != "SWAPDB"]
+    admin = redis.Redis(port=port)
+    admin.acl_setuser("restorer", enabled=True, passwords=["+restorer-pw"], keys=["~*"], commands=commands)
+    try:
+        url = f"redis://restorer:restorer-pw@127.0.0.1:{port}/0"
+        component = RedisComponent(url)
+        component.check_restore_target()
+        assert component.clear_leftovers(OPTIONS) == []
+        report = component.restore(opener(stored, stats), facts, OPTIONS)
+        assert report["swap"] == ("SWAPDB" if swapdb else "copy")
+        assert component.undo(OPTIONS) == []
+    finally:
+        admin.acl_deluser("restorer")
+    assert redis.Redis(port=port, db=0).get(b"written-after-the-backup") is (None if swapdb else b"1")
+    assert markers(port) == {}

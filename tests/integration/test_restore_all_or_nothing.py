@@ -198,3 +198,44 @@ def test_every_target_is_checked_before_any_is_touched(
     error = capsys.readouterr().err
     assert says in error.lower() and len(error.strip().splitlines()) == 1
     assert _state(deployment) == before
+
+
+def test_a_cli_restore_stopped_by_sigterm_undoes_itself(deployment: Deployment) -> None:
+    """`timeout`, a closed SSH session or systemd stop the restore with SIGTERM: it undoes what it
+    staged, exits 130 with one line, and the targets are as they were."""
+    import signal
+    import subprocess
+    import sys
+
+    from questboard_backup.cli import main
+    from tests.servers import wait_while_running
+
+    assert main(["full", "--json"]) == 0
+    _change_everything(deployment)
+    before = _state(deployment)
+    database = deployment.database_url.rsplit("/", 1)[1]
+
+    def staging_exists() -> bool:
+        with psycopg2.connect(deployment.database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname LIKE %s", (f"{database}_restore_%",))
+            found = cur.fetchone() is not None
+        conn.close()
+        return found
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "questboard_backup.cli", "restore", "latest"],
+        env={**os.environ, **deployment.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_while_running(process, staging_exists, "the restore to create its staging database", 60)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert len(err.decode().strip().splitlines()) == 1, err
+    assert _state(deployment) == before

@@ -2,7 +2,8 @@
 
 A restore checks the whole archive before writing anything (checking.py), extracts each root into a
 private staging folder through directory handles (staging.py), and swaps it in, keeping the previous
-copy as ``{path}.pre_restore_{ts}`` (swap.py; a mount point is filled instead of renamed).
+copy as ``{path}.pre_restore_{ts}`` (swap.py; a mount point is filled instead of renamed). A later
+restore settles a swap left unsettled rather than rolling back what the target took since.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from questboard_backup.address import TIMESTAMP_PATTERN
 from questboard_backup.errors import ConfigurationError, IntegrityError, SourceUnreachableError
 from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StagedRestore, StreamOpener
@@ -118,8 +120,8 @@ class FilesComponent(StagedRestore):
         return [str(path) for path in self.paths]
 
     def _places(self, roots: Sequence[str], options: RestoreOptions) -> list[Place]:
-        if not re.fullmatch(r"[\w-]+", options.timestamp, re.ASCII):
-            raise ConfigurationError(f"restore timestamp {options.timestamp!r} is not a plain name")
+        if not re.fullmatch(TIMESTAMP_PATTERN, options.timestamp, re.ASCII):
+            raise ConfigurationError(f"restore timestamp {options.timestamp!r} is not YYYYMMDD_HHMMSS")
         base = os.path.abspath(options.files_root) if options.files_root is not None else None
         return [
             Place(

@@ -84,22 +84,6 @@ def _renameat2() -> Callable[..., Any] | None:
     return function
 
 
-def remove_entry(dir_fd: int, name: str) -> None:
-    """Remove ``name`` and everything beneath it, through handles; a link is removed, never followed."""
-    st = entry(dir_fd, name)
-    if st is None:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=dir_fd)
-        return
-    fd = open_folder(dir_fd, name)
-    try:
-        empty_folder(fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
-
-
 def empty_folder(top: int) -> None:
     """Remove everything inside the open folder ``top`` (which stays), in memory bounded by depth."""
     # (handle, its parent's handle, its name there); restored modes may deny the owner write or search.

@@ -2,6 +2,7 @@
 folder ``.{name}.restore-{ts}`` beside its target, or inside the target when that is a mount point.
 
 Nothing of the targets is touched; a failure, or a staging folder found replaced, removes what was staged.
+Only the engine's own staging folder (``open_own_staging``) is ever emptied; anything else is left.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -29,6 +31,10 @@ logger = logging.getLogger(__name__)
 #: Inside a staging folder: the staged root, the swap's unsettled mark, the folders made above the target,
 #: and a mount point's own owner, mode and mtime before staging began (its staging folder changes them).
 TREE, MARKER, PARENTS, ROOT = "tree", "swapping", "parents", "root"
+#: What a staging folder may hold besides its tree (a folder, file or link, as the root was): the records,
+#: and the part-written files ``write_file`` and ``_write_member`` leave while they write.
+_RECORDS = {name for record in (MARKER, PARENTS, ROOT) for name in (record, f"{record}.part")}
+_PART_WRITTEN = re.compile(r"\.qb-[0-9a-f]{16}\.part")
 
 
 @dataclass(frozen=True)
@@ -286,7 +292,7 @@ class StagedTrees:
         for place, home, staging in zip(self._places, self._homes, self._stagings, strict=False):
             try:
                 handles.empty_folder(staging)
-                handles.remove_entry(home.fd, place.staging_name)
+                remove_staging(home.fd, place.staging_name, place.staging_path(home.mount))
             except OSError:
                 logger.exception("staging not removed path=%s", place.staging_path(home.mount))
         remove_made(folder for home in self._homes for folder in home.made)
@@ -297,6 +303,66 @@ class StagedTrees:
         for home in self._homes:
             home.close()
         self._stagings, self._homes = [], []
+
+
+def open_own_staging(home_fd: int, name: str) -> int | None:
+    """The staging folder ``name`` in ``home_fd``, opened, when it is the engine's own: a folder of this
+    user, mode 0700, holding nothing but what a stage writes (``_LAYOUT``). None for anything else."""
+    try:
+        fd = handles.open_folder(home_fd, name)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+            return None
+        raise
+    try:
+        st, found = os.fstat(fd), handles.entry(home_fd, name)
+        if (
+            found is not None
+            and handles.same(found, st)
+            and stat.S_IMODE(st.st_mode) == 0o700
+            and st.st_uid == os.geteuid()
+            and _has_staging_layout(fd)
+        ):
+            return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
+
+
+def _has_staging_layout(fd: int) -> bool:
+    with os.scandir(fd) as entries:
+        for item in entries:
+            mode = item.stat(follow_symlinks=False).st_mode
+            if item.name == TREE:
+                if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                    return False
+            elif not (stat.S_ISREG(mode) and (item.name in _RECORDS or _PART_WRITTEN.fullmatch(item.name))):
+                return False
+    return True
+
+
+def remove_staging(home_fd: int, name: str, path: str) -> bool:
+    """Remove the staging folder ``name`` and all in it, through handles; a link or file under the name is
+    unlinked, never followed. A folder that is not the engine's own (``open_own_staging``) is never
+    entered: it is left, with a warning, and False returned."""
+    found = handles.entry(home_fd, name)
+    if found is None:
+        return True
+    if not stat.S_ISDIR(found.st_mode):
+        os.unlink(name, dir_fd=home_fd)
+        return True
+    fd = open_own_staging(home_fd, name)
+    if fd is None:
+        logger.warning("folder under a staging name is not ours; left path=%s", path)
+        return False
+    try:
+        handles.empty_folder(fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=home_fd)
+    return True
 
 
 def metadata(st: os.stat_result) -> list[int]:

@@ -4,7 +4,9 @@ Beside its target (the usual case) a swap is two renames: target -> ``{target}.p
 ``.{name}.restore-{ts}/tree`` -> target. A mount point cannot be renamed, so its entries move instead:
 the current ones into ``{target}/.pre_restore_{ts}``, then the staged ones into the target. Before the
 first move a mark, ``swapping`` in the staging folder, records the swap; while it is there the swap is
-unsettled and ``undo`` puts everything back, whichever move a killed process stopped at.
+unsettled. This restore's ``undo`` then puts everything back, whichever move a killed process stopped at.
+A later restore's ``clear_leftovers`` settles a swap that went in (the target may have taken writes
+since) and completes backwards only one stopped before the staged copy was in place.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from questboard_backup.address import TIMESTAMP_PATTERN
 from questboard_backup.errors import SourceError
 from questboard_backup.sources.files import handles
 from questboard_backup.sources.files.staging import (
@@ -29,8 +32,10 @@ from questboard_backup.sources.files.staging import (
     apply_metadata,
     metadata,
     open_home,
+    open_own_staging,
     read_file,
     remove_made,
+    remove_staging,
     write_file,
 )
 
@@ -80,22 +85,13 @@ def settle(label: str, places: Sequence[Place]) -> None:
 
 def undo(label: str, places: Sequence[Place]) -> list[str]:
     """Put back any unsettled swap and remove this restore's staging; one line per thing done."""
-    lines: list[str] = []
-    made: list[str] = []
-    for place in places:
-        try:
-            lines.extend(_undo_place(label, place, made))
-        except (OSError, ValueError) as error:
-            # A damaged record (ValueError) is as much a reason to stop here as a failed rename.
-            reason = error.strerror if isinstance(error, OSError) else "damaged staging record"
-            logger.error("restore not undone component=%s path=%s error=%s", label, place.target, reason)
-            lines.append(f"{label}: cannot undo the restore of {place.target}: {reason}")
-    remove_made(made)
-    return lines
+    return _finish(label, places, settle_swapped=False)
 
 
 def clear_leftovers(label: str, places: Sequence[Place]) -> list[str]:
-    """Undo what restores of other timestamps left beside (or inside) each target; previous copies stay."""
+    """Finish what restores of other timestamps left beside (or inside) each target: a swap that went in is
+    settled, one stopped before the staged copy was in place is completed backwards, staging is removed.
+    Previous copies stay; only names carrying a restore's timestamp are looked at."""
     lines: list[str] = []
     for place in places:
         try:
@@ -110,11 +106,27 @@ def clear_leftovers(label: str, places: Sequence[Place]) -> list[str]:
             raise SourceError(
                 f"{label}: cannot look for leftovers beside {place.target}: {error.strerror}"
             ) from None
-        pattern = re.escape(f".{place.base}.restore-") + r"([\w-]+)"
+        pattern = re.escape(f".{place.base}.restore-") + f"({TIMESTAMP_PATTERN})"
         for name in sorted(names):
             found = re.fullmatch(pattern, name, re.ASCII)
             if found and found.group(1) != place.timestamp:
-                lines.extend(undo(label, [dataclasses.replace(place, timestamp=found.group(1))]))
+                earlier = dataclasses.replace(place, timestamp=found.group(1))
+                lines.extend(_finish(label, [earlier], settle_swapped=True))
+    return lines
+
+
+def _finish(label: str, places: Sequence[Place], settle_swapped: bool) -> list[str]:
+    lines: list[str] = []
+    made: list[str] = []
+    for place in places:
+        try:
+            lines.extend(_undo_place(label, place, made, settle_swapped))
+        except (OSError, ValueError) as error:
+            # A damaged record (ValueError) is as much a reason to stop here as a failed rename.
+            reason = error.strerror if isinstance(error, OSError) else "damaged staging record"
+            logger.error("restore not undone component=%s path=%s error=%s", label, place.target, reason)
+            lines.append(f"{label}: cannot undo the restore of {place.target}: {reason}")
+    remove_made(made)
     return lines
 
 
@@ -207,10 +219,9 @@ def _with_staging(place: Place, action: Callable[[Place, Home, int], list[str]])
     if home is None:
         return []
     try:
-        found = handles.entry(home.fd, place.staging_name)
-        if found is None or not handles.is_private_folder(found):
+        staging = open_own_staging(home.fd, place.staging_name)
+        if staging is None:
             return []
-        staging = handles.open_folder(home.fd, place.staging_name)
         try:
             return action(place, home, staging)
         finally:
@@ -219,14 +230,40 @@ def _with_staging(place: Place, action: Callable[[Place, Home, int], list[str]])
         home.close()
 
 
-def _put_back(place: Place, home: Home, staging: int) -> list[str]:
-    """Undo an unsettled swap, leaving the staged copy in its staging folder; nothing when unmarked."""
+def _read_mark(staging: int) -> dict[str, Any] | None:
     try:
         mark = read_file(staging, MARKER)
     except ValueError:
         # The mark is renamed into place whole, after its content is synced: a torn one was never used.
-        mark = None
-    if not isinstance(mark, dict):
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
+def _went_in(place: Place, home: Home, staging: int) -> bool:
+    """Whether a marked swap put its staged copy in place, so the target may have taken writes since:
+    beside, the staged tree was renamed to the target; a mount point, every staged entry moved in (a
+    swap of an empty staged folder is never taken as in: putting it back moves nothing out)."""
+    mark = _read_mark(staging)
+    if mark is None:
+        return False
+    if not home.mount:
+        return handles.entry(staging, TREE) is None and handles.entry(home.fd, place.base) is not None
+    staged = mark.get("staged")
+    if not isinstance(staged, list) or not staged:
+        return False
+    if handles.entry(staging, TREE) is None:
+        return True
+    tree = handles.open_folder(staging, TREE)
+    try:
+        return all(handles.entry(tree, name) is None for name in staged)
+    finally:
+        os.close(tree)
+
+
+def _put_back(place: Place, home: Home, staging: int) -> list[str]:
+    """Undo an unsettled swap, leaving the staged copy in its staging folder; nothing when unmarked."""
+    mark = _read_mark(staging)
+    if mark is None:
         return []
     if home.mount:
         _put_back_mount(place, home, staging, mark)
@@ -266,8 +303,9 @@ def _put_back_mount(place: Place, home: Home, staging: int, mark: dict[str, Any]
     apply_metadata(home.fd, mark["root"])
 
 
-def _undo_place(label: str, place: Place, made: list[str]) -> list[str]:
-    """Undo one root; the folders its stage created above the target are added to ``made``."""
+def _undo_place(label: str, place: Place, made: list[str], settle_swapped: bool) -> list[str]:
+    """Undo one root, or with ``settle_swapped`` settle it when its swap went in; the folders its stage
+    created above the target are added to ``made`` (unless settled: the target is in them)."""
     home = open_home(place)
     if home is None:
         return []
@@ -276,40 +314,53 @@ def _undo_place(label: str, place: Place, made: list[str]) -> list[str]:
         if found is None:
             return []
         path = place.staging_path(home.mount)
-        lines = []
-        if handles.is_private_folder(found):
-            staging = handles.open_folder(home.fd, place.staging_name)
+        lines, keep = [], "root"
+        staging = open_own_staging(home.fd, place.staging_name)
+        if staging is not None:
             try:
-                made.extend(read_file(staging, PARENTS) or [])
-                lines = [f"{label}: {line}" for line in _put_back(place, home, staging)]
+                if settle_swapped and _went_in(place, home, staging):
+                    keep = "current"
+                    lines = [
+                        f"{label}: settled the swap of an earlier restore ({place.timestamp}) into {place.target}"
+                    ]
+                else:
+                    made.extend(read_file(staging, PARENTS) or [])
+                    lines = [f"{label}: {line}" for line in _put_back(place, home, staging)]
             finally:
                 os.close(staging)
-        # Anything else under this restore's staging name (a link, a folder not ours) is removed, never entered.
-        _remove_staging(place, home, "root")
-        lines.append(f"{label}: staging {path} removed")
+        # A link or file under this restore's staging name is unlinked; a folder not ours is left unentered.
+        if _remove_staging(place, home, keep):
+            if keep == "root":
+                lines.append(f"{label}: staging {path} removed")
+        else:
+            lines.append(f"{label}: {path} is not a private staging folder; left in place")
     finally:
         home.close()
     return lines
 
 
-def _remove_staging(place: Place, home: Home, keep: str) -> None:
-    """Remove the place's staging folder. A mount point then gets back the owner, mode and mtime the
-    staging folder disturbed: the restored root's once settled (``keep="restored"``), or its own from
-    before the stage when undone (``keep="root"``)."""
+def _remove_staging(place: Place, home: Home, keep: str) -> bool:
+    """Remove the place's staging folder; False when the folder under its name is not ours (left). A mount
+    point then gets back the owner, mode and mtime the staging folder disturbed: the restored root's once
+    settled (``keep="restored"``), its own from before the stage when undone (``keep="root"``), or what
+    it has now when an earlier restore is settled late (``keep="current"``)."""
     recorded = None
     if home.mount:
-        found = handles.entry(home.fd, place.staging_name)
-        if found is not None and handles.is_private_folder(found):
-            staging = handles.open_folder(home.fd, place.staging_name)
+        staging = open_own_staging(home.fd, place.staging_name)
+        if staging is not None:
             try:
                 if keep == "restored":
-                    mark = read_file(staging, MARKER)
-                    recorded = mark.get("restored") if isinstance(mark, dict) else None
-                else:
+                    mark = _read_mark(staging)
+                    recorded = mark.get("restored") if mark is not None else None
+                elif keep == "root":
                     recorded = read_file(staging, ROOT)
+                else:
+                    recorded = metadata(os.fstat(home.fd))
             finally:
                 os.close(staging)
-    handles.remove_entry(home.fd, place.staging_name)
+    if not remove_staging(home.fd, place.staging_name, place.staging_path(home.mount)):
+        return False
     if recorded is not None:
         apply_metadata(home.fd, recorded)
     os.fsync(home.fd)
+    return True

@@ -9,6 +9,8 @@ import contextlib
 import functools
 import logging
 import re
+import signal
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,6 +78,20 @@ __all__ = ["MAX_SPLIT_TABLES", "PostgresComponent", "group_tables", "row_counts"
 logger = logging.getLogger(__name__)
 
 _REQUIRED_FACTS = ("encoding", "collate", "ctype", "pg_dump", "tables", "large_objects")
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait (pending) until the block ends, then interrupt as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs Python's signal handlers
+        return
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class PostgresComponent(StagedRestore):
@@ -230,14 +246,20 @@ class PostgresComponent(StagedRestore):
             # The archives' listings are read while the staging database is being created.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qb-pg-toc") as pool:
                 listings = pool.submit(read_tocs, self.tools, open_stream, len(facts.get("parts", [])))
-                create_staging(admin, names.staging, facts)
-            try:
-                with admin.cursor() as cur, failing_as(f"cannot mark {names.staging} as staged"):
-                    swap.mark_staged(cur, names)
-                rows = self._fill(open_stream, names.staging, facts, listings.result())
-            except BaseException:
-                drop_quietly(admin, names.staging)
-                raise
+                created = False
+                try:
+                    # Created and marked as one step: an interrupt between the two would leave a
+                    # database no undo may drop (undo drops only what carries this restore's mark).
+                    with interrupts_held():
+                        create_staging(admin, names.staging, facts)
+                        created = True
+                        with admin.cursor() as cur, failing_as(f"cannot mark {names.staging} as staged"):
+                            swap.mark_staged(cur, names)
+                    rows = self._fill(open_stream, names.staging, facts, listings.result())
+                except BaseException:
+                    if created:  # never a database of the same name this run did not create
+                        drop_quietly(admin, names.staging)
+                    raise
         logger.info(
             "postgres staged database=%s tables=%d rows=%d", self.database, len(facts["tables"]), rows
         )

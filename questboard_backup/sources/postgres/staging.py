@@ -4,6 +4,7 @@ dump's facts before ``swap`` renames it into the target's place."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,9 +30,13 @@ MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer dat
 
 
 def derived_name(target: str, suffix: str) -> str:
-    """``target`` + ``suffix``, ``target`` cut short where the whole would be too long a name."""
+    """``target`` + ``suffix``; where the whole would be too long a name, ``target`` is cut short and
+    followed by ``_`` and 8 hex digits of its SHA-256, so targets cut to the same bytes still differ."""
     room = MAX_NAME_BYTES - len(suffix.encode())
-    return target.encode()[:room].decode("utf-8", "ignore") + suffix
+    if len(target.encode()) <= room:
+        return target + suffix
+    tag = "_" + hashlib.sha256(target.encode()).hexdigest()[:8]
+    return target.encode()[: room - len(tag)].decode("utf-8", "ignore") + tag + suffix
 
 
 def create_staging(admin: Connection, staging: str, facts: Mapping[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Redis: every logical db streamed key by key with SCAN, DUMP and PTTL, restored with RESTORE into spare
 dbs and swapped in with SWAPDB; no admin commands.
 
-The stream's format, writer and reader are in ``stream.py``; the spare dbs and their swaps in ``spares.py``.
+The stream's format, writer and reader are in ``stream.py``; the spare dbs and their markers in
+``spares.py``; swapping in, settling and undoing in ``swap.py``.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, BinaryIO, cast
 
 import redis
-from redis.backoff import EqualJitterBackoff
+from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from questboard_backup.connections import parse_redis, redis_display
@@ -25,7 +26,7 @@ from questboard_backup.errors import (
     SourceUnreachableError,
 )
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StagedRestore, StreamOpener
-from questboard_backup.sources.redis import spares
+from questboard_backup.sources.redis import swap
 from questboard_backup.sources.redis.spares import MARKER, LogicalDbs, Marker
 from questboard_backup.sources.redis.stream import Records, StreamWriter, Summary
 
@@ -43,7 +44,8 @@ class RedisComponent(StagedRestore):
     Managed Redis (ElastiCache, MemoryDB) refuses SYNC, PSYNC, SAVE, BGSAVE, CONFIG and DEBUG, so none is
     used: the dbs holding keys are found with ``INFO keyspace``, each is walked with SCAN (``batch_keys``
     per call) and every batch is read with one pipeline of DUMP and PTTL. A dump needs only PING, INFO,
-    SELECT, SCAN, DUMP and PTTL; a restore adds RESTORE, DBSIZE, GET, SET, DEL, FLUSHDB and SWAPDB.
+    SELECT, SCAN, DUMP and PTTL. A restore needs PING, INFO, SELECT, DBSIZE, GET, SET, DEL, RESTORE,
+    FLUSHDB (ASYNC) and SWAPDB, and SCAN, DUMP and PTTL where SWAPDB is refused and the keys are copied.
 
     Consistency: SCAN is not a snapshot. Every key present for the whole dump is stored once; a key
     created, deleted or changed meanwhile may or may not be, and at whichever value DUMP saw. Keys gone
@@ -70,10 +72,18 @@ class RedisComponent(StagedRestore):
     leaves empty while a restore runs. Where the server refuses SWAPDB (renamed, denied by an ACL,
     cluster mode), the staged keys are copied over the target instead: not atomic, keys of the target
     that are not in the backup are kept, and a failure while copying cannot be undone; the report
-    carries a ``warning``. Between swap and settle each target db holds the marker key
-    ``questboard-backup:restore``; settling deletes it and flushes the spare dbs, which then hold the
-    previous data (kept, they would double the memory and could make Redis evict live keys). A dump
-    never stores that key, but a dump taken while a restore stages would store the spare dbs.
+    carries a ``warning``. Just before SWAPDB each target gets a marker of its previous data, which the
+    swap carries into the spare; between swap and settle each target db holds the restore's marker key
+    ``questboard-backup:restore``. Settling deletes it and flushes each spare marked as holding the
+    previous data (kept, it would double the memory and could make Redis evict live keys). SWAPDB is
+    sent once, on a client that never retries (a retry after a lost reply would swap back), and where
+    each db went is then read from the markers. A spare db is flushed only while it holds a marker of
+    the restore in hand: one whose marker is gone (evicted, or the application took the db) is left,
+    with a warning. ``clear_leftovers`` settles an earlier restore's unsettled swap forwards (the
+    target may have taken writes since), never back; only ``undo`` of the restore in hand swaps back.
+    Both touch only markers of restores that place dbs as this instance does (same ``offset``), so a
+    drill restoring shifted and a restore in place leave each other alone. A dump never stores the
+    marker key, but a dump taken while a restore stages would store the spare dbs.
     """
 
     name = "redis"
@@ -205,7 +215,7 @@ class RedisComponent(StagedRestore):
                     )
                 self._verify(dbs, markers)
             except BaseException:
-                self._drop_staging(dbs, marked, options.timestamp)
+                self._drop_staging(dbs, {spare: markers[spare] for spare in marked})
                 raise
         total = sum(restored.values())
         logger.info("redis staged dbs=%d keys=%d placement=%s", len(restored), total, _placement(targets))
@@ -217,18 +227,20 @@ class RedisComponent(StagedRestore):
 
     def swap_in(self, options: RestoreOptions) -> Facts:
         with self._errors("swap"):
-            return spares.swap_in(self._dbs(), options.timestamp)
+            return swap.swap_in(self._dbs(), options.timestamp, self.offset)
 
     def settle(self, options: RestoreOptions) -> None:
-        spares.settle(self._dbs(), options.timestamp)
+        swap.settle(self._dbs(), options.timestamp, self.offset)
 
     def undo(self, options: RestoreOptions) -> list[str]:
         with self._errors("undo"):
-            return spares.undo(self._dbs(), options.timestamp)
+            return swap.undo(self._dbs(), options.timestamp, self.offset)
 
     def clear_leftovers(self, options: RestoreOptions) -> list[str]:
+        """Only markers of restores placing dbs as this one does (``offset``): a drill restoring
+        shifted never touches what a restore in place left, nor the other way round."""
         with self._errors("clearing leftovers"):
-            return spares.clear_leftovers(self._dbs(), options.timestamp)
+            return swap.clear_leftovers(self._dbs(), options.timestamp, self.offset)
 
     def _check_targets(self, targets: Mapping[int, int], count: int) -> None:
         """Every target db must exist before the first key is written."""
@@ -286,32 +298,44 @@ class RedisComponent(StagedRestore):
                     f"redis db {spare}: the marker of this restore's staging is gone (evicted or removed)"
                 )
 
-    def _drop_staging(self, dbs: LogicalDbs, marked: list[int], timestamp: str) -> None:
-        for spare in marked:
+    def _drop_staging(self, dbs: LogicalDbs, markers: Mapping[int, Marker]) -> None:
+        """Flush each spare db that still holds this stage's marker. One without it is left alone, with
+        a warning: something else (the application, an operator) may have taken that db."""
+        for spare, marker in markers.items():
             try:
-                marker = dbs.marker(spare)
-                # A missing marker was evicted: the db is still ours.
-                if marker is None or (marker.timestamp == timestamp and marker.staged_in(spare)):
+                found = dbs.marker(spare)
+                if found is not None and found.is_staging_of(marker):
                     dbs.flush(spare)
+                else:
+                    logger.warning(
+                        "redis staging db not flushed, its marker is gone db=%d target=%d",
+                        spare,
+                        marker.target,
+                    )
             except (redis.RedisError, OSError) as error:  # undo finds it by its marker
                 logger.warning(
                     "redis staging not dropped db=%d reason=%s", spare, _reason(error, self._password)
                 )
 
     def _dbs(self) -> LogicalDbs:
-        return LogicalDbs(self._connected, self.batch_keys)
+        return LogicalDbs(self._connected, self.batch_keys, self._connected_once)
 
-    def _client(self, db: int) -> redis.Redis:
+    def _client(self, db: int, retry: Retry | None = None) -> redis.Redis:
         # One pool per db: the URL's own db would override a db given to from_url.
-        return redis.Redis(connection_pool=redis.ConnectionPool(**self._params, db=db))
+        params = self._params if retry is None else {**self._params, "retry": retry}
+        return redis.Redis(connection_pool=redis.ConnectionPool(**params, db=db))
 
     @contextmanager
-    def _connected(self, db: int) -> Iterator[redis.Redis]:
-        client = self._client(db)
+    def _connected(self, db: int, retry: Retry | None = None) -> Iterator[redis.Redis]:
+        client = self._client(db, retry)
         try:
             yield client
         finally:
             client.connection_pool.disconnect()
+
+    def _connected_once(self, db: int) -> AbstractContextManager[redis.Redis]:
+        """A client that sends each command once: for SWAPDB, which a retry would undo."""
+        return self._connected(db, Retry(NoBackoff(), 0))
 
     @contextmanager
     def _errors(self, during: str) -> Iterator[None]:

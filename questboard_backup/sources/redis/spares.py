@@ -1,13 +1,14 @@
-"""Spare logical dbs for a staged Redis restore: the marker that names them, finding them again from any
-process, swapping them in with SWAPDB (or copying where the server refuses it), settling and undoing.
+"""Spare logical dbs for a staged Redis restore: the marker that names a restore's dbs and the few
+commands that find, fill, swap and flush them from any process (the steps themselves are in ``swap.py``).
 
 A restore stages each source db in a spare db: an empty db, not a target, taken from the top of the
 server's range. Each spare gets the key ``questboard-backup:restore`` holding a JSON ``Marker`` (the
-restore's timestamp, its source, target and spare db, the key counts to expect). SWAPDB exchanges whole
-dbs, so the marker travels with the staged data: found in its ``spare`` db it means "staged, not
-swapped"; found in its ``target`` db, "swapped in, not settled" (the target's previous data then sits
-in the spare). One fixed key name, read with one GET per db, finds every marker without a SCAN of the
-application's keys.
+restore's timestamp, its source, target and spare db, the key counts to expect). Just before SWAPDB the
+target gets a second marker, flagged ``previous``. SWAPDB exchanges whole dbs, so each marker travels
+with its data: the staged marker found in its ``spare`` db means "staged, not swapped"; in its
+``target`` db, "swapped in, not settled", the target's previous data then sitting in the spare with the
+``previous`` marker. One fixed key name, read with one GET per db, finds every marker without a SCAN of
+the application's keys.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, cast
 
 import redis
-
-from questboard_backup.errors import RestoreVerificationError
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +45,9 @@ class Marker:
     copying: bool = False
     #: Swapped in and kept: the previous data in the spare is being dropped (finish, never swap back).
     settling: bool = False
+    #: Written into the target just before SWAPDB, so that it sits with the target's previous data:
+    #: in the spare once swapped, still in the target if the swap did not happen or was undone.
+    previous: bool = False
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -57,7 +59,8 @@ class Marker:
             return None
         try:
             data = json.loads(raw)
-            if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            # Flags added later default to False: a marker an earlier version left is still found.
+            if not isinstance(data, dict) or not _REQUIRED <= set(data) <= _NAMES:
                 return None
             marker = cls(**data)
         except (ValueError, TypeError):
@@ -68,10 +71,30 @@ class Marker:
         return marker
 
     def staged_in(self, db: int) -> bool:
-        return db == self.spare
+        return not self.previous and db == self.spare
 
     def swapped_into(self, db: int) -> bool:
-        return db == self.target
+        return not self.previous and db == self.target
+
+    def left_in_target(self, db: int) -> bool:
+        """A ``previous`` marker still in the target: the swap did not happen, or was undone."""
+        return self.previous and db == self.target
+
+    def placed_by(self, offset: int) -> bool:
+        """Written by a component that puts source db ``k`` into db ``offset + k``."""
+        return self.target == self.source + offset
+
+    def is_staging_of(self, restore: Marker) -> bool:
+        """This is the staged marker of ``restore``'s db (whatever its other flags)."""
+        return self._restore == restore._restore and not self.previous
+
+    def is_previous_of(self, restore: Marker) -> bool:
+        """This is the ``previous`` marker of ``restore``'s db."""
+        return self._restore == restore._restore and self.previous
+
+    @property
+    def _restore(self) -> tuple[str, int, int, int]:
+        return (self.timestamp, self.source, self.target, self.spare)
 
     def size_problem(self, size: int) -> str | None:
         """What is wrong with a spare db holding this marker and ``size`` keys, if anything."""
@@ -88,13 +111,19 @@ class Marker:
         return None
 
 
-class LogicalDbs:
-    """The logical dbs of one server. Only PING-level commands plus SELECT, GET, SET, DEL, DBSIZE,
-    FLUSHDB and SWAPDB are used: managed Redis refuses CONFIG, so the number of dbs is found by
-    probing SELECT (out of range is an error)."""
+_NAMES = {f.name for f in fields(Marker)}
+_REQUIRED = {f.name for f in fields(Marker) if f.default is MISSING}
 
-    def __init__(self, connect: Connect, batch_keys: int) -> None:
+
+class LogicalDbs:
+    """The logical dbs of one server. Only SELECT, GET, SET, DEL, DBSIZE, FLUSHDB and SWAPDB are used
+    (SCAN, DUMP, PTTL and RESTORE too where SWAPDB is refused): managed Redis refuses CONFIG, so the
+    number of dbs is found by probing SELECT (out of range is an error). ``connect_once`` gives a
+    client that never retries a command, for SWAPDB."""
+
+    def __init__(self, connect: Connect, batch_keys: int, connect_once: Connect) -> None:
         self._connect = connect
+        self._connect_once = connect_once
         self._batch_keys = batch_keys
         self._count: int | None = None
 
@@ -137,9 +166,9 @@ class LogicalDbs:
     def sizes(self, dbs: Iterable[int]) -> dict[int, int]:
         return {db: int(size) for db, size in self._each(dbs, "DBSIZE").items()}
 
-    def markers(self) -> dict[int, Marker]:
-        """Every db holding a marker, with it."""
-        found = self._each(range(self.count()), "GET", MARKER)
+    def markers(self, dbs: Iterable[int] | None = None) -> dict[int, Marker]:
+        """Every db (of ``dbs``, else of the server) holding a marker, with it."""
+        found = self._each(range(self.count()) if dbs is None else dbs, "GET", MARKER)
         return {db: marker for db, raw in found.items() if (marker := Marker.decode(raw)) is not None}
 
     def choose_spares(self, needed: int, targets: set[int]) -> list[int]:
@@ -166,7 +195,8 @@ class LogicalDbs:
             client.flushdb(asynchronous=True)
 
     def swap(self, first: int, second: int) -> None:
-        with self._connect(0) as client:
+        """One SWAPDB, never retried: a retry after a lost reply would swap the dbs back."""
+        with self._connect_once(0) as client:
             client.swapdb(first, second)
 
     def copy(self, source: int, target: int) -> None:
@@ -189,138 +219,3 @@ class LogicalDbs:
                     out.execute()
                 if int(cursor) == 0:
                     return
-
-
-def _ours(markers: dict[int, Marker], timestamp: str) -> list[tuple[int, Marker]]:
-    return sorted((db, m) for db, m in markers.items() if m.timestamp == timestamp)
-
-
-def swap_in(dbs: LogicalDbs, timestamp: str) -> dict[str, Any]:
-    """Swap every db staged by the restore ``timestamp`` into its target; on failure swap back those
-    done and raise. Where the server refuses SWAPDB, copy instead and say so in ``warning``."""
-    staged = sorted(
-        ((db, m) for db, m in _ours(dbs.markers(), timestamp) if m.staged_in(db)), key=lambda s: s[1].target
-    )
-    if not staged:  # an empty backup: nothing was staged
-        return {"swap": "none"}
-    sizes = dbs.sizes(db for db, _ in staged)
-    for db, marker in staged:
-        if problem := marker.size_problem(sizes[db]):
-            raise RestoreVerificationError(problem)
-    swapped: list[Marker] = []
-    try:
-        for _db, marker in staged:
-            try:
-                dbs.swap(marker.target, marker.spare)
-            except redis.ResponseError as error:
-                if swapped:
-                    raise
-                return _copy_in(dbs, [m for _, m in staged], _reason(error))
-            swapped.append(marker)
-    except BaseException:
-        for marker in reversed(swapped):
-            try:
-                dbs.swap(marker.target, marker.spare)
-            except redis.RedisError as error:  # the markers let undo finish it
-                logger.warning("redis swap back failed db=%d reason=%s", marker.target, _reason(error))
-        raise
-    logger.info("redis swapped in dbs=%d", len(swapped))
-    return {"swap": "SWAPDB"}
-
-
-def _copy_in(dbs: LogicalDbs, staged: list[Marker], reason: str) -> dict[str, Any]:
-    targets = ", ".join(str(marker.target) for marker in staged)
-    logger.warning("redis swapdb refused, copying instead targets=%s reason=%s", targets, reason)
-    for marker in staged:
-        dbs.mark(marker.spare, replace(marker, copying=True))
-        dbs.copy(marker.spare, marker.target)
-        size = dbs.sizes([marker.target])[marker.target]
-        if size < marker.persistent:
-            raise RestoreVerificationError(
-                f"redis db {marker.target}: {marker.persistent} keys without expiry copied in, "
-                f"but only {size} keys are there"
-            )
-    return {
-        "swap": "copy",
-        "warning": (
-            f"Redis refused SWAPDB ({reason}): the staged keys were copied into db {targets} with DUMP "
-            "and RESTORE instead, which is not atomic; keys there that are not in the backup were kept"
-        ),
-    }
-
-
-def settle(dbs: LogicalDbs, timestamp: str) -> None:
-    """Keep what the restore ``timestamp`` swapped in: drop its markers and its spare dbs, which now
-    hold the previous data (kept, they would double the memory and could make Redis evict live keys).
-    Logs, never raises."""
-    try:
-        markers = dbs.markers()
-        for db, marker in _ours(markers, timestamp):
-            if marker.swapped_into(db):
-                _finish_settling(dbs, markers, marker)
-            elif marker.staged_in(db):
-                if not marker.copying:
-                    logger.warning("redis staged db was never swapped in db=%d target=%d", db, marker.target)
-                dbs.flush(db)
-    except (redis.RedisError, OSError) as error:
-        logger.warning("redis settle failed timestamp=%s reason=%s", timestamp, _reason(error))
-
-
-def _finish_settling(dbs: LogicalDbs, markers: dict[int, Marker], marker: Marker) -> str:
-    # Marked first, so that a kill before the marker is gone is finished forwards, never swapped back
-    # with a flushed spare.
-    dbs.mark(marker.target, replace(marker, settling=True))
-    other = markers.get(marker.spare)
-    if other is not None and other.staged_in(marker.spare):
-        logger.warning("redis spare db holds another restore's staging db=%d", marker.spare)
-    else:
-        dbs.flush(marker.spare)
-    dbs.unmark(marker.target)
-    return f"redis db {marker.target}: kept what restore {marker.timestamp} swapped in, db {marker.spare} flushed"
-
-
-def undo(dbs: LogicalDbs, timestamp: str) -> list[str]:
-    """Undo the restore ``timestamp``, whatever step it reached in whichever process."""
-    return _undo(dbs, lambda marker: marker.timestamp == timestamp)
-
-
-def clear_leftovers(dbs: LogicalDbs, timestamp: str) -> list[str]:
-    """Undo what every other restore than ``timestamp`` left behind."""
-    return _undo(dbs, lambda marker: marker.timestamp != timestamp)
-
-
-def _undo(dbs: LogicalDbs, chosen: Callable[[Marker], bool]) -> list[str]:
-    lines = []
-    markers = dbs.markers()
-    # SWAPDB is atomic per pair: each target either holds its marker (swapped) or does not.
-    for db, marker in sorted(markers.items()):
-        if not chosen(marker) or not marker.swapped_into(db):
-            continue
-        if marker.settling:
-            lines.append(_finish_settling(dbs, markers, marker))
-            continue
-        other = markers.get(marker.spare)
-        if other is not None and other.staged_in(marker.spare):
-            lines.append(
-                f"redis db {marker.target}: not swapped back, its previous data's db {marker.spare} now "
-                f"holds restore {other.timestamp}'s staging"
-            )
-            continue
-        dbs.swap(marker.target, marker.spare)
-        lines.append(f"redis db {marker.target}: swapped back the data restore {marker.timestamp} replaced")
-    for db, marker in sorted(dbs.markers().items()):
-        if not chosen(marker) or not marker.staged_in(db):
-            continue
-        dbs.flush(db)
-        if marker.copying:
-            lines.append(
-                f"redis db {marker.target}: restore {marker.timestamp} copied into it (SWAPDB refused), "
-                f"perhaps in part, so its previous data cannot be put back; spare db {db} flushed"
-            )
-        else:
-            lines.append(f"redis db {db}: flushed restore {marker.timestamp}'s staging of db {marker.target}")
-    return lines
-
-
-def _reason(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

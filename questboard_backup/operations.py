@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -41,15 +42,25 @@ SHARED_LOCK_RENEWAL_SECONDS = SHARED_LOCK_LIFETIME_SECONDS / 10
 StillLocked = Callable[[], None]
 
 
+def boot_id() -> str:
+    """This kernel boot's random id (Linux); elsewhere the host name and the boot time."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return f"{socket.gethostname()}-{int(time.time() - time.monotonic())}"
+
+
 @contextmanager
 def shared_locks(storages: Sequence[Storage], local: LocalStorage, holder: str) -> Iterator[StillLocked]:
     """The lock object of each shared storage (S3), which the serverless workflow and other hosts with
     the same BACKUP_HOSTNAME take too: the run and its sweep of leftovers are alone there. Each is
     renewed in the background while the run holds it; the ``StillLocked`` yielded checks none was lost.
-    A lock left by an earlier run of this BACKUP_DIR is taken over at once (the flock held here
-    proves it dead)."""
+    A lock left by an earlier run of this BACKUP_DIR since this machine booted is taken over at once:
+    the flock held here proves it dead. The instance names the boot too, since that proof holds only
+    for this kernel: a host cloned from a snapshot of this one, or sharing BACKUP_DIR over NFS, has
+    the same folder id and must wait for the lock to expire like anyone else."""
     shared = [storage for storage in storages if not isinstance(storage, LocalStorage)]
-    instance = local.instance_id() if shared else None
+    instance = f"{local.instance_id()}/{boot_id()}" if shared else None
     taken: list[tuple[StorageLock, str]] = []
     with ExitStack() as renewals:
         try:

@@ -199,3 +199,27 @@ def test_a_kept_lock_is_renewed_in_the_background(storage: Storage) -> None:
             assert time.monotonic() < deadline, "the lock was never renewed"
             time.sleep(0.02)  # polling the renewal thread's effect, bounded by the deadline
     assert lock.release(token) is True
+
+
+@pytest.mark.parametrize(("boot", "taken_at_once"), [("this", True), ("another", False)])
+def test_a_lock_left_by_this_backup_dir_is_taken_over_at_once_only_within_this_boot(
+    s3_bucket: S3Bucket, tmp_path: Path, boot: str, taken_at_once: bool
+) -> None:
+    """The flock held on BACKUP_DIR proves an earlier run dead only for this kernel: a host cloned
+    from a snapshot (same folder id) or sharing BACKUP_DIR over NFS left its lock under another boot."""
+    from questboard_backup.lock import SHARED_LOCK_KEY
+    from questboard_backup.operations import boot_id, shared_locks
+
+    local = LocalStorage(tmp_path / "backups")
+    storage = S3Storage(s3_bucket.name, "test-host", s3_bucket.client)
+    left_by = f"{local.instance_id()}/{boot_id() if boot == 'this' else 'a-clone-of-this-host'}"
+    StorageLock(storage, SHARED_LOCK_KEY, 3600, left_by).acquire("the earlier run")
+    if taken_at_once:
+        with shared_locks([storage], local, "the next run"):
+            assert json.loads(storage.read_bytes(SHARED_LOCK_KEY))["holder"] == "the next run"
+    else:
+        with (
+            pytest.raises(LockedError, match="the earlier run"),
+            shared_locks([storage], local, "the next run"),
+        ):
+            pass

@@ -114,9 +114,9 @@ FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
     FunctionSpec(names.RESTORE_RESOLVE, "Find the authentic backup to restore", 1, _READS, _DEC),
     FunctionSpec(
         names.RESTORE_VALIDATE,
-        "Authenticate the manifest, check every object and target",
+        "Take the lock; authenticate the manifest, check every object and target",
         5,
-        _READS,
+        _LOCKS,
         _DEC,
         reads_secrets=True,
     ),
@@ -127,12 +127,14 @@ FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         names.RESTORE_VERIFY, "Check restored data against the manifest", 5, _NONE, reads_secrets=True
     ),
-    FunctionSpec(names.RESTORE_REPORT, "Report a finished restore", 1, _NONE, publishes_alerts=True),
+    FunctionSpec(
+        names.RESTORE_REPORT, "Release the lock, report a finished restore", 1, _LOCKS, publishes_alerts=True
+    ),
     FunctionSpec(
         names.RESTORE_FAILURE,
-        "Undo a failed restore and alert",
+        "Undo a failed restore, release the lock, alert",
         5,
-        _NONE,
+        _LOCKS,
         reads_secrets=True,
         publishes_alerts=True,
     ),

@@ -267,7 +267,12 @@ class RestoreWorkflow(Construct):
                 self,
                 "Report",
                 functions[names.RESTORE_REPORT],
-                {**restore, "restored.$": "$.swapped.components", "verified.$": "$.verified"},
+                {
+                    **restore,
+                    "validated.$": "$.validated",
+                    "restored.$": "$.swapped.components",
+                    "verified.$": "$.verified",
+                },
                 result_path="$.report",
             ),
         ]

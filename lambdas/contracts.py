@@ -27,7 +27,7 @@ RESTORE = (
     ("StageComponents (Map)", "restore_component", models.RestoreStep, None),
     ("Swap", "restore_swap", models.SwapRequest, models.SwapOutput),
     ("Verify", "restore_verify", models.RestoreStep, models.RestoreVerifyOutput),
-    ("Report", "restore_report", models.RestoreStep, models.ReportOutput),
+    ("Report", "restore_report", models.ReportRequest, models.ReportOutput),
     ("Failure path", "restore_failure", models.FailureRequest, models.FailureOutput),
 )
 BEGIN, END = (

@@ -69,6 +69,8 @@ class FailureRequest(_Strict):
     restore: dict[str, Any] | None = None
     #: Present once the restore's Swap step succeeded: every component is in place, nothing to undo.
     swapped: dict[str, Any] | None = None
+    #: Present once the restore's Validate took the lock (``lock_token``), released by the failure path.
+    validated: dict[str, Any] | None = None
     error: ErrorInfo = ErrorInfo()
 
 
@@ -97,6 +99,12 @@ class RestoreState(_Strict):
 class RestoreStep(_Strict):
     restore: RestoreState
     component: ComponentName | None = None
+
+
+class ReportRequest(_Strict):
+    restore: RestoreState
+    #: Validate's output: its ``lock_token`` is released here.
+    validated: dict[str, Any]
 
 
 class SwapRequest(_Strict):
@@ -171,6 +179,8 @@ class ResolveOutput(_Strict):
 
 class ValidateOutput(_Strict):
     components: list[str]
+    #: The shared lock (the one backups take), held from Validate to Report or the failure path.
+    lock_token: str
 
 
 class SwapOutput(_Strict):

@@ -27,7 +27,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     backup_id = str((request.restore or {}).get("backup_id", "(unresolved)"))
     logger.error("restore failed", extra={"error": request.error.Error})
     undone: list[str] = []
-    if request.restore is not None:  # absent when Resolve failed: nothing was touched
+    # Nothing of this restore was staged before Validate succeeded (and took the lock): a restore
+    # refused there, by the lock or a check, must not undo another's run of the same second.
+    if request.restore is not None and request.validated is not None:
         state = parse(RestoreState, request.restore)
         try:
             targets = configured_targets(deps, state)
@@ -40,6 +42,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 undone = undo_all(targets, options_for(state))
         except BackupError as error:  # no target could be built (a malformed secret): alert all the same
             undone = [f"nothing undone: {error}"]
+    if request.validated is not None and request.validated.get("lock_token"):
+        deps.lock().release(str(request.validated["lock_token"]))  # after the undo: it ran alone
     cause = request.error.Cause + "".join(f"\n{line}" for line in undone)
     alerted = deps.alert_failure("restore of", backup_id, request.error.Error, cause)
     return FailureOutput.model_validate({**alerted, "undone": undone}).model_dump()

@@ -1,4 +1,5 @@
-"""Restore step 5: record the successful restore (metric and a summary log line)."""
+"""Restore step 6: release the lock Validate took and record the successful restore (metric and a
+summary log line)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.models import ReportOutput, RestoreStep, parse
+from lambdas.dependencies import dependencies
+from lambdas.models import ReportOutput, ReportRequest, parse
 from lambdas.observability import logger, metrics, tracer
 
 
@@ -15,7 +17,10 @@ from lambdas.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = parse(RestoreStep, event)
+    request = parse(ReportRequest, event)
+    released = dependencies().lock().release(str(request.validated.get("lock_token", "")))
+    if not released:
+        logger.warning("restore lock was not held any more", extra={"backup_id": request.restore.backup_id})
     metrics.add_metric(name="restore_success_total", unit=MetricUnit.Count, value=1)
     logger.info("restore complete", extra={"backup_id": request.restore.backup_id})
     return ReportOutput(

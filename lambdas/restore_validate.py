@@ -1,4 +1,4 @@
-"""Restore step 2, before anything is touched: authenticate the manifest, check every object is there,
+"""Restore step 2, before anything is touched: take the shared lock, authenticate the manifest, check every object is there,
 refuse by name a component without a target here, check every target can be restored into, refuse a
 restore whose estimate does not fit in one staging invocation, and clear what earlier restores left."""
 
@@ -28,10 +28,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(RestoreStep, event)
     deps = dependencies()
     state = request.restore
-    manifest, _ = load_checked_manifest(entry_for(deps, state), deps.key_wrapper())
-    selected = select_components(manifest, state.only)
-    targets = targets_for(deps, state, [component.name for component in selected])
-    check_targets(selected, targets)
-    check_fits(selected, deps.settings.restore_stage_timeout_seconds, "one staging invocation")
-    clear_leftovers(targets, options_for(state))
-    return ValidateOutput(components=list(targets)).model_dump()
+    # The lock backups take: a backup, or another restore, waits while this one runs. Taken first, so
+    # clearing an earlier restore's leftovers never meets a restore still running.
+    lock = deps.lock()
+    token = lock.acquire(f"restore of {state.backup_id}, restore {state.timestamp}")
+    try:
+        manifest, _ = load_checked_manifest(entry_for(deps, state), deps.key_wrapper())
+        selected = select_components(manifest, state.only)
+        targets = targets_for(deps, state, [component.name for component in selected])
+        check_targets(selected, targets)
+        check_fits(selected, deps.settings.restore_stage_timeout_seconds, "one staging invocation")
+        clear_leftovers(targets, options_for(state))
+    except BaseException:
+        lock.release(token)
+        raise
+    return ValidateOutput(components=list(targets), lock_token=token).model_dump()

@@ -10,7 +10,7 @@ import psycopg2
 import redis
 
 from tests.dataset import pg_dump_text, redis_snapshot
-from tests.e2e.conftest import World
+from tests.e2e.conftest import HOSTNAME, World
 
 
 def _databases(url: str) -> list[str]:
@@ -53,6 +53,7 @@ def test_a_redis_stage_failure_after_postgres_was_staged_leaves_everything_as_it
     assert not [name for name in _databases(world.database_url) if "_restore_" in name]
     (alert,) = world.alerts()
     assert "postgres: " in alert["Message"], "the alert says what the failure path undid"
+    assert f"{HOSTNAME}/locks/backup.json" not in world.objects(f"{HOSTNAME}/"), "the lock was given back"
 
 
 def test_a_component_without_a_target_here_is_refused_by_name_before_anything_is_touched(
@@ -114,7 +115,7 @@ def test_a_failure_after_swap_finishes_forwards_instead_of_undoing_part_of_the_r
     restored_dump = pg_dump_text(world.database_url)
     _change_after_backup(world)
     resolved = call(restore_resolve, {"backup": "latest", "only": ["postgres"]})
-    call(restore_validate, resolved)
+    validated = call(restore_validate, resolved)
     call(restore_component, {**resolved, "component": "postgres"})
     state = RestoreState.model_validate(resolved["restore"])
     target = dependencies().restore_target("postgres")
@@ -123,7 +124,12 @@ def test_a_failure_after_swap_finishes_forwards_instead_of_undoing_part_of_the_r
 
     result = call(
         restore_failure,
-        {**resolved, "swapped": {"components": {"postgres": swapped}}, "error": {"Error": "States.Timeout"}},
+        {
+            **resolved,
+            "validated": validated,
+            "swapped": {"components": {"postgres": swapped}},
+            "error": {"Error": "States.Timeout"},
+        },
     )
     assert result["undone"] == ["nothing undone: every component was restored; check the targets"]
     assert pg_dump_text(world.database_url) == restored_dump
@@ -133,3 +139,23 @@ def test_a_failure_after_swap_finishes_forwards_instead_of_undoing_part_of_the_r
         cur.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (previous,))
         assert cur.fetchone() == (True,), "settled: the previous copy is open for inspection"
     conn.close()
+
+
+def test_a_restore_holds_the_lock_backups_take_and_waits_for_none(world: World) -> None:
+    """Validate takes the shared lock: a restore while a backup (or another restore) runs is refused
+    before anything is touched; a finished restore gives the lock back (a failed one: the test above)."""
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "SUCCEEDED", backup.get("cause")
+    _change_after_backup(world)
+    before = (pg_dump_text(world.database_url), _databases(world.database_url))
+    deps = world.install()
+    token = deps.lock().acquire("a backup running now")
+    refused = world.run("restore", {"backup": "latest"})
+    assert (refused["status"], refused["error"]) == ("FAILED", "LockedError"), refused.get("cause")
+    assert "a backup running now" in refused["cause"]
+    assert (pg_dump_text(world.database_url), _databases(world.database_url)) == before
+    assert deps.lock().release(token), "the refused restore left the other run's lock alone"
+
+    restored = world.run("restore", {"backup": "latest", "targets": {"database": "lock_drill"}})
+    assert restored["status"] == "SUCCEEDED", restored.get("cause")
+    assert f"{HOSTNAME}/locks/backup.json" not in world.objects(f"{HOSTNAME}/")

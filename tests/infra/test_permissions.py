@@ -47,12 +47,14 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         **_SSE_WRITE,
     },
     names.RESTORE_RESOLVE: {**_READ, **_SSE_READ, **_UNWRAP},
-    names.RESTORE_VALIDATE: {**_READ, **_SSE_READ, **_UNWRAP},
+    # Validate takes the lock a restore holds (a backup or another restore waits); Report and the
+    # failure path release it.
+    names.RESTORE_VALIDATE: {**_READ, **_LOCK, **_SSE_WRITE, **_UNWRAP},
     names.RESTORE_COMPONENT: {**_READ, **_SSE_READ, **_UNWRAP},
     names.RESTORE_SWAP: {},
     names.RESTORE_VERIFY: {},
-    names.RESTORE_REPORT: {},
-    names.RESTORE_FAILURE: {},
+    names.RESTORE_REPORT: {**_READ, **_LOCK, **_SSE_WRITE},
+    names.RESTORE_FAILURE: {**_READ, **_LOCK, **_SSE_WRITE},
 }
 
 

@@ -179,7 +179,7 @@ def restore_now(
     logs = backup_dir / "logs"
     writable = os.access(backup_dir, os.W_OK)
     with (
-        # One run at a time per BACKUP_DIR: a backup or another restore here waits its turn.
+        # One run at a time per BACKUP_DIR: a backup or another restore here is refused meanwhile.
         BackupLock(backup_dir, "restore") if writable else nullcontext(),
         run_log(logs, "restore", now) if writable else nullcontext(),
         stopping_cleanly(),

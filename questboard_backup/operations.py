@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -22,6 +20,7 @@ from questboard_backup.backup import BackupResult, run_backup
 from questboard_backup.catalog import CatalogEntry, incomplete_sets
 from questboard_backup.crypto.keys import KeyWrapper
 from questboard_backup.errors import BackupError
+from questboard_backup.interrupts import stopping_cleanly
 from questboard_backup.lock import SHARED_LOCK_KEY, BackupLock, StorageLock
 from questboard_backup.restore import run_restore
 from questboard_backup.retention import prune
@@ -142,25 +141,6 @@ def backup_now(wiring: Wiring, kind: str, keep_local: bool = True) -> BackupRun:
         if keep_local:
             prune(local, now, wrapper, settings.retention_days)
     return BackupRun(result, log)
-
-
-@contextmanager
-def stopping_cleanly() -> Iterator[None]:
-    """SIGTERM and SIGHUP (``timeout``, a closed SSH session, systemd stopping a unit) interrupt like
-    Ctrl-C while a restore runs, so its undo runs instead of the process dying between two renames."""
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def restore_now(

@@ -9,8 +9,6 @@ import contextlib
 import functools
 import logging
 import re
-import signal
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +27,7 @@ from questboard_backup.errors import (
     SourceError,
     SourceUnreachableError,
 )
+from questboard_backup.interrupts import interrupts_held
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StagedRestore, StreamOpener
 from questboard_backup.sources.postgres import roles, swap
 from questboard_backup.sources.postgres.copy import load_part, server_counts
@@ -78,20 +77,6 @@ __all__ = ["MAX_SPLIT_TABLES", "PostgresComponent", "group_tables", "row_counts"
 logger = logging.getLogger(__name__)
 
 _REQUIRED_FACTS = ("encoding", "collate", "ctype", "pg_dump", "tables", "large_objects")
-
-
-@contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait (pending) until the block ends, then interrupt as usual."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread runs Python's signal handlers
-        return
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class PostgresComponent(StagedRestore):

@@ -107,7 +107,7 @@ class Dependencies:
 
     def storage(self) -> S3Storage:
         if self._storage is None:
-            self._storage = self.wiring.s3_storage(stage_in_temp=True, kms_key_id=self.settings.kms_key_id)
+            self._storage = self.wiring.s3_storage(stage_in_temp=True)
         return self._storage
 
     def key_wrapper(self) -> KmsKeyWrapper:

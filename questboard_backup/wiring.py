@@ -55,12 +55,12 @@ class Wiring:
         hostname: str | None = None,
         *,
         stage_in_temp: bool = False,
-        kms_key_id: str | None = None,
     ) -> S3Storage:
         from questboard_backup.storage.s3 import S3Storage
 
-        # The bucket's own SSE key when configured: the data-key wrapping key never encrypts objects.
-        sse_key = self.settings.s3_kms_key_id or kms_key_id
+        # The bucket's own SSE key when configured (else the bucket's default encryption): the data-key
+        # wrapping key never encrypts objects.
+        sse_key = self.settings.s3_kms_key_id
         extra: dict[str, Any] = {"sse": "aws:kms", "kms_key_id": sse_key} if sse_key else {}
         return S3Storage(
             bucket or self.settings.s3_bucket,

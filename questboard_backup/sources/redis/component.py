@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import redis
 from redis.backoff import EqualJitterBackoff, NoBackoff
@@ -27,7 +27,7 @@ from questboard_backup.errors import (
 )
 from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, StagedRestore, StreamOpener
 from questboard_backup.sources.redis import swap
-from questboard_backup.sources.redis.spares import MARKER, LogicalDbs, Marker
+from questboard_backup.sources.redis.spares import MARKER, LogicalDbs, Marker, dumped_batches
 from questboard_backup.sources.redis.stream import Records, StreamWriter, Summary
 
 logger = logging.getLogger(__name__)
@@ -143,29 +143,15 @@ class RedisComponent(StagedRestore):
         seen: set[bytes] = set()
         dumped = vanished = 0
         with self._connected(db) as client:
-            cursor = 0
-            while True:
-                cursor, found = client.scan(cursor, count=self.batch_keys)
-                # A restore's marker (``spares.py``) is not the application's.
-                keys = [key for key in cast("list[bytes]", found) if key != MARKER]
-                fresh = [key for key in keys if _first_sighting(seen, key)]
-                if fresh:
-                    pipe = client.pipeline(transaction=False)
-                    for key in fresh:
-                        pipe.dump(key)
-                        pipe.pttl(key)
-                    replies = pipe.execute()
-                    for key, payload, pttl in zip(fresh, replies[::2], replies[1::2], strict=True):
-                        # PTTL 0 means the key expires this millisecond: restored without a TTL it
-                        # would live for ever, so it counts as gone.
-                        if payload is None or pttl == -2 or pttl == 0:
-                            vanished += 1
-                            continue
-                        stream.key(key, int(pttl), payload)
-                        dumped += 1
+            for batch in dumped_batches(client, self.batch_keys, lambda key: _first_sighting(seen, key)):
+                for key, pttl, payload in batch:
+                    if payload is None:
+                        vanished += 1
+                        continue
+                    stream.key(key, pttl, payload)
+                    dumped += 1
                 stream.flush()
-                if int(cursor) == 0:
-                    return dumped, vanished
+        return dumped, vanished
 
     def stage(self, open_stream: StreamOpener, facts: Mapping[str, Any], options: RestoreOptions) -> Facts:
         with open_stream() as reader:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, cast
@@ -202,20 +202,36 @@ class LogicalDbs:
     def copy(self, source: int, target: int) -> None:
         """Every key of ``source`` but the marker into ``target`` with pipelined DUMP and RESTORE REPLACE."""
         with self._connect(source) as reader, self._connect(target) as writer:
-            cursor = 0
-            while True:
-                cursor, found = reader.scan(cursor, count=self._batch_keys)
-                keys = [key for key in cast("list[bytes]", found) if key != MARKER]
-                if keys:
-                    pipe = reader.pipeline(transaction=False)
-                    for key in keys:
-                        pipe.dump(key)
-                        pipe.pttl(key)
-                    replies = pipe.execute()
+            for batch in dumped_batches(reader, self._batch_keys):
+                if batch:
                     out = writer.pipeline(transaction=False)
-                    for key, payload, pttl in zip(keys, replies[::2], replies[1::2], strict=True):
-                        if payload is not None and pttl not in (-2, 0):
-                            out.restore(key, max(int(pttl), 0), payload, replace=True)
+                    for key, pttl, payload in batch:
+                        if payload is not None:
+                            out.restore(key, max(pttl, 0), payload, replace=True)
                     out.execute()
-                if int(cursor) == 0:
-                    return
+
+
+def dumped_batches(
+    client: redis.Redis, batch_keys: int, keep: Callable[[bytes], bool] = lambda key: True
+) -> Iterator[list[tuple[bytes, int, bytes | None]]]:
+    """The db walked with SCAN (``batch_keys`` per call), one list per call (empty ones too) of each
+    kept key but a restore's marker, its PTTL (-1: no expiry) and DUMP payload, read with one pipeline
+    per batch. A key gone meanwhile, or expiring this millisecond (PTTL 0: restored without a TTL it
+    would live for ever), has no payload."""
+    cursor = 0
+    while True:
+        cursor, found = client.scan(cursor, count=batch_keys)
+        keys = [key for key in cast("list[bytes]", found) if key != MARKER and keep(key)]
+        batch: list[tuple[bytes, int, bytes | None]] = []
+        if keys:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.dump(key)
+                pipe.pttl(key)
+            replies = pipe.execute()
+            for key, payload, pttl in zip(keys, replies[::2], replies[1::2], strict=True):
+                gone = payload is None or pttl in (-2, 0)
+                batch.append((key, int(pttl), None if gone else payload))
+        yield batch
+        if int(cursor) == 0:
+            return

@@ -16,7 +16,8 @@ import secrets
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -82,6 +83,17 @@ class Home:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+@contextmanager
+def home_of(place: Place) -> Iterator[Home | None]:
+    """``open_home(place)`` for a block, closed after it."""
+    home = open_home(place)
+    try:
+        yield home
+    finally:
+        if home is not None:
+            home.close()
 
 
 def open_home(place: Place, create: bool = False) -> Home | None:

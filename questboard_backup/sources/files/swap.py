@@ -30,8 +30,8 @@ from questboard_backup.sources.files.staging import (
     Home,
     Place,
     apply_metadata,
+    home_of,
     metadata,
-    open_home,
     open_own_staging,
     read_file,
     remove_made,
@@ -72,13 +72,9 @@ def settle(label: str, places: Sequence[Place]) -> None:
     """Remove each root's mark and its emptied staging folder; the previous copies stay. Never raises."""
     for place in places:
         try:
-            home = open_home(place)
-            if home is None:
-                continue
-            try:
-                _remove_staging(place, home, "restored")
-            finally:
-                home.close()
+            with home_of(place) as home:
+                if home is not None:
+                    _remove_staging(place, home, "restored")
         except (OSError, ValueError) as error:
             logger.error("swap not settled component=%s path=%s error=%s", label, place.target, error)
 
@@ -95,13 +91,10 @@ def clear_leftovers(label: str, places: Sequence[Place]) -> list[str]:
     lines: list[str] = []
     for place in places:
         try:
-            home = open_home(place)
-            if home is None:
-                continue
-            try:
+            with home_of(place) as home:
+                if home is None:
+                    continue
                 names = os.listdir(home.fd)
-            finally:
-                home.close()
         except OSError as error:
             raise SourceError(
                 f"{label}: cannot look for leftovers beside {place.target}: {error.strerror}"
@@ -131,10 +124,9 @@ def _finish(label: str, places: Sequence[Place], settle_swapped: bool) -> list[s
 
 
 def _swap_place(label: str, place: Place, marked: list[Place]) -> str | None:
-    home = open_home(place)
-    if home is None:
-        raise SourceError(f"{label}: nothing staged for {place.target}")
-    try:
+    with home_of(place) as home:
+        if home is None:
+            raise SourceError(f"{label}: nothing staged for {place.target}")
         staging = _open_staging(label, place, home)
         if staging is None:
             raise SourceError(f"{label}: nothing staged for {place.target}")
@@ -148,8 +140,6 @@ def _swap_place(label: str, place: Place, marked: list[Place]) -> str | None:
             return _swap_beside(place, home, staging, marked)
         finally:
             os.close(staging)
-    finally:
-        home.close()
 
 
 def _swap_beside(place: Place, home: Home, staging: int, marked: list[Place]) -> str | None:
@@ -215,19 +205,14 @@ def _open_staging(label: str, place: Place, home: Home) -> int | None:
 
 
 def _with_staging(place: Place, action: Callable[[Place, Home, int], list[str]]) -> list[str]:
-    home = open_home(place)
-    if home is None:
-        return []
-    try:
-        staging = open_own_staging(home.fd, place.staging_name)
-        if staging is None:
+    with home_of(place) as home:
+        staging = open_own_staging(home.fd, place.staging_name) if home is not None else None
+        if home is None or staging is None:
             return []
         try:
             return action(place, home, staging)
         finally:
             os.close(staging)
-    finally:
-        home.close()
 
 
 def _read_mark(staging: int) -> dict[str, Any] | None:
@@ -306,10 +291,9 @@ def _put_back_mount(place: Place, home: Home, staging: int, mark: dict[str, Any]
 def _undo_place(label: str, place: Place, made: list[str], settle_swapped: bool) -> list[str]:
     """Undo one root, or with ``settle_swapped`` settle it when its swap went in; the folders its stage
     created above the target are added to ``made`` (unless settled: the target is in them)."""
-    home = open_home(place)
-    if home is None:
-        return []
-    try:
+    with home_of(place) as home:
+        if home is None:
+            return []
         found = handles.entry(home.fd, place.staging_name)
         if found is None:
             return []
@@ -334,8 +318,6 @@ def _undo_place(label: str, place: Place, made: list[str], settle_swapped: bool)
                 lines.append(f"{label}: staging {path} removed")
         else:
             lines.append(f"{label}: {path} is not a private staging folder; left in place")
-    finally:
-        home.close()
     return lines
 
 

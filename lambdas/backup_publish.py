@@ -22,10 +22,14 @@ from questboard_backup.manifest import parse_time
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(BackupStep, event)
-    storage = dependencies().storage()
+    deps = dependencies()
+    storage = deps.storage()
     set_prefix = SetAddress(request.backup.hostname, request.backup.tier, request.backup.backup_id).set_prefix
     manifest = read_manifest(storage, set_prefix)
     write_latest_pointer(storage, manifest)
+    table = deps.catalog_table()
+    if table is not None:
+        table.record_success(manifest, storage.uri(set_prefix))
     started, finished = parse_time(manifest.started_at), parse_time(manifest.finished_at)
     metrics.add_dimension(name="type", value=manifest.type)
     metrics.add_metric(

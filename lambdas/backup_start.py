@@ -6,7 +6,6 @@ same execution again and Step Functions refuses the second start: starts are ide
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +14,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import StartRequest, parse
 from lambdas.observability import logger, metrics, tracer
-from questboard_backup.address import BackupId
 from questboard_backup.errors import ConfigurationError
 
 
@@ -34,16 +32,9 @@ def _scheduled_time(text: str | None) -> datetime:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(StartRequest, event)
     deps = dependencies()
-    backup_id = str(BackupId.at(request.type, _scheduled_time(request.scheduled_at)))
-    logger.set_correlation_id(backup_id)
-    sfn = deps.client("stepfunctions")
-    try:
-        execution = sfn.start_execution(
-            stateMachineArn=deps.settings.state_machine_arn,
-            name=backup_id,
-            input=json.dumps({"type": request.type, "backup_id": backup_id}),
-        )
-    except sfn.exceptions.ExecutionAlreadyExists:
+    started = deps.starter().start(request.type, _scheduled_time(request.scheduled_at))
+    logger.set_correlation_id(started.backup_id)
+    if not started.started:
         logger.info("backup already started for this schedule slot")
-        return {"backup_id": backup_id, "started": False}
-    return {"backup_id": backup_id, "started": True, "execution": execution["executionArn"]}
+        return {"backup_id": started.backup_id, "started": False}
+    return {"backup_id": started.backup_id, "started": True, "execution": started.execution_arn}

@@ -8,6 +8,7 @@ also replaces a restore's target database or db), never from plain environment v
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,13 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.utilities import parameters
 
+from questboard_backup.admin.service import AdminService, Schedule
+from questboard_backup.admin.tokens import TokenDocument
+from questboard_backup.aws.catalog_table import CatalogTable
 from questboard_backup.aws.kms import KmsKeyWrapper
 from questboard_backup.aws.sns import SnsAlerts, describe_failure
+from questboard_backup.aws.starter import BackupStarter
+from questboard_backup.aws.token_secret import TokenSecret
 from questboard_backup.connections import (
     postgres_url_from_secret,
     postgres_with,
@@ -27,7 +33,7 @@ from questboard_backup.connections import (
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import SHARED_LOCK_KEY, StorageLock
 from questboard_backup.redaction import redact_text
-from questboard_backup.settings import ENVIRONMENT_ONLY, Settings
+from questboard_backup.settings import ENVIRONMENT_ONLY, Settings, whole_setting
 from questboard_backup.sources.base import Component
 from questboard_backup.sources.registry import Endpoints
 from questboard_backup.storage.s3 import S3Storage
@@ -37,6 +43,10 @@ LOCK_KEY = SHARED_LOCK_KEY  # the CLI takes the same lock object
 LOCK_LIFETIME_SECONDS = 2 * 3600  # the backup state machine's timeout
 #: Where the layer puts the PostgreSQL client tools.
 LAYER_PG_BIN_DIR = "/opt/bin"
+#: Presigned URLs live at most 15 minutes (BACKUP_API_URL_EXPIRY_SECONDS may only lower it).
+MAX_URL_EXPIRY_SECONDS = 900
+#: How long a container trusts the token document it read (the authorizer's cache comes on top).
+TOKENS_MAX_AGE_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,11 @@ class FunctionSettings(Settings):
     state_machine_arn: str = ""
     #: The staging function's time limit: Validate refuses a restore whose estimate does not fit.
     restore_stage_timeout_seconds: int = 900
+    #: The schedules' expressions (EventBridge cron/rate), for the admin API's "next runs".
+    full_schedule: str = ""
+    incremental_schedule: str = ""
+    #: How long a presigned download URL lives (at most 15 minutes).
+    url_expiry_seconds: int = MAX_URL_EXPIRY_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], source: str = ENVIRONMENT_ONLY) -> FunctionSettings:
@@ -75,6 +90,11 @@ class FunctionSettings(Settings):
             alert_topic_arn=environ.get("ALERT_TOPIC_ARN", ""),
             state_machine_arn=environ.get("BACKUP_STATE_MACHINE_ARN", ""),
             restore_stage_timeout_seconds=_seconds(environ, "RESTORE_STAGE_TIMEOUT_SECONDS", 900),
+            full_schedule=environ.get("BACKUP_FULL_SCHEDULE", "").strip(),
+            incremental_schedule=environ.get("BACKUP_INCREMENTAL_SCHEDULE", "").strip(),
+            url_expiry_seconds=whole_setting(
+                environ, "BACKUP_API_URL_EXPIRY_SECONDS", MAX_URL_EXPIRY_SECONDS, 1, MAX_URL_EXPIRY_SECONDS
+            ),
         )
 
 
@@ -101,6 +121,7 @@ class Dependencies:
         self._secrets = secrets or _powertools_secret
         self._storage: S3Storage | None = None
         self._wrapper: KmsKeyWrapper | None = None
+        self._tokens: tuple[float, TokenDocument] | None = None
 
     def client(self, name: str) -> Any:
         return self.wiring.client(name)
@@ -123,6 +144,48 @@ class Dependencies:
         if self.settings.alert_topic_arn:
             SnsAlerts(self.settings.alert_topic_arn, self.client("sns")).publish(subject, message)
         return {"alerted": bool(self.settings.alert_topic_arn), "cause": message}
+
+    def starter(self) -> BackupStarter:
+        return BackupStarter(self.client("stepfunctions"), self.settings.state_machine_arn)
+
+    def catalog_table(self) -> CatalogTable | None:
+        """The status catalog, when this deployment has one (BACKUP_CATALOG_TABLE)."""
+        if not self.settings.catalog_table:
+            return None
+        return CatalogTable(self.settings.catalog_table, self.settings.hostname, self.client("dynamodb"))
+
+    def api_tokens(self) -> TokenDocument:
+        """The admin API's token document, re-read at most every TOKENS_MAX_AGE_SECONDS: a revoked
+        token stops working within that plus the authorizer's cache time."""
+        now = time.monotonic()
+        if self._tokens is None or now - self._tokens[0] > TOKENS_MAX_AGE_SECONDS:
+            secret = TokenSecret(self.settings.api_tokens_secret, self.client("secretsmanager"))
+            self._tokens = (now, secret.load())
+        return self._tokens[1]
+
+    def admin(self) -> AdminService:
+        settings = self.settings
+        table = self.catalog_table()
+        if table is None:
+            raise ConfigurationError("BACKUP_CATALOG_TABLE is not set")
+        zone_name = getattr(settings.schedule_zone, "key", "UTC")
+        return AdminService(
+            storage=self.wiring.s3_storage(),
+            bucket=settings.s3_bucket,
+            backup_dir=settings.backup_dir,
+            starter=self.starter(),
+            table=table,
+            enabled=settings.enabled,
+            schedules=tuple(
+                Schedule(kind, expression, zone_name)
+                for kind, expression in (
+                    ("full", settings.full_schedule),
+                    ("incremental", settings.incremental_schedule),
+                )
+                if expression
+            ),
+            url_expiry_seconds=settings.url_expiry_seconds,
+        )
 
     def lock(self) -> StorageLock:
         return StorageLock(self.storage(), LOCK_KEY, LOCK_LIFETIME_SECONDS)

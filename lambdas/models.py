@@ -66,6 +66,9 @@ class ErrorInfo(_Strict):
 
 class FailureRequest(_Strict):
     backup: BackupState | None = None
+    #: The backup workflow's input (a failure before Prepare has no ``backup`` yet).
+    type: Literal["full", "incremental"] | None = None
+    backup_id: str | None = Field(default=None, pattern=ID_PATTERN)
     restore: dict[str, Any] | None = None
     #: Present once the restore's Swap step succeeded: every component is in place, nothing to undo.
     swapped: dict[str, Any] | None = None

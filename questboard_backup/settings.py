@@ -188,6 +188,11 @@ class Settings:
     kms_key_id: str = ""
     #: BACKUP_KMS_ALLOWED_KEYS (the CLI): further keys a manifest may name, e.g. another deployment's.
     kms_allowed_keys: tuple[str, ...] = ()
+    #: BACKUP_CATALOG_TABLE: the DynamoDB table the admin API's status reads; runs that store to S3
+    #: record their outcome there ("" = no catalog table).
+    catalog_table: str = ""
+    #: BACKUP_API_TOKENS_SECRET: the Secrets Manager secret holding the admin API's token hashes.
+    api_tokens_secret: str = ""
     #: Where the settings were read from (a file, or "environment only"), to tell the operator.
     source: str = ENVIRONMENT_ONLY
 
@@ -237,6 +242,8 @@ class Settings:
             schedule_zone=zone(zone_name) if zone_name else local_zone(environ),
             s3_kms_key_id=environ.get("BACKUP_S3_KMS_KEY_ID", "").strip(),
             s3_object_lock=object_lock_mode(environ),
+            catalog_table=environ.get("BACKUP_CATALOG_TABLE", "").strip(),
+            api_tokens_secret=environ.get("BACKUP_API_TOKENS_SECRET", "").strip(),
         )
 
     def require_encryption_key(self) -> str:

@@ -33,6 +33,8 @@ def make_client(max_concurrency: int = 4) -> Any:
             connect_timeout=10,
             read_timeout=60,
             max_pool_connections=max(10, max_concurrency * 2),
+            # Presigned download URLs must be SigV4: SSE-KMS objects refuse anything else.
+            signature_version="s3v4",
             **retries,
         ),
     )

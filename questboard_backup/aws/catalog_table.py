@@ -1,0 +1,243 @@
+"""The status catalog: a DynamoDB table the workflow (Publish, the failure path) and the CLI's S3 runs
+write, and the admin API's status reads in one query however many sets are retained.
+
+One partition per host (``pk`` = hostname). Each finished set is an item ``set#{YYYYMMDD_HHMMSS}#{id}``
+(sorted by time; ``expires_at`` is its tier's S3 expiry, the table's TTL attribute). One ``summary``
+item holds the last success and the last failure of each type, the failure counter, and the stored
+bytes and set count of each tier. ``summary`` sorts after every ``set#`` key, so a query read newest
+first returns the summary and then the newest sets: one call for the whole first page of status.
+
+The tier totals are recomputed from the set items by each success (which also deletes the items
+whose sets S3 has expired), so they follow retention without reading S3. The catalog is an index,
+never the truth: a set exists because its manifest does, and everything restored or downloaded is
+read from S3.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from questboard_backup.address import TIERS, BackupId
+from questboard_backup.aws.failures import classify
+from questboard_backup.errors import ConfigurationError, StorageError, TransientStorageError
+from questboard_backup.manifest import Manifest, parse_time
+from questboard_backup.retention import TIER_RETENTION_DAYS
+
+SUMMARY = "summary"
+SET_PREFIX = "set#"
+_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+
+
+def set_key(backup_id: str) -> str:
+    parsed = BackupId.parse(backup_id)
+    return f"{SET_PREFIX}{parsed.moment.strftime('%Y%m%d_%H%M%S')}#{backup_id}"
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB's Decimals back to ints and floats, for JSON."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(round(value, 3)))
+    if isinstance(value, dict):
+        return {key: _dynamo(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_dynamo(item) for item in value]
+    return value
+
+
+def _item(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: _serializer.serialize(_dynamo(value)) for key, value in body.items()}
+
+
+def _read(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
+
+
+def set_record(manifest: Manifest, location: str) -> dict[str, Any]:
+    """What the catalog keeps of a finished set (sizes, counts, where), never a key or a secret."""
+    started, finished = parse_time(manifest.started_at), parse_time(manifest.finished_at)
+    expires = finished + timedelta(days=TIER_RETENTION_DAYS.get(manifest.tier, 1) + 1)
+    return {
+        "id": manifest.backup_id,
+        "type": manifest.type,
+        "tier": manifest.tier,
+        "started_at": manifest.started_at,
+        "finished_at": manifest.finished_at,
+        "duration_seconds": round((finished - started).total_seconds(), 3),
+        "stored_bytes": manifest.stored_bytes,
+        "components": [entry.name for entry in manifest.components],
+        "location": location,
+        "expires_at": int(expires.timestamp()),
+    }
+
+
+@dataclass(frozen=True)
+class StatusPage:
+    summary: dict[str, Any]
+    sets: list[dict[str, Any]]
+    next_token: str | None
+    calls: int
+
+
+class CatalogTable:
+    """The catalog of one host in one table, through a boto3 DynamoDB client."""
+
+    def __init__(self, table: str, hostname: str, client: Any) -> None:
+        if not table:
+            raise ConfigurationError("BACKUP_CATALOG_TABLE is not set")
+        self.table, self.hostname, self._client = table, hostname, client
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._client, operation)(TableName=self.table, **kwargs)
+        except (BotoCoreError, ClientError) as error:
+            failure = classify(error)
+            if isinstance(error, ClientError) and failure.code == "ConditionalCheckFailedException":
+                raise
+            kind = TransientStorageError if failure.transient else StorageError
+            raise kind(f"catalog table {self.table}: {failure}") from None
+
+    def _key(self, sk: str) -> dict[str, Any]:
+        return _item({"pk": self.hostname, "sk": sk})
+
+    # Writers: Publish, the failure path, the CLI's S3 runs.
+
+    def record_success(self, manifest: Manifest, location: str, now: datetime | None = None) -> None:
+        record = set_record(manifest, location)
+        self._call("put_item", Item=_item({"pk": self.hostname, "sk": set_key(manifest.backup_id), **record}))
+        last = {key: record[key] for key in ("id", "finished_at", "duration_seconds", "stored_bytes", "tier")}
+        tiers = self._retained_totals(now or datetime.now(UTC))
+        self._call(
+            "update_item",
+            Key=self._key(SUMMARY),
+            UpdateExpression="SET #last = :last, tiers = :tiers",
+            ExpressionAttributeNames={"#last": f"last_success_{manifest.type}"},
+            ExpressionAttributeValues=_item({":last": last, ":tiers": tiers}),
+        )
+
+    def record_failure(self, kind: str, backup_id: str, error: str, at: datetime | None = None) -> None:
+        """The last failure of ``kind`` and one more on the failure counter (atomic: ADD)."""
+        moment = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        last = {"id": backup_id, "at": moment, "error": error[:200]}
+        self._call(
+            "update_item",
+            Key=self._key(SUMMARY),
+            UpdateExpression="SET #last = :last ADD #count :one",
+            ExpressionAttributeNames={"#last": f"last_failure_{kind}", "#count": f"failures_{kind}"},
+            ExpressionAttributeValues=_item({":last": last, ":one": 1}),
+        )
+
+    def _set_items(self) -> Iterator[dict[str, Any]]:
+        start: dict[str, Any] | None = None
+        while True:
+            page = self._call(
+                "query",
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :set)",
+                ExpressionAttributeValues=_item({":pk": self.hostname, ":set": SET_PREFIX}),
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            yield from (_read(item) for item in page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    def _retained_totals(self, now: datetime) -> dict[str, dict[str, int]]:
+        """Each tier's retained sets and bytes; items of sets S3 has expired are deleted on the way."""
+        totals = {tier: {"sets": 0, "stored_bytes": 0} for tier in TIERS}
+        for item in self._set_items():
+            if int(item.get("expires_at", 0)) <= now.timestamp():
+                self._call("delete_item", Key=self._key(item["sk"]))
+                continue
+            tier = totals.setdefault(str(item["tier"]), {"sets": 0, "stored_bytes": 0})
+            tier["sets"] += 1
+            tier["stored_bytes"] += int(item.get("stored_bytes", 0))
+        return totals
+
+    # Readers: the admin API.
+
+    def find(self, backup_id: str) -> dict[str, Any] | None:
+        item = self._call("get_item", Key=self._key(set_key(backup_id))).get("Item")
+        return _public(_read(item)) if item else None
+
+    def status_page(
+        self, limit: int, token: str | None = None, tier: str | None = None, now: datetime | None = None
+    ) -> StatusPage:
+        """The summary and one page of retained sets, newest first, in one query (two from page 2 on:
+        the summary is read again). ``token`` is the previous page's ``next_token``."""
+        moment = (now or datetime.now(UTC)).timestamp()
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":pk": self.hostname, ":now": int(moment), ":summary": SUMMARY}
+        condition = "attribute_not_exists(expires_at) OR expires_at > :now"
+        if tier:
+            condition = f"({condition}) AND (sk = :summary OR tier = :tier)"
+            values[":tier"] = tier
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk",
+            "FilterExpression": condition,
+            "ExpressionAttributeValues": _item(values),
+            "ScanIndexForward": False,
+            "Limit": limit + 1,
+        }
+        if names:
+            query["ExpressionAttributeNames"] = names
+        calls = 0
+        summary: dict[str, Any] = {}
+        if token:
+            summary = _read(self._call("get_item", Key=self._key(SUMMARY)).get("Item") or {})
+            calls += 1
+            query["ExclusiveStartKey"] = self._key(_decode_token(token))
+            query["Limit"] = limit
+        page = self._call("query", **query)
+        calls += 1
+        sets = []
+        for item in map(_read, page.get("Items", [])):
+            if item["sk"] == SUMMARY:
+                summary = item
+            else:
+                sets.append(_public(item))
+        last = page.get("LastEvaluatedKey")
+        next_token = _encode_token(_read(last)["sk"]) if last and sets else None
+        summary.pop("pk", None)
+        summary.pop("sk", None)
+        return StatusPage(summary, sets, next_token, calls)
+
+
+def _public(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in item.items() if key not in ("pk", "sk", "expires_at")}
+
+
+def _encode_token(sk: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": sk}).encode()).decode().rstrip("=")
+
+
+class PageTokenError(ConfigurationError):
+    """A ``next_token`` that no status page produced."""
+
+
+def _decode_token(token: str) -> str:
+    try:
+        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        sk = str(body["after"])
+    except (ValueError, TypeError, KeyError):
+        raise PageTokenError("next_token is not a token from a status page") from None
+    if not sk.startswith(SET_PREFIX) or len(sk) > 200:
+        raise PageTokenError("next_token is not a token from a status page")
+    return sk

@@ -301,3 +301,33 @@ def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
         "\n".join(info.line() for info in infos),
     )  # fmt: skip
     return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from questboard_backup.admin.tokens import TokenError, listing
+    from questboard_backup.aws.token_secret import TokenSecret
+
+    if args.action != "list" and not args.name:
+        raise TokenError(f"token {args.action} needs a NAME")
+    store = TokenSecret(settings.api_tokens_secret, Wiring(settings).client("secretsmanager"))
+    document = store.load()
+    if args.action == "create":
+        document, token = document.add(args.name, args.scope)
+        store.save(document)
+        _emit(
+            args,
+            {"name": args.name, "scope": args.scope, "token": token},
+            f"token {args.name} ({args.scope}) created; it is shown only now:\n{token}",
+        )
+    elif args.action == "revoke":
+        store.save(document.revoke(args.name))
+        _emit(
+            args,
+            {"revoked": args.name},
+            f"token {args.name} revoked: the API refuses it once the authorizer cache expires (60 s by default)",
+        )
+    else:
+        rows = list(listing(document))
+        text = "\n".join(f"{row['name']:24} {row['scope']:6} created {row['created_at']}" for row in rows)
+        _emit(args, {"tokens": rows}, text or "no tokens")
+    return 0

@@ -12,6 +12,7 @@ from questboard_backup.cli_commands import (
     cmd_restore,
     cmd_schedules,
     cmd_status,
+    cmd_token,
     cmd_verify,
 )
 
@@ -127,4 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_restore)
+    sub = commands.add_parser(
+        "token",
+        help="create, list or revoke the admin API's bearer tokens (BACKUP_API_TOKENS_SECRET)",
+        description="The admin API's tokens live as salted hashes in the Secrets Manager secret "
+        "BACKUP_API_TOKENS_SECRET names (the stack's ApiTokensSecretArn output). `create` prints the new "
+        "token once; rotate by creating a new name, moving clients to it, then revoking the old one.",
+    )
+    sub.add_argument("action", choices=("create", "list", "revoke"))
+    sub.add_argument("name", nargs="?", help="the token's name (create, revoke): who or what uses it")
+    sub.add_argument(
+        "--scope",
+        choices=("read", "admin"),
+        default="read",
+        help="read: status, detail, download URLs, metrics; admin: also start backups (default read)",
+    )
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_token)
     return parser

@@ -21,7 +21,13 @@ from questboard_backup.aws.catalog_table import CatalogTable
 from questboard_backup.aws.scheduler import next_run
 from questboard_backup.aws.starter import BackupStarter
 from questboard_backup.catalog import LATEST_POINTER, read_manifest
-from questboard_backup.errors import BackupError, ConfigurationError, NotFoundError
+from questboard_backup.errors import (
+    BackupError,
+    ConfigurationError,
+    NotFoundError,
+    StorageError,
+    TransientStorageError,
+)
 from questboard_backup.manifest import ComponentEntry, Manifest
 from questboard_backup.storage.s3 import S3Storage
 
@@ -151,7 +157,11 @@ class AdminService:
             address = SetAddress(self.hostname, tier, backup_id)
             try:
                 return address, read_manifest(self.storage, address.set_prefix)
-            except NotFoundError:
+            except (NotFoundError, StorageError) as error:
+                # S3 answers 403, not 404, for a missing key to a reader without an unconditioned
+                # s3:ListBucket (this side may list only its own prefix).
+                if isinstance(error, TransientStorageError):
+                    raise
                 continue
         raise NotFoundError(f"no backup {backup_id} in s3://{self.bucket}/{self.hostname}/")
 
@@ -209,7 +219,9 @@ class AdminService:
         try:
             pointer = json.loads(self.storage.read_bytes(LATEST_POINTER))
             tier, backup_id = str(pointer["tier"]), str(pointer["backup_id"])
-        except NotFoundError:
+        except TransientStorageError:
+            raise
+        except (NotFoundError, StorageError):
             raise NotFoundError(f"no backup in s3://{self.bucket}/{self.hostname}/ yet") from None
         except (ValueError, TypeError, KeyError):
             raise NotFoundError("the latest pointer is unreadable; name the backup by its id") from None

@@ -108,7 +108,7 @@ class TokenDocument:
             )
             for entry in entries:
                 bytes.fromhex(entry.salt)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError, TokenError) as error:
             raise ConfigurationError(f"the token document is not valid ({type(error).__name__})") from None
         return cls(entries)
 

@@ -28,6 +28,11 @@ DEFAULTS: dict[str, Any] = {
     "alertTopicArn": "",
     "logLevel": "INFO",
     "objectLockMode": "governance",
+    "apiThrottleRate": 5,
+    "apiThrottleBurst": 10,
+    "apiAuthorizerCacheSeconds": 60,
+    "downloadUrlExpirySeconds": 900,
+    "apiWafAclArn": "",
 }
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -40,6 +45,9 @@ _AZ = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
 _SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
+_WAF_ACL_ARN = re.compile(
+    r"^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:\d{12}:regional/webacl/[A-Za-z0-9_-]+/[0-9a-f-]+$"
+)
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
 #: GOVERNANCE: an account admin with s3:BypassGovernanceRetention may still delete early;
 #: COMPLIANCE: nobody, the root user included, until each object's retention ends.
@@ -77,6 +85,15 @@ class StackConfig:
     alert_topic_arn: str
     log_level: str
     object_lock_mode: str = "GOVERNANCE"
+    #: The admin API's stage-wide throttle: steady requests per second, and the burst above it.
+    api_throttle_rate: float = 5
+    api_throttle_burst: int = 10
+    #: How long API Gateway caches an authorizer decision: how long a revoked token may still work.
+    api_authorizer_cache_seconds: int = 60
+    #: Lifetime of a presigned download URL (S3 allows SigV4 URLs up to 7 days; the API, 15 minutes).
+    download_url_expiry_seconds: int = 900
+    #: A regional WAFv2 web ACL to attach to the API's stage ("" = none).
+    api_waf_acl_arn: str = ""
 
     @classmethod
     def from_context(cls, get: Mapping[str, Any]) -> StackConfig:
@@ -103,6 +120,12 @@ class StackConfig:
             alert_topic_arn=_matching(value, "alertTopicArn", _SNS_ARN, optional=True),
             log_level=_choice(value, "logLevel", _LOG_LEVELS),
             object_lock_mode=_choice(value, "objectLockMode", _OBJECT_LOCK_MODES),
+            # API Gateway's default account quota: 10,000 requests per second, bursts of 5,000.
+            api_throttle_rate=_number(value, "apiThrottleRate", 0.1, 10_000, whole=False),
+            api_throttle_burst=int(_number(value, "apiThrottleBurst", 1, 5_000)),
+            api_authorizer_cache_seconds=int(_number(value, "apiAuthorizerCacheSeconds", 0, 300)),
+            download_url_expiry_seconds=int(_number(value, "downloadUrlExpirySeconds", 1, 900)),
+            api_waf_acl_arn=_matching(value, "apiWafAclArn", _WAF_ACL_ARN, optional=True),
         )
 
 
@@ -132,6 +155,21 @@ def _choice(value: Any, key: str, choices: set[str]) -> str:
     if text not in choices:
         raise ContextError(f"context {key!r} must be one of {sorted(choices)}, not {text!r}")
     return text
+
+
+def _number(value: Any, key: str, low: float, high: float, whole: bool = True) -> float:
+    """A number from ``low`` to ``high`` (``-c key=60`` arrives as a string); ``whole``: an integer."""
+    raw = value(key)
+    kind = "a whole number" if whole else "a number"
+    try:
+        if isinstance(raw, bool):  # True is an int to Python, not a count to an operator
+            raise ValueError(raw)
+        number = float(raw)
+    except (TypeError, ValueError):
+        raise ContextError(f"context {key!r} must be {kind} from {low:g} to {high:g}, not {raw!r}") from None
+    if not low <= number <= high or (whole and not number.is_integer()):
+        raise ContextError(f"context {key!r} must be {kind} from {low:g} to {high:g}, not {raw!r}")
+    return number
 
 
 def _flag(value: Any, key: str) -> bool:

@@ -51,6 +51,9 @@ RESTORE_SWAP: Final = "restore_swap"
 RESTORE_VERIFY: Final = "restore_verify"
 RESTORE_REPORT: Final = "restore_report"
 RESTORE_FAILURE: Final = "restore_failure"
+# The admin API (infra/api.py): its handler and its bearer-token authorizer.
+API: Final = "api"
+API_AUTHORIZER: Final = "api_authorizer"
 
 #: Dump branches, in the order their entries appear in ``components``.
 COMPONENTS: Final = ("postgres", "redis", "files", "config")
@@ -82,6 +85,12 @@ DLQ_RETENTION_DAYS: Final = 14
 
 #: Alarm when no backup succeeded in this many consecutive hours (RPO 6 h plus one hour of slack).
 NO_SUCCESS_ALARM_HOURS: Final = 7
+
+#: The admin API: its name in API Gateway, and its one stage (the first segment of every URL path).
+API_NAME: Final = "questboard-backup-admin"
+API_STAGE_NAME: Final = "prod"
+#: Where the admin routes live under the stage; AdminApiUrl (a stack output) points here.
+API_ADMIN_PATH: Final = "/api/admin/"
 
 #: CloudWatch Logs retention of every function and state machine log group.
 LOG_RETENTION: Final = logs.RetentionDays.THREE_MONTHS

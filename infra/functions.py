@@ -68,13 +68,15 @@ class FunctionSpec:
 
     module: str
     description: str
-    timeout_minutes: int
+    timeout_seconds: int
     s3: frozenset[S3Scope]
     #: The data-key wrapping key: only the functions that wrap or unwrap a data key get it.
     kms: KmsAccess | None = None
     memory_mb: int = 512
     reads_secrets: bool = False
     publishes_alerts: bool = False
+    #: In the private subnets, beside the databases; False: outside any VPC (AWS APIs only).
+    in_vpc: bool = True
 
     @property
     def construct_id(self) -> str:
@@ -92,57 +94,79 @@ _STAGES = frozenset({_R, S3Scope.STAGE})
 _PUBLISHES = frozenset({_R, S3Scope.PUBLISH, S3Scope.CLEAN_STAGING, S3Scope.RENEW_LOCK})
 _POINTS = frozenset({_R, S3Scope.POINTER})
 _CLEANS = frozenset({_R, S3Scope.CLEAN_STAGING, S3Scope.LOCK})
+_READS_OWN = frozenset({S3Scope.READ_OWN})
 
-#: Dumps and component restores stream whole databases: 15 minutes, and 3008 MB for the CPU share
-#: that compression and encryption need (Lambda CPU grows with memory). Verification re-reads and
-#: authenticates every object: one full vCPU. Everything else is bookkeeping on small objects.
+#: Dumps and component restores stream whole databases: 15 minutes (900 s, Lambda's most), and
+#: 3008 MB for the CPU share that compression and encryption need (Lambda CPU grows with memory).
+#: Verification re-reads and authenticates every object: one full vCPU. Everything else is
+#: bookkeeping on small objects. The admin API's two functions never reach a database, so they run
+#: outside the VPC; its handler gets 30 s, one more than API Gateway waits for it (29 s).
 FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
-    FunctionSpec(names.BACKUP_START, "Start a scheduled backup, execution named after its id", 1, _NONE),
-    FunctionSpec(names.BACKUP_PREPARE, "Plan a backup, take the lock, wrap a data key", 1, _LOCKS, _GEN),
+    FunctionSpec(names.BACKUP_START, "Start a scheduled backup, execution named after its id", 60, _NONE),
+    FunctionSpec(names.BACKUP_PREPARE, "Plan a backup, take the lock, wrap a data key", 60, _LOCKS, _GEN),
     FunctionSpec(
-        names.BACKUP_DUMP, "Stream one component to S3", 15, _STAGES, _DEC, 3008, reads_secrets=True
+        names.BACKUP_DUMP, "Stream one component to S3", 900, _STAGES, _DEC, 3008, reads_secrets=True
     ),
-    FunctionSpec(names.BACKUP_SEAL, "Write the authenticated manifest", 2, _STAGES, _DEC),
-    FunctionSpec(names.BACKUP_VERIFY, "Read the staged set back and authenticate it", 5, _READS, _DEC, 1769),
-    FunctionSpec(names.BACKUP_PROMOTE, "Move the staged set to its tier", 5, _PUBLISHES),
-    FunctionSpec(names.BACKUP_PUBLISH, "Emit metrics and the latest pointer", 1, _POINTS),
-    FunctionSpec(names.BACKUP_RELEASE, "Release the backup lock", 1, _LOCKS),
+    FunctionSpec(names.BACKUP_SEAL, "Write the authenticated manifest", 120, _STAGES, _DEC),
     FunctionSpec(
-        names.BACKUP_FAILURE, "Clean up a failed backup and alert", 2, _CLEANS, publishes_alerts=True
+        names.BACKUP_VERIFY, "Read the staged set back and authenticate it", 300, _READS, _DEC, 1769
+    ),
+    FunctionSpec(names.BACKUP_PROMOTE, "Move the staged set to its tier", 300, _PUBLISHES),
+    FunctionSpec(names.BACKUP_PUBLISH, "Emit metrics and the latest pointer", 60, _POINTS),
+    FunctionSpec(names.BACKUP_RELEASE, "Release the backup lock", 60, _LOCKS),
+    FunctionSpec(
+        names.BACKUP_FAILURE, "Clean up a failed backup and alert", 120, _CLEANS, publishes_alerts=True
     ),
     # Resolve authenticates what it picks: `latest` skips a forged newer manifest.
-    FunctionSpec(names.RESTORE_RESOLVE, "Find the authentic backup to restore", 1, _READS, _DEC),
+    FunctionSpec(names.RESTORE_RESOLVE, "Find the authentic backup to restore", 60, _READS, _DEC),
     FunctionSpec(
         names.RESTORE_VALIDATE,
         "Take the lock; authenticate the manifest, check every object and target",
-        5,
+        300,
         _LOCKS,
         _DEC,
         reads_secrets=True,
     ),
     FunctionSpec(
-        names.RESTORE_COMPONENT, "Stage one component's restore", 15, _READS, _DEC, 3008, reads_secrets=True
-    ),
-    FunctionSpec(names.RESTORE_SWAP, "Swap every staged component in at once", 5, _NONE, reads_secrets=True),
-    FunctionSpec(
-        names.RESTORE_VERIFY, "Check restored data against the manifest", 5, _NONE, reads_secrets=True
+        names.RESTORE_COMPONENT, "Stage one component's restore", 900, _READS, _DEC, 3008, reads_secrets=True
     ),
     FunctionSpec(
-        names.RESTORE_REPORT, "Release the lock, report a finished restore", 1, _LOCKS, publishes_alerts=True
+        names.RESTORE_SWAP, "Swap every staged component in at once", 300, _NONE, reads_secrets=True
+    ),
+    FunctionSpec(
+        names.RESTORE_VERIFY, "Check restored data against the manifest", 300, _NONE, reads_secrets=True
+    ),
+    FunctionSpec(
+        names.RESTORE_REPORT, "Release the lock, report a finished restore", 60, _LOCKS, publishes_alerts=True
     ),
     FunctionSpec(
         names.RESTORE_FAILURE,
         "Undo a failed restore, release the lock, alert",
-        5,
+        300,
         _LOCKS,
         reads_secrets=True,
         publishes_alerts=True,
+    ),
+    FunctionSpec(
+        names.API,
+        "Admin API: start a backup, report status, sign a download URL",
+        30,
+        _READS_OWN,
+        in_vpc=False,
+    ),
+    FunctionSpec(
+        names.API_AUTHORIZER,
+        "Admin API: check a bearer token against the stored hashes",
+        10,
+        _NONE,
+        memory_mb=256,
+        in_vpc=False,
     ),
 )
 
 
 def _timeout_seconds(module: str) -> int:
-    return next(spec.timeout_minutes for spec in FUNCTION_SPECS if spec.module == module) * 60
+    return next(spec.timeout_seconds for spec in FUNCTION_SPECS if spec.module == module)
 
 
 @dataclass(frozen=True)
@@ -170,7 +194,7 @@ class FunctionDependencies:
 
 
 class BackupFunctions(Construct):
-    """The functions of both state machines, by module name."""
+    """The functions of both state machines and of the admin API, by module name."""
 
     functions: dict[str, lambda_.Function]
 
@@ -232,19 +256,19 @@ class BackupFunctions(Construct):
             handler=f"lambdas.{spec.module}.handler",  # the asset root holds the lambdas package
             code=self._code,
             layers=self._layers,
-            timeout=Duration.minutes(spec.timeout_minutes),
+            timeout=Duration.seconds(spec.timeout_seconds),
             memory_size=spec.memory_mb,
             # Nothing is staged on disk: every stream goes source -> zstd -> encryption -> S3.
             ephemeral_storage_size=Size.mebibytes(512),
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
-            vpc=deps.vpc,
-            vpc_subnets=deps.subnets,
-            security_groups=deps.security_groups,
+            vpc=deps.vpc if spec.in_vpc else None,
+            vpc_subnets=deps.subnets if spec.in_vpc else None,
+            security_groups=deps.security_groups if spec.in_vpc else None,
             environment=self._environment(),
         )
         self._grant(function, spec)
-        self._suppress_reviewed_findings(function)
+        self._suppress_reviewed_findings(function, spec)
         return function
 
     def _grant(self, function: lambda_.Function, spec: FunctionSpec) -> None:
@@ -259,7 +283,7 @@ class BackupFunctions(Construct):
         if spec.publishes_alerts:
             deps.alert_topic.grant_publish(function)
 
-    def _suppress_reviewed_findings(self, function: lambda_.Function) -> None:
+    def _suppress_reviewed_findings(self, function: lambda_.Function, spec: FunctionSpec) -> None:
         stack = Stack.of(self)
         bucket_id = stack.resolve(stack.get_logical_id(self._deps.bucket.node.default_child))  # type: ignore[arg-type]
         NagSuppressions.add_resource_suppressions(
@@ -272,11 +296,11 @@ class BackupFunctions(Construct):
                 ),
                 NagPackSuppression(
                     id="AwsSolutions-IAM4",
-                    reason="AWS's minimal policies for a function in a VPC: log delivery, and the ENI calls "
+                    reason="AWS's minimal policies for a function (in a VPC): log delivery, and the ENI calls "
                     "(ec2:CreateNetworkInterface and friends) that do not support resource scoping.",
                     applies_to=[
-                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+                        f"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/{policy}"
+                        for policy in _managed_policies(spec)
                     ],
                 ),
                 NagPackSuppression(
@@ -303,6 +327,12 @@ class BackupFunctions(Construct):
             ],
             apply_to_children=True,
         )
+
+
+def _managed_policies(spec: FunctionSpec) -> list[str]:
+    """The AWS managed policies CDK attaches to a function's role."""
+    basic = "AWSLambdaBasicExecutionRole"
+    return [basic, "AWSLambdaVPCAccessExecutionRole"] if spec.in_vpc else [basic]
 
 
 def _layer(scope: Construct, construct_id: str, path: Path, what: str) -> lambda_.LayerVersion:

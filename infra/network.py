@@ -56,8 +56,13 @@ class Network(Construct):
             self._add_endpoints()
 
     def _add_endpoints(self) -> None:
+        # Gateway endpoints cost nothing: S3 (the backups) and DynamoDB (the catalog table, which
+        # Publish and the failure path write).
         self.vpc.add_gateway_endpoint(
             "S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
+        )
+        self.vpc.add_gateway_endpoint(
+            "DynamoDbEndpoint", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=[self.subnets]
         )
         group = ec2.SecurityGroup(
             self,

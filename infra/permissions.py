@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any, NamedTuple
 
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
@@ -42,6 +43,7 @@ class S3Scope(Enum):
     """One thing a function does with the bucket (keys relative to ``{hostname}/``)."""
 
     READ = "read"  # every object and listing: a restore may read another host's sets
+    READ_OWN = "read_own"  # this deployment's objects and listings only (the admin API)
     STAGE = "stage"  # write a set being made under temp/
     PUBLISH = "publish"  # copy a verified set into its tier, with its retention
     POINTER = "pointer"  # move latest.json
@@ -55,23 +57,43 @@ class KmsAccess(Enum):
     DECRYPT = "decrypt"  # unwraps an existing backup's data key
 
 
+#: The scopes that only read: the bucket key's Decrypt is all they get of it.
+READ_SCOPES = frozenset({S3Scope.READ, S3Scope.READ_OWN})
+
 _PUT = ("s3:PutObject", "s3:PutObjectTagging")
 
 
-def s3_statements(hostname: str, scope: S3Scope) -> list[tuple[tuple[str, ...], list[str]]]:
-    """(actions, resources) of one scope; resources are suffixes of the bucket ARN ("" = the bucket)."""
-    staging, tiers = f"/{hostname}/{STAGING}/*", [f"/{hostname}/{tier}/*" for tier in TIERS]
-    statements: dict[S3Scope, list[tuple[tuple[str, ...], list[str]]]] = {
-        S3Scope.READ: [(("s3:ListBucket",), [""]), (("s3:GetObject",), ["/*"])],
-        S3Scope.STAGE: [((*_PUT, "s3:AbortMultipartUpload"), [staging])],
+class S3Statement(NamedTuple):
+    """Actions on resources given as suffixes of the bucket ARN ("" = the bucket), under conditions."""
+
+    actions: tuple[str, ...]
+    resources: list[str]
+    conditions: dict[str, dict[str, Any]] | None = None
+
+
+def s3_statements(hostname: str, scope: S3Scope) -> list[S3Statement]:
+    """The IAM statements of one scope."""
+    own, staging = f"/{hostname}/*", f"/{hostname}/{STAGING}/*"
+    tiers = [f"/{hostname}/{tier}/*" for tier in TIERS]
+    statements: dict[S3Scope, list[S3Statement]] = {
+        S3Scope.READ: [S3Statement(("s3:ListBucket",), [""]), S3Statement(("s3:GetObject",), ["/*"])],
+        # A listing is refused unless its prefix is inside this deployment's folder.
+        S3Scope.READ_OWN: [
+            S3Statement(("s3:ListBucket",), [""], {"StringLike": {"s3:prefix": [f"{hostname}/*"]}}),
+            S3Statement(("s3:GetObject",), [own]),
+        ],
+        S3Scope.STAGE: [S3Statement((*_PUT, "s3:AbortMultipartUpload"), [staging])],
         # The source's tags are read by CopyObject; retention needs its own action.
-        S3Scope.PUBLISH: [(("s3:GetObjectTagging",), [staging]), ((*_PUT, "s3:PutObjectRetention"), tiers)],
-        S3Scope.POINTER: [(("s3:PutObject",), [f"/{hostname}/{LATEST_POINTER}"])],
-        S3Scope.LOCK: [(("s3:PutObject", "s3:DeleteObject"), [f"/{hostname}/{LOCK_FOLDER}/*"])],
-        S3Scope.RENEW_LOCK: [(("s3:PutObject",), [f"/{hostname}/{LOCK_FOLDER}/*"])],
+        S3Scope.PUBLISH: [
+            S3Statement(("s3:GetObjectTagging",), [staging]),
+            S3Statement((*_PUT, "s3:PutObjectRetention"), tiers),
+        ],
+        S3Scope.POINTER: [S3Statement(("s3:PutObject",), [f"/{hostname}/{LATEST_POINTER}"])],
+        S3Scope.LOCK: [S3Statement(("s3:PutObject", "s3:DeleteObject"), [f"/{hostname}/{LOCK_FOLDER}/*"])],
+        S3Scope.RENEW_LOCK: [S3Statement(("s3:PutObject",), [f"/{hostname}/{LOCK_FOLDER}/*"])],
         S3Scope.CLEAN_STAGING: [
-            (("s3:ListBucketMultipartUploads",), [""]),
-            (("s3:DeleteObject", "s3:AbortMultipartUpload"), [staging]),
+            S3Statement(("s3:ListBucketMultipartUploads",), [""]),
+            S3Statement(("s3:DeleteObject", "s3:AbortMultipartUpload"), [staging]),
         ],
     }
     return statements[scope]
@@ -82,8 +104,8 @@ def wildcard_resources(hostname: str) -> set[str]:
     return {
         resource
         for scope in S3Scope
-        for _actions, resources in s3_statements(hostname, scope)
-        for resource in resources
+        for statement in s3_statements(hostname, scope)
+        for resource in statement.resources
         if resource.endswith("*")
     }
 
@@ -98,12 +120,16 @@ def grant_bucket(
     """The scopes' S3 actions, and the bucket key's through S3 only (SSE-KMS): Decrypt to read,
     GenerateDataKey too to write."""
     for scope in sorted(scopes, key=lambda item: item.value):
-        for actions, suffixes in s3_statements(hostname, scope):
-            arns = [bucket.bucket_arn + suffix for suffix in suffixes]
-            iam.Grant.add_to_principal(grantee=grantee, actions=list(actions), resource_arns=arns)
+        for statement in s3_statements(hostname, scope):
+            iam.Grant.add_to_principal(
+                grantee=grantee,
+                actions=list(statement.actions),
+                resource_arns=[bucket.bucket_arn + suffix for suffix in statement.resources],
+                conditions=statement.conditions,
+            )
     if not scopes:
         return
-    writes = bool(scopes - {S3Scope.READ})
+    writes = bool(scopes - READ_SCOPES)
     iam.Grant.add_to_principal(
         grantee=grantee,
         actions=["kms:Decrypt", "kms:GenerateDataKey"] if writes else ["kms:Decrypt"],

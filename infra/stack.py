@@ -9,6 +9,8 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra import constants as names
+from infra.api import AdminApi
+from infra.catalog import BackupCatalog
 from infra.config import StackConfig
 from infra.functions import BackupFunctions, FunctionDependencies, LayerPaths
 from infra.monitoring import AlertTopic, BackupAlarms
@@ -20,7 +22,8 @@ from infra.workflows import BackupWorkflow, RestoreWorkflow
 
 
 class QuestBoardBackupStack(Stack):
-    """Bucket, keys, network endpoints, functions, state machines, schedules and alarms."""
+    """Bucket, keys, network endpoints, functions, state machines, schedules, alarms, the catalog
+    table and the admin API."""
 
     def __init__(
         self,
@@ -66,6 +69,18 @@ class QuestBoardBackupStack(Stack):
         starter.add_environment("BACKUP_STATE_MACHINE_ARN", self.backup.state_machine.state_machine_arn)
         self.backup.state_machine.grant_start_execution(starter)
         self.schedules = BackupSchedules(self, "Schedules", starter=starter, config=config)
+        self.catalog = BackupCatalog(self, "Catalog")
+        for module in (names.BACKUP_PUBLISH, names.BACKUP_FAILURE):
+            self.catalog.add_writer(self.functions[module])
+        self.catalog.add_reader(self.functions[names.API])
+        self.api = AdminApi(
+            self,
+            "AdminApi",
+            handler=self.functions[names.API],
+            authorizer=self.functions[names.API_AUTHORIZER],
+            backup_state_machine=self.backup.state_machine,
+            config=config,
+        )
         topics: list[sns.ITopic] = [self.alerts.topic]
         if config.alert_topic_arn:
             topics.append(sns.Topic.from_topic_arn(self, "ExtraAlertTopic", config.alert_topic_arn))
@@ -84,3 +99,7 @@ class QuestBoardBackupStack(Stack):
         CfnOutput(self, "BackupStateMachineArn", value=self.backup.state_machine.state_machine_arn)
         CfnOutput(self, "RestoreStateMachineArn", value=self.restore.state_machine.state_machine_arn)
         CfnOutput(self, "AlertTopicArn", value=self.alerts.topic.topic_arn)
+        CfnOutput(self, "AdminApiUrl", value=self.api.admin_url)
+        # `questboard-backup token create` stores token hashes here (BACKUP_API_TOKENS_SECRET).
+        CfnOutput(self, "ApiTokensSecretArn", value=self.api.tokens_secret.secret_arn)
+        CfnOutput(self, "CatalogTableName", value=self.catalog.table.table_name)

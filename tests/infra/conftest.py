@@ -23,6 +23,11 @@ from infra.stack import QuestBoardBackupStack
 #: Annotations stay annotations (instead of failing synth) so the cdk-nag test can name each finding.
 TEST_CONTEXT = {"@aws-cdk/core:annotationsInValidationReport": False}
 
+WAF_ACL_ARN = (
+    "arn:aws:wafv2:ap-northeast-1:123456789012:regional/webacl/questboard-admin/"
+    "0123abcd-4567-89ef-0123-456789abcdef"
+)
+
 #: The second deployment: everything optional switched the other way.
 DISABLED_CONTEXT = {
     "backupsEnabled": "false",  # as `-c backupsEnabled=false` passes it
@@ -34,6 +39,11 @@ DISABLED_CONTEXT = {
     "redisSecret": "",
     "objectLockMode": "compliance",
     "databaseSecret": "arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:questboard/db-AbCdEf",
+    "apiThrottleRate": "2",
+    "apiThrottleBurst": "4",
+    "apiAuthorizerCacheSeconds": "0",
+    "downloadUrlExpirySeconds": "300",
+    "apiWafAclArn": WAF_ACL_ARN,
 }
 
 
@@ -82,5 +92,6 @@ def synth(layer_paths: LayerPaths, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def disabled_synth(layer_paths: LayerPaths, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Backups disabled, no VPC endpoints, another time zone, an e-mail and an extra topic."""
+    """Backups disabled, no VPC endpoints, another time zone, an e-mail and an extra topic, and the
+    admin API with other limits and a web ACL."""
     return _synth(DISABLED_CONTEXT, layer_paths, tmp_path_factory.mktemp("cdk.out.disabled"))

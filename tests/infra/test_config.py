@@ -49,6 +49,36 @@ def test_defaults_apply_to_optional_keys_left_out() -> None:
     assert config.log_level == "INFO"
 
 
+def test_the_admin_api_settings_default_to_gentle_limits_and_no_web_acl() -> None:
+    context = _context()
+    for key in (
+        "apiThrottleRate",
+        "apiThrottleBurst",
+        "apiAuthorizerCacheSeconds",
+        "downloadUrlExpirySeconds",
+        "apiWafAclArn",
+    ):
+        context.pop(key, None)
+    config = StackConfig.from_context(context)
+    assert (config.api_throttle_rate, config.api_throttle_burst) == (5, 10)
+    assert config.api_authorizer_cache_seconds == 60
+    assert config.download_url_expiry_seconds == 900
+    assert config.api_waf_acl_arn == ""
+
+
+def test_the_admin_api_numbers_accept_cli_strings() -> None:
+    config = StackConfig.from_context(
+        _context(
+            apiThrottleRate="0.5",
+            apiThrottleBurst="3",
+            apiAuthorizerCacheSeconds="0",
+            downloadUrlExpirySeconds="1",
+        )
+    )
+    assert (config.api_throttle_rate, config.api_throttle_burst) == (0.5, 3)
+    assert (config.api_authorizer_cache_seconds, config.download_url_expiry_seconds) == (0, 1)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"), [("false", False), ("true", True), (False, False), ("0", False)]
 )
@@ -80,6 +110,28 @@ def test_lists_accept_json_from_the_cli() -> None:
         ("alertEmail", "not-an-address", "'alertEmail' is not valid"),
         ("logLevel", "chatty", "'logLevel' must be one of"),
         ("fullBackupSchedule", "0 2 * * *", "'fullBackupSchedule' is not valid"),
+        ("apiThrottleRate", 0, "'apiThrottleRate' must be a number from 0.1 to 10000"),
+        ("apiThrottleRate", "fast", "'apiThrottleRate' must be a number"),
+        ("apiThrottleBurst", 0, "'apiThrottleBurst' must be a whole number from 1 to 5000"),
+        ("apiThrottleBurst", 2.5, "'apiThrottleBurst' must be a whole number"),
+        (
+            "apiAuthorizerCacheSeconds",
+            301,
+            "'apiAuthorizerCacheSeconds' must be a whole number from 0 to 300",
+        ),
+        ("apiAuthorizerCacheSeconds", -1, "'apiAuthorizerCacheSeconds' must be a whole number"),
+        ("apiAuthorizerCacheSeconds", True, "'apiAuthorizerCacheSeconds' must be a whole number"),
+        ("downloadUrlExpirySeconds", 0, "'downloadUrlExpirySeconds' must be a whole number from 1 to 900"),
+        (
+            "downloadUrlExpirySeconds",
+            "3600",
+            "'downloadUrlExpirySeconds' must be a whole number from 1 to 900",
+        ),
+        (
+            "apiWafAclArn",
+            "arn:aws:wafv2:us-east-1:123456789012:global/webacl/x/1",
+            "'apiWafAclArn' is not valid",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_by_name(key: str, value: object, message: str) -> None:

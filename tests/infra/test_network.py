@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from infra import constants as names
+from infra.functions import FUNCTION_SPECS
 from tests.infra.conftest import Synthesized
 
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
@@ -20,12 +22,14 @@ def _endpoints(synth: Synthesized) -> dict[str, dict[str, object]]:
 
 def test_every_api_the_functions_call_has_an_endpoint(synth: Synthesized) -> None:
     endpoints = _endpoints(synth)
-    assert set(endpoints) == {"s3", "kms", "secretsmanager", "states", "monitoring", "logs", "sns"}
-    assert endpoints["s3"]["VpcEndpointType"] == "Gateway"
-    assert endpoints["s3"]["RouteTableIds"] == ["rtb-0123456789abcdef0", "rtb-0123456789abcdef1"]
+    gateways = {"s3", "dynamodb"}  # the catalog table: Publish and the failure path write it
+    assert set(endpoints) == gateways | {"kms", "secretsmanager", "states", "monitoring", "logs", "sns"}
+    for service in gateways:
+        assert endpoints[service]["VpcEndpointType"] == "Gateway"
+        assert endpoints[service]["RouteTableIds"] == ["rtb-0123456789abcdef0", "rtb-0123456789abcdef1"]
     for service, endpoint in endpoints.items():
         assert endpoint["VpcId"] == "vpc-0123456789abcdef0"
-        if service != "s3":
+        if service not in gateways:
             assert endpoint["VpcEndpointType"] == "Interface"
             assert endpoint["PrivateDnsEnabled"] is True
             assert endpoint["SubnetIds"] == SUBNETS
@@ -49,11 +53,20 @@ def test_endpoints_accept_https_only_from_the_function_security_groups(synth: Sy
 def test_functions_run_in_the_given_subnets_and_security_groups(synth: Synthesized) -> None:
     functions = synth.of_type("AWS::Lambda::Function")
     assert len(functions) == len(synth.stack.functions.functions)
-    for function in functions.values():
-        assert function["Properties"]["VpcConfig"] == {
+    for spec in FUNCTION_SPECS:
+        function = functions[synth.logical_id(synth.stack.functions[spec.module])]["Properties"]
+        if not spec.in_vpc:
+            assert "VpcConfig" not in function, spec.module
+            continue
+        assert function["VpcConfig"] == {
             "SubnetIds": SUBNETS,
             "SecurityGroupIds": ["sg-0123456789abcdef0"],
-        }
+        }, spec.module
+
+
+def test_only_the_admin_apis_functions_run_outside_the_vpc() -> None:
+    # They reach nothing but AWS APIs; everything that touches a database stays in the subnets.
+    assert {spec.module for spec in FUNCTION_SPECS if not spec.in_vpc} == {names.API, names.API_AUTHORIZER}
 
 
 def test_no_vpc_or_nat_is_created(synth: Synthesized) -> None:

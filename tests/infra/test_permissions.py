@@ -14,6 +14,8 @@ from infra import constants as names
 from tests.infra.conftest import Synthesized
 
 BUCKET, OBJECTS, STAGING, TIERS, LOCKS, POINTER = "bucket", "objects", "staging", "tiers", "locks", "pointer"
+#: This deployment's objects ({hostname}/*), and the bucket listed only under that prefix.
+OWN_OBJECTS, OWN_LISTING = "own objects", "bucket, own prefix only"
 WRAPPING_KEY, BUCKET_KEY = "wrapping key", "bucket key"
 
 _READ = {BUCKET: {"s3:ListBucket"}, OBJECTS: {"s3:GetObject"}}
@@ -55,6 +57,9 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     names.RESTORE_VERIFY: {},
     names.RESTORE_REPORT: {**_READ, **_LOCK, **_SSE_WRITE},
     names.RESTORE_FAILURE: {**_READ, **_LOCK, **_SSE_WRITE},
+    # The admin API reads its own deployment's sets (status, details, download URLs), nothing else.
+    names.API: {OWN_LISTING: {"s3:ListBucket"}, OWN_OBJECTS: {"s3:GetObject"}, **_SSE_READ},
+    names.API_AUTHORIZER: {},
 }
 
 
@@ -74,7 +79,7 @@ def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _where(synth: Synthesized, resource: Any) -> str | None:
+def _where(synth: Synthesized, resource: Any, condition: Any = None) -> str | None:
     """The part of the bucket, or the key, a resource names; None for anything else."""
     bucket_arn = {"Fn::GetAtt": [synth.logical_id(synth.stack.storage.bucket), "Arn"]}
     keys = {
@@ -85,7 +90,9 @@ def _where(synth: Synthesized, resource: Any) -> str | None:
         if resource == {"Fn::GetAtt": [synth.logical_id(key), "Arn"]}:
             return name
     if resource == bucket_arn:
-        return BUCKET
+        if condition == {"StringLike": {"s3:prefix": ["questboard/*"]}}:
+            return OWN_LISTING
+        return BUCKET if condition is None else f"the bucket under {json.dumps(condition)}"
     joined = resource.get("Fn::Join", ["", []])[1] if isinstance(resource, dict) else []
     if len(joined) == 2 and joined[0] == bucket_arn:
         suffix = joined[1]
@@ -94,6 +101,7 @@ def _where(synth: Synthesized, resource: Any) -> str | None:
             "/questboard/temp/*": STAGING,
             "/questboard/locks/*": LOCKS,
             "/questboard/latest.json": POINTER,
+            "/questboard/*": OWN_OBJECTS,
             **{f"/questboard/{tier}/*": TIERS for tier in ("daily", "weekly", "monthly", "incremental")},
         }
         return prefixes.get(suffix, f"unexpected part of the bucket {suffix}")
@@ -108,7 +116,7 @@ def _granted(synth: Synthesized, module: str) -> dict[str, set[str]]:
         assert statement["Effect"] == "Allow"
         actions = set(_listed(statement["Action"]))
         for resource in _listed(statement["Resource"]):
-            place = _where(synth, resource)
+            place = _where(synth, resource, statement.get("Condition"))
             if place is None and any(action.startswith("s3:") for action in actions):
                 place = f"another resource {json.dumps(resource)}"
             if place is not None:

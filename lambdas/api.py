@@ -274,3 +274,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         response = app.resolve(event, context)
     _audit(event, who, response)
     return response
+
+
+if __name__ == "__main__":  # python -m lambdas.api > docs/openapi.json (tests/unit/test_docs.py checks it)
+    print(json.dumps(openapi_document(), indent=2, sort_keys=True))

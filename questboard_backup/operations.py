@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from questboard_backup.address import STAGING, timestamp
+from questboard_backup.address import STAGING, BackupId, timestamp
 from questboard_backup.backup import BackupResult, run_backup
 from questboard_backup.catalog import CatalogEntry, incomplete_sets
 from questboard_backup.crypto.keys import KeyWrapper
@@ -127,20 +127,51 @@ def backup_now(wiring: Wiring, kind: str, keep_local: bool = True) -> BackupRun:
         shared_locks(storages, local, holder) as still_locked,
     ):
         sweep_leftovers(local, storages, still_locked)
-        result = run_backup(
-            kind,
-            components,
-            storages,
-            wrapper,
-            settings.hostname,
-            settings.schedule_zone,
-            now,
-            settings.compression_level,
-            still_locked,
-        )
+        try:
+            result = run_backup(
+                kind,
+                components,
+                storages,
+                wrapper,
+                settings.hostname,
+                settings.schedule_zone,
+                now,
+                settings.compression_level,
+                still_locked,
+            )
+        except BackupError as error:
+            _catalog_failure(wiring, kind, str(BackupId.at(kind, now)), type(error).__name__)
+            raise
+        _catalog_success(wiring, result)
         if keep_local:
             prune(local, now, wrapper, settings.retention_days)
     return BackupRun(result, log)
+
+
+def _catalog_success(wiring: Wiring, result: BackupResult) -> None:
+    """A run that stored to S3 records itself in the status catalog (BACKUP_CATALOG_TABLE), as the
+    workflow's Publish does, so the admin API's status sees CLI backups too."""
+    settings = wiring.settings
+    s3_locations = [location for location in result.locations if location.startswith("s3://")]
+    if settings.catalog_table and s3_locations:
+        from questboard_backup.aws.catalog_table import CatalogTable
+
+        table = CatalogTable(settings.catalog_table, settings.hostname, wiring.client("dynamodb"))
+        table.record_success(result.manifest, s3_locations[0])
+
+
+def _catalog_failure(wiring: Wiring, kind: str, backup_id: str, error: str) -> None:
+    settings = wiring.settings
+    if not (settings.catalog_table and settings.s3_bucket):
+        return
+    from questboard_backup.aws.catalog_table import CatalogTable
+
+    try:  # the catalog must not hide the backup's own error
+        CatalogTable(settings.catalog_table, settings.hostname, wiring.client("dynamodb")).record_failure(
+            kind, backup_id, error
+        )
+    except BackupError as problem:
+        logger.warning("the status catalog did not record the failure: %s", problem)
 
 
 def restore_now(

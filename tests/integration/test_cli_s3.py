@@ -186,6 +186,41 @@ def test_no_local_keeps_the_backup_in_s3_only(
     assert json.loads(out)["backups"] == 1
 
 
+def test_cli_runs_that_store_to_s3_keep_the_status_catalog(
+    deployment: Deployment,
+    with_s3: S3Bucket,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+
+    from questboard_backup.aws.catalog_table import CatalogTable
+
+    dynamodb = boto3.client("dynamodb", endpoint_url=with_s3.endpoint, region_name="us-east-1")
+    name = f"catalog-{with_s3.name}"
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )  # fmt: skip
+    monkeypatch.setenv("BACKUP_CATALOG_TABLE", name)
+    code, out, err = cli(capsys, "full", "--json")
+    assert code == 0, err
+    backup_id = json.loads(out)["backup_id"]
+    table = CatalogTable(name, deployment.env["BACKUP_HOSTNAME"], dynamodb)
+    page = table.status_page(10)
+    assert [item["id"] for item in page.sets] == [backup_id]
+    assert page.sets[0]["location"].startswith(f"s3://{with_s3.name}/")
+    assert page.summary["last_success_full"]["id"] == backup_id
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    code, _, err = cli(capsys, "incremental")
+    assert code == 4, err
+    summary = table.status_page(10).summary
+    assert summary["failures_incremental"] == 1
+    assert summary["last_failure_incremental"]["error"] == "SourceUnreachableError"
+
+
 def test_an_unreachable_s3_fails_the_backup_and_leaves_no_local_set(
     deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ from lambdas.api_models import BackupBody, Detail, Download, DownloadBody, Error
 from lambdas.dependencies import dependencies
 from lambdas.observability import logger, tracer
 from questboard_backup.address import ID_PATTERN
-from questboard_backup.admin.service import MAX_PAGE, ConflictError
+from questboard_backup.admin.service import DEFAULT_PAGE, MAX_PAGE, ConflictError
 from questboard_backup.admin.tokens import Caller, check_scope
 from questboard_backup.aws.starter import WorkflowError
 from questboard_backup.errors import (
@@ -92,9 +92,13 @@ def refusal(event: dict[str, Any]) -> tuple[Caller | None, Response[Any] | None]
     if who is None:
         return None, error_response(401, "UNAUTHORIZED", "Unauthorized")
     if (method, resource) not in READ_ROUTES and not who.may("admin"):
-        return who, error_response(403, "ACCESS_DENIED", f"token {who.name!r} has scope read; this needs admin")
+        return who, error_response(
+            403, "ACCESS_DENIED", f"token {who.name!r} has scope read; this needs admin"
+        )
     if method == "POST" and len(str(event.get("body") or "").encode()) > MAX_BODY_BYTES:
-        return who, error_response(413, "REQUEST_TOO_LARGE", f"the body must be at most {MAX_BODY_BYTES} bytes")
+        return who, error_response(
+            413, "REQUEST_TOO_LARGE", f"the body must be at most {MAX_BODY_BYTES} bytes"
+        )
     if method == "POST" and not _is_json(event.get("headers")):
         return who, error_response(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be application/json")
     return who, None
@@ -128,9 +132,6 @@ def _audit(event: dict[str, Any], who: Caller | None, response: dict[str, Any]) 
             }
         },
     )
-
-
-
 
 
 @app.exception_handler(RequestValidationError)
@@ -191,7 +192,7 @@ def start_backup(body: BackupBody) -> Response[Started]:
     responses={**_ok(200, Status, "Status"), **_errors(400, 422)},
 )
 def status(
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     next_token: Annotated[str | None, Query(max_length=400)] = None,
     tier: Annotated[str | None, Query(pattern="^(daily|weekly|monthly|incremental)$")] = None,
 ) -> Response[Status]:

@@ -35,6 +35,7 @@ KINDS = ("full", "incremental")
 _SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 MAX_PAGE = 100
+DEFAULT_PAGE = 20
 
 
 class ConflictError(BackupError):

@@ -3,9 +3,9 @@ write, and the admin API's status reads in one query however many sets are retai
 
 One partition per host (``pk`` = hostname). Each finished set is an item ``set#{YYYYMMDD_HHMMSS}#{id}``
 (sorted by time; ``expires_at`` is its tier's S3 expiry, the table's TTL attribute). One ``summary``
-item holds the last success and the last failure of each type, the failure counter, and the stored
-bytes and set count of each tier. ``summary`` sorts after every ``set#`` key, so a query read newest
-first returns the summary and then the newest sets: one call for the whole first page of status.
+item holds the last success and the last failure of each type, the failure counter, the stored
+bytes and set count of each tier, and the newest sets: status's first page is that one item, one
+call however many sets are retained; later pages (and one tier's sets) are a query.
 
 The tier totals are recomputed from the set items by each success (which also deletes the items
 whose sets S3 has expired), so they follow retention without reading S3. The catalog is an index,
@@ -34,6 +34,8 @@ from questboard_backup.retention import TIER_RETENTION_DAYS
 
 SUMMARY = "summary"
 SET_PREFIX = "set#"
+#: How many of the newest sets the summary item carries (status's first page without a query).
+RECENT = 100
 _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
 
 
@@ -124,13 +126,14 @@ class CatalogTable:
         record = set_record(manifest, location)
         self._call("put_item", Item=_item({"pk": self.hostname, "sk": set_key(manifest.backup_id), **record}))
         last = {key: record[key] for key in ("id", "finished_at", "duration_seconds", "stored_bytes", "tier")}
-        tiers = self._retained_totals(now or datetime.now(UTC))
+        tiers, recent = self._retained(now or datetime.now(UTC))
         self._call(
             "update_item",
             Key=self._key(SUMMARY),
-            UpdateExpression="SET #last = :last, tiers = :tiers",
+            UpdateExpression="SET #last = :last, tiers = :tiers, recent = :recent",
             ExpressionAttributeNames={"#last": f"last_success_{manifest.type}"},
-            ExpressionAttributeValues=_item({":last": last, ":tiers": tiers}),
+            # One string attribute, not a list of maps: the summary stays one small, fast item to read.
+            ExpressionAttributeValues=_item({":last": last, ":tiers": tiers, ":recent": json.dumps(recent)}),
         )
 
     def record_failure(self, kind: str, backup_id: str, error: str, at: datetime | None = None) -> None:
@@ -159,9 +162,11 @@ class CatalogTable:
             if not start:
                 return
 
-    def _retained_totals(self, now: datetime) -> dict[str, dict[str, int]]:
-        """Each tier's retained sets and bytes; items of sets S3 has expired are deleted on the way."""
+    def _retained(self, now: datetime) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+        """Each tier's retained sets and bytes, and the newest RECENT sets (status's first page, read
+        with the summary in one call); items of sets S3 has expired are deleted on the way."""
         totals = {tier: {"sets": 0, "stored_bytes": 0} for tier in TIERS}
+        retained = []
         for item in self._set_items():
             if int(item.get("expires_at", 0)) <= now.timestamp():
                 self._call("delete_item", Key=self._key(item["sk"]))
@@ -169,7 +174,9 @@ class CatalogTable:
             tier = totals.setdefault(str(item["tier"]), {"sets": 0, "stored_bytes": 0})
             tier["sets"] += 1
             tier["stored_bytes"] += int(item.get("stored_bytes", 0))
-        return totals
+            retained.append({key: value for key, value in item.items() if key != "pk"})
+        retained.sort(key=lambda item: str(item["sk"]), reverse=True)
+        return totals, retained[:RECENT]
 
     # Readers: the admin API.
 
@@ -180,44 +187,40 @@ class CatalogTable:
     def status_page(
         self, limit: int, token: str | None = None, tier: str | None = None, now: datetime | None = None
     ) -> StatusPage:
-        """The summary and one page of retained sets, newest first, in one query (two from page 2 on:
-        the summary is read again). ``token`` is the previous page's ``next_token``."""
-        moment = (now or datetime.now(UTC)).timestamp()
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {":pk": self.hostname, ":now": int(moment), ":summary": SUMMARY}
+        """The summary and one page of retained sets, newest first. The first page of all tiers comes
+        from the summary item alone (one call, however many sets exist); a later page, or one tier,
+        adds one query. ``token`` is the previous page's ``next_token``."""
+        moment = int((now or datetime.now(UTC)).timestamp())
+        summary = _read(self._call("get_item", Key=self._key(SUMMARY)).get("Item") or {})
+        stored = json.loads(str(summary.pop("recent", "[]")))
+        recent = [item for item in stored if int(item.get("expires_at", 0)) > moment]
+        summary.pop("pk", None)
+        summary.pop("sk", None)
+        retained = sum(int(usage.get("sets", 0)) for usage in (summary.get("tiers") or {}).values())
+        if token is None and tier is None and (limit <= len(recent) or len(recent) >= retained):
+            shown = recent[:limit]
+            more = len(recent) > limit or retained > len(shown)
+            next_token = _encode_token(str(shown[-1]["sk"])) if more and shown else None
+            return StatusPage(summary, [_public(item) for item in shown], next_token, 1)
+        values: dict[str, Any] = {":pk": self.hostname, ":set": SET_PREFIX, ":now": moment}
         condition = "attribute_not_exists(expires_at) OR expires_at > :now"
         if tier:
-            condition = f"({condition}) AND (sk = :summary OR tier = :tier)"
+            condition = f"({condition}) AND tier = :tier"
             values[":tier"] = tier
         query: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk",
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :set)",
             "FilterExpression": condition,
             "ExpressionAttributeValues": _item(values),
             "ScanIndexForward": False,
-            "Limit": limit + 1,
+            "Limit": limit,
         }
-        if names:
-            query["ExpressionAttributeNames"] = names
-        calls = 0
-        summary: dict[str, Any] = {}
         if token:
-            summary = _read(self._call("get_item", Key=self._key(SUMMARY)).get("Item") or {})
-            calls += 1
             query["ExclusiveStartKey"] = self._key(_decode_token(token))
-            query["Limit"] = limit
         page = self._call("query", **query)
-        calls += 1
-        sets = []
-        for item in map(_read, page.get("Items", [])):
-            if item["sk"] == SUMMARY:
-                summary = item
-            else:
-                sets.append(_public(item))
+        sets = [_public(item) for item in map(_read, page.get("Items", []))]
         last = page.get("LastEvaluatedKey")
-        next_token = _encode_token(_read(last)["sk"]) if last and sets else None
-        summary.pop("pk", None)
-        summary.pop("sk", None)
-        return StatusPage(summary, sets, next_token, calls)
+        next_token = _encode_token(_read(last)["sk"]) if last else None
+        return StatusPage(summary, sets, next_token, 2)
 
 
 def _public(item: dict[str, Any]) -> dict[str, Any]:

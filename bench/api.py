@@ -59,6 +59,7 @@ def status_run(sets: int) -> dict[str, float]:
 
     from lambdas import api, dependencies
     from lambdas.dependencies import Dependencies, FunctionSettings
+    from questboard_backup.address import SetAddress
     from questboard_backup.aws.catalog_table import SUMMARY, CatalogTable, _item, set_key, set_record
 
     calls = {"n": 0}
@@ -85,7 +86,8 @@ def status_run(sets: int) -> dict[str, float]:
         now = datetime.now(UTC).replace(microsecond=0)
         manifests = [_manifest(number, now) for number in range(sets)]
         for manifest in manifests[1:]:  # written directly; the newest through the real writer
-            record = {**set_record(manifest, f"s3://bench-bucket/bench/{manifest.tier}/{manifest.backup_id}")}
+            where = SetAddress("bench", manifest.tier, manifest.backup_id).s3_uri("bench-bucket")
+            record = set_record(manifest, where)
             record["expires_at"] = int((now + timedelta(days=400)).timestamp())
             dynamodb.put_item(
                 TableName="catalog", Item=_item({"pk": "bench", "sk": set_key(manifest.backup_id), **record})

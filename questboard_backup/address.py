@@ -31,7 +31,15 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def is_backup_id(text: str) -> bool:
-    return _ID.match(text) is not None
+    """``text`` has the id's form and names a real time (``..._20240231_...`` does not)."""
+    match = _ID.match(text)
+    if match is None:
+        return False
+    try:
+        datetime.strptime(match.group(2), _ID_TIME)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class BackupId:
     @classmethod
     def parse(cls, text: str) -> BackupId:
         match = _ID.match(text)
-        if match is None:
+        if match is None or not is_backup_id(text):
             raise ConfigurationError(
                 f"{text!r} is not a backup id (questboard_full|incremental_YYYYMMDD_HHMMSS)"
             )

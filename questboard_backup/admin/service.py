@@ -273,7 +273,7 @@ class AdminService:
             {**item, "url": self.storage.presigned_url(f"{address.set_prefix}/{item['name']}", expiry)}
             for item in names
         ]
-        folder = f"{address.tier}/{address.backup_id}"
+        folder = address.set_prefix
         return {
             "backup_id": address.backup_id,
             "tier": address.tier,

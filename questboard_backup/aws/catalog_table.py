@@ -26,7 +26,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from questboard_backup.address import TIERS, BackupId
+from questboard_backup.address import TIERS, BackupId, timestamp
 from questboard_backup.aws.failures import classify
 from questboard_backup.errors import ConfigurationError, StorageError, TransientStorageError
 from questboard_backup.manifest import Manifest, parse_time
@@ -40,8 +40,7 @@ _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
 
 
 def set_key(backup_id: str) -> str:
-    parsed = BackupId.parse(backup_id)
-    return f"{SET_PREFIX}{parsed.moment.strftime('%Y%m%d_%H%M%S')}#{backup_id}"
+    return f"{SET_PREFIX}{timestamp(BackupId.parse(backup_id).moment)}#{backup_id}"
 
 
 def _plain(value: Any) -> Any:

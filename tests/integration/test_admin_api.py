@@ -387,6 +387,7 @@ def test_detail_describes_one_set_and_unknown_or_malformed_ids_are_refused(api: 
     assert [item["name"] for item in body["objects"]] == ["fake.zst.enc"] or body["objects"]
     assert body["verification"]["published_by_workflow"] is True
     _error(api.call("GET", "/api/admin/backup/questboard_full_20230101_020000"), 404)
+    _error(api.call("GET", "/api/admin/backup/questboard_full_00000000_000000"), 404)  # no such time
     _error(api.call("GET", "/api/admin/backup/..%2F..%2Fetc"), 422)
 
 

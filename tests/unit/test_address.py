@@ -90,3 +90,20 @@ def test_only_the_address_module_spells_out_the_id_pattern_and_the_set_prefix() 
         and (id_pattern.search(path.read_text()) or set_prefix.search(path.read_text()))
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "questboard_full_00000000_000000",
+        "questboard_full_20240231_020000",
+        "questboard_incremental_20240101_250000",
+    ],
+)
+def test_an_id_naming_no_real_time_is_not_an_id(text: str) -> None:
+    from questboard_backup.address import BackupId, is_backup_id
+    from questboard_backup.errors import ConfigurationError
+
+    assert not is_backup_id(text)
+    with pytest.raises(ConfigurationError, match="is not a backup id"):
+        BackupId.parse(text)

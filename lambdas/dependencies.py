@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities import parameters
 
 from questboard_backup.admin.service import AdminService, Schedule
@@ -117,7 +116,7 @@ class Dependencies:
         secrets: Callable[[str], str] | None = None,
     ) -> None:
         self.settings = settings
-        self.wiring = Wiring(settings, clients or (lambda name: boto3.client(name)))
+        self.wiring = Wiring(settings, clients)  # None: the engine's clients (S3: SigV4, retries)
         self._secrets = secrets or _powertools_secret
         self._storage: S3Storage | None = None
         self._wrapper: KmsKeyWrapper | None = None

@@ -1,10 +1,10 @@
-# The front door: make demo | test | bench | lint | synth | layers
+# The front door: make demo | test | bench | lint | synth | layers | api
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration infra bench clean install install-runtime layers synth
+.PHONY: demo test lint unit integration infra bench bench-api clean install install-runtime layers synth api
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-system-deps.sh
 	./scripts/install-system-deps.sh
@@ -43,12 +43,21 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/api.py
+
+# The admin API's part alone: status latency and AWS calls at 10 and 500 sets, handlers' cold import.
+bench-api: $(STAMP)
+	$(BIN)/python bench/api.py
 
 layers: $(STAMP)
 	$(BIN)/python -m layers.build
 
 synth: $(STAMP) $(NODE_STAMP) layers
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet
+
+# The admin API offline on 127.0.0.1:8080, as on AWS (token: ADMIN_TOKEN, else one is generated).
+api: $(STAMP) $(NODE_STAMP) layers
+	$(BIN)/python scripts/api_server.py
 
 infra: $(STAMP) $(NODE_STAMP) layers
 	$(BIN)/pytest -q tests/infra

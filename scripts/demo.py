@@ -2,6 +2,8 @@
 
 Starts PostgreSQL and Redis on free ports, loads the sample dataset, runs `questboard-backup full`,
 restores into a second database, Redis logical dbs 8+ and a second folder, compares, and stops all.
+Then the guide's three admin API calls against `make api` (the offline stack): start a full backup,
+poll its status, download it with plain HTTP, and `backup.sh verify` the download.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 import psycopg2  # noqa: E402
 
+from questboard_backup.admin.tokens import new_token  # noqa: E402
 from questboard_backup.sources.files.component import tree_listing  # noqa: E402
 from tests.dataset import (  # noqa: E402 - needs the repo on sys.path first
     large_objects,
@@ -28,6 +31,7 @@ from tests.dataset import (  # noqa: E402 - needs the repo on sys.path first
     pg_dump_text,
     redis_snapshot,
 )
+from tests.local_api import AdminClient, local_api, verify  # noqa: E402
 from tests.servers import PostgresServer, RedisServer  # noqa: E402
 
 
@@ -42,6 +46,29 @@ def run(cli: list[str], env: dict[str, str]) -> str:
             f"demo failed: questboard-backup {cli[0]} exited {done.returncode}: {done.stderr.strip()}"
         )
     return done.stdout
+
+
+def admin_api_calls(work: Path) -> bool:
+    """The guide's three calls against the admin API served offline (`make api`): start a full backup,
+    poll its status until it is done, get its download URLs and fetch them into a folder; then verify
+    that folder as an operator would."""
+    print("\nthe admin API, offline (`make api`: the same authorizer and handler as on AWS):")
+    work.mkdir(parents=True)
+    token = new_token()
+    try:
+        with local_api(token, work) as api:
+            print(f"$ export ADMIN_TOKEN={token}")
+            client = AdminClient(api.url, token, echo=print)
+            started = client.start_backup("full")
+            status = client.wait_until_done(started["backup_id"])
+            if (status["last_success"]["full"] or {}).get("id") != started["backup_id"]:
+                print(f"  the backup did not succeed: last failure {status['last_failure']['full']}")
+                return False
+            folder = client.download(started["backup_id"], work / "downloads")
+            return verify(folder, api.environment, echo=print).returncode == 0
+    except RuntimeError as error:  # the API did not start, or a call was refused
+        print(f"  {error}")
+        return False
 
 
 def main() -> int:
@@ -104,6 +131,9 @@ def main() -> int:
             print(f"  {'identical' if same else 'DIFFERENT':9}  {what}")
         if not all(checks.values()):
             print("demo FAILED: the restored copy differs")
+            return 1
+        if not admin_api_calls(work / "api"):
+            print("demo FAILED: the admin API's download did not verify")
             return 1
         print("demo passed: the backup restored into fresh targets is identical to the source")
         return 0

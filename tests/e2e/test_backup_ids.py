@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import boto3
 
-from tests.e2e.conftest import BUCKET, HOSTNAME, REGION, World
+from tests.e2e.conftest import BUCKET, HOSTNAME
+from tests.offline import REGION, World
 
 
 def stored_versions(world: World) -> dict[str, tuple[str, object]]:

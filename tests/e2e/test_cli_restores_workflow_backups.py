@@ -12,7 +12,8 @@ import pytest
 from questboard_backup.cli import main
 from questboard_backup.sources.files.component import tree_listing
 from tests.dataset import pg_dump_text, redis_snapshot
-from tests.e2e.conftest import BUCKET, HOSTNAME, REGION, World
+from tests.e2e.conftest import BUCKET, HOSTNAME
+from tests.offline import REGION, World
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import FakeContext, World
 from tests.fake_source import registered_fake
+from tests.lambda_runtime import FakeContext
+from tests.offline import World
 
 
 def call(module: Any, event: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import psycopg2
 import redis
 
 from tests.dataset import pg_dump_text, redis_snapshot
-from tests.e2e.conftest import HOSTNAME, World
+from tests.e2e.conftest import HOSTNAME
+from tests.offline import World
 
 
 def _databases(url: str) -> list[str]:
@@ -106,7 +107,7 @@ def test_a_failure_after_swap_finishes_forwards_instead_of_undoing_part_of_the_r
     from lambdas.restore_support import options_for
 
     def call(module: object, event: dict[str, object]) -> dict[str, object]:
-        from tests.e2e.conftest import FakeContext
+        from tests.lambda_runtime import FakeContext
 
         return dict(module.handler(event, FakeContext(module.__name__)))  # type: ignore[attr-defined]
 

@@ -17,7 +17,8 @@ import pytest
 
 from questboard_backup.address import BackupId
 from questboard_backup.errors import SourceError
-from tests.e2e.conftest import REGION, FakeContext, World
+from tests.lambda_runtime import FakeContext
+from tests.offline import REGION, World
 from tests.servers import PostgresServer, free_port
 
 PASSWORD = "s3cr@t#pa?ss%word&password=x/y z+"

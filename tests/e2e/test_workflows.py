@@ -10,7 +10,8 @@ import pytest
 
 from questboard_backup.sources.files.component import tree_listing
 from tests.dataset import large_objects, pg_dump_text, redis_snapshot
-from tests.e2e.conftest import HOSTNAME, REGION, FlakyS3, World
+from tests.e2e.conftest import HOSTNAME, FlakyS3
+from tests.offline import REGION, World
 
 
 def emitted_metrics(output: str) -> list[str]:
@@ -98,7 +99,7 @@ def test_a_scheduled_start_names_the_execution_after_the_backup_and_is_idempoten
     import boto3
 
     from lambdas import backup_start
-    from tests.e2e.conftest import FakeContext
+    from tests.lambda_runtime import FakeContext
 
     world.settings = replace(world.settings, state_machine_arn=world.machines["backup"])
     world.install()

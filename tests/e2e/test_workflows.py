@@ -40,6 +40,11 @@ def test_a_full_backup_then_a_restore_into_fresh_targets_gives_identical_data(
     assert {"backup_last_success_timestamp", "backup_duration_seconds", "backup_size_bytes"} <= set(
         emitted_metrics(capsys.readouterr().out)
     )
+    # Publish recorded the set in the status catalog the admin API reads.
+    backup_id = manifests[0].rsplit("/", 2)[1]
+    page = world.install().catalog_table().status_page(10)  # type: ignore[union-attr]
+    assert [item["id"] for item in page.sets] == [backup_id]
+    assert page.summary["last_success_full"]["id"] == backup_id
 
     target_db = world.database_url.rsplit("/", 1)[1] + "_drill"
     files_root = tmp_path / "restored"
@@ -85,6 +90,9 @@ def test_an_s3_failure_takes_the_failure_path(world: World, capsys: pytest.Captu
     assert "backup_failure_total" in emitted_metrics(capsys.readouterr().out)
     (alert,) = world.alerts()
     assert "failed" in alert["Subject"] and "StorageError" in alert["Message"]
+    # The failure path recorded it in the status catalog: the admin API's last failure and its count.
+    summary = world.install().catalog_table().status_page(10).summary  # type: ignore[union-attr]
+    assert summary["last_failure_full"]["error"] == "StorageError" and summary["failures_full"] == 1
 
 
 def test_disabled_backups_end_without_doing_anything(world: World) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The seed's operator command, a thin wrapper over the `questboard-backup` CLI:
-#   ./scripts/backup.sh full | incremental | status | restore [backup] | verify <backup> | list
+#   ./scripts/backup.sh full | incremental | status | restore [backup] | verify <backup> | list | token ...
 # Settings come from the environment and a settings file: the checkout's .env whatever the current
 # folder (passed as BACKUP_ENV_FILE unless that or --env-file is given), else
 # /etc/questboard-backup/env (see README). `--help` on any command explains it.

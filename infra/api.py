@@ -61,7 +61,6 @@ ROUTES: Final = (
     Route("GET", "/api/admin/backup/{backupId}"),
     Route("POST", "/api/admin/backup/download-url", body="DownloadUrlRequest"),
     Route("GET", "/api/admin/openapi.json"),
-    Route("GET", "/metrics"),  # the Prometheus scrape
 )
 
 #: Request bodies, checked by API Gateway before the function runs (the handler checks them again).
@@ -164,7 +163,7 @@ class AdminApi(Construct):
             self,
             "RestApi",
             rest_api_name=names.API_NAME,
-            description="Quest Board Backup admin API: start backups, backup status, download URLs, metrics",
+            description="Quest Board Backup admin API: start backups, backup status, download URLs",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             deploy_options=self._stage_options(config),
             fail_on_warnings=True,

@@ -14,7 +14,10 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestValidationError,
+    ResponseValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,6 +31,7 @@ from questboard_backup.admin.tokens import Caller, check_scope
 from questboard_backup.aws.starter import WorkflowError
 from questboard_backup.errors import (
     BackupError,
+    BadRequestError,
     ConfigurationError,
     NotFoundError,
     StorageError,
@@ -47,7 +51,10 @@ READ_ROUTES = {
     ("GET", f"{PREFIX}/openapi.json"),
 }
 
-app = APIGatewayRestResolver(enable_validation=True)
+# A response that does not match its model is the server's bug: 500, never a client's 422.
+app = APIGatewayRestResolver(
+    enable_validation=True, response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR
+)
 
 
 def error_response(
@@ -144,6 +151,12 @@ def _invalid(error: RequestValidationError) -> Response:
     return error_response(422, "INVALID_REQUEST", message[:500], fields)
 
 
+@app.exception_handler(ResponseValidationError)
+def _bad_response(error: ResponseValidationError) -> Response:
+    logger.error("admin api: an answer did not match its model", extra={"problem": str(error)[:500]})
+    return error_response(500, "INTERNAL_ERROR", "internal error; see the logs")
+
+
 @app.exception_handler(NotFoundError)
 def _not_found(error: NotFoundError) -> Response:
     return error_response(404, "NOT_FOUND", str(error))
@@ -154,9 +167,15 @@ def _conflict(error: ConflictError) -> Response:
     return error_response(409, "CONFLICT", str(error))
 
 
-@app.exception_handler(ConfigurationError)
-def _bad_parameter(error: ConfigurationError) -> Response:
+@app.exception_handler(BadRequestError)
+def _bad_parameter(error: BadRequestError) -> Response:
     return error_response(400, "BAD_REQUEST_PARAMETERS", str(error))
+
+
+@app.exception_handler(ConfigurationError)
+def _misconfigured(error: ConfigurationError) -> Response:
+    logger.error("admin api: misconfigured", extra={"problem": str(error)})
+    return error_response(500, "INTERNAL_ERROR", "the API is misconfigured; see its log")
 
 
 @app.exception_handler(BackupError)
@@ -248,20 +267,20 @@ def openapi_document() -> dict[str, Any]:
         )
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):
+    for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         schemas.pop(name, None)
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     for path in document.get("paths", {}).values():
         for operation in path.values():
-            response = operation.get("responses", {}).get("422")
-            if response:
-                response["content"] = {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
-                }
+            for status in ("422", "500"):  # both answered in the one error shape (the handlers above)
+                response = operation.get("responses", {}).get(status)
+                if response:
+                    response.update(description=HTTPStatus(int(status)).phrase, content=error_body)
     return document
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # download URLs are credentials: not in traces
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     who, refused = refusal(event)
     if refused is not None:

@@ -37,7 +37,7 @@ def allowed_resources(method_arn: str, caller: Caller) -> list[str]:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     token = bearer_token(event.get("authorizationToken"))
     caller = dependencies().api_tokens().identify(token) if token else None

@@ -14,6 +14,7 @@ from lambdas.models import BackupStep, PublishOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.address import SetAddress
 from questboard_backup.catalog import read_manifest, write_latest_pointer
+from questboard_backup.errors import BackupError
 from questboard_backup.manifest import parse_time
 
 
@@ -29,7 +30,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     write_latest_pointer(storage, manifest)
     table = deps.catalog_table()
     if table is not None:
-        table.record_success(manifest, storage.uri(set_prefix))
+        try:  # the set exists (verified, promoted, pointed to): a stale index must not fail it
+            table.record_success(manifest, storage.uri(set_prefix))
+        except BackupError as error:
+            logger.error("the status catalog did not record the backup", extra={"problem": str(error)})
     started, finished = parse_time(manifest.started_at), parse_time(manifest.finished_at)
     metrics.add_dimension(name="type", value=manifest.type)
     metrics.add_metric(

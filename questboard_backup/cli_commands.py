@@ -324,7 +324,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
         _emit(
             args,
             {"revoked": args.name},
-            f"token {args.name} revoked: the API refuses it once the authorizer cache expires (60 s by default)",
+            f"token {args.name} revoked: the API refuses it within about 70 s (authorizer cache and token re-read)",
         )
     else:
         rows = list(listing(document))

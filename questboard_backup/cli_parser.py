@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         choices=("read", "admin"),
         default="read",
-        help="read: status, detail, download URLs, metrics; admin: also start backups (default read)",
+        help="read: status, detail, download URLs; admin: also start backups (default read)",
     )
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_token)

@@ -19,6 +19,10 @@ class ConfigurationError(BackupError):
     exit_code = 2
 
 
+class BadRequestError(ConfigurationError):
+    """A request's parameter is wrong (the admin API answers 400); nothing was done."""
+
+
 class BackupDisabledError(BackupError):
     """Backups are disabled (BACKUP_ENABLED=false): a deliberate refusal, not a failure."""
 

@@ -157,7 +157,10 @@ def _catalog_success(wiring: Wiring, result: BackupResult) -> None:
         from questboard_backup.aws.catalog_table import CatalogTable
 
         table = CatalogTable(settings.catalog_table, settings.hostname, wiring.client("dynamodb"))
-        table.record_success(result.manifest, s3_locations[0])
+        try:  # the backup is stored: a stale index is a warning, not a failed backup
+            table.record_success(result.manifest, s3_locations[0])
+        except BackupError as problem:
+            logger.warning("the status catalog did not record the backup: %s", problem)
 
 
 def _catalog_failure(wiring: Wiring, kind: str, backup_id: str, error: str) -> None:

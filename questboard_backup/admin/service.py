@@ -23,7 +23,7 @@ from questboard_backup.aws.starter import BackupStarter
 from questboard_backup.catalog import LATEST_POINTER, read_manifest
 from questboard_backup.errors import (
     BackupError,
-    ConfigurationError,
+    BadRequestError,
     NotFoundError,
     StorageError,
     TransientStorageError,
@@ -115,9 +115,9 @@ class AdminService:
 
     def status(self, limit: int, next_token: str | None, tier: str | None, now: datetime) -> dict[str, Any]:
         if not 1 <= limit <= MAX_PAGE:
-            raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE}")
+            raise BadRequestError(f"limit must be between 1 and {MAX_PAGE}")
         if tier is not None and tier not in TIERS:
-            raise ConfigurationError(f"tier must be one of {', '.join(TIERS)}")
+            raise BadRequestError(f"tier must be one of {', '.join(TIERS)}")
         page = self.table.status_page(limit, next_token, tier, now)
         running = self.starter.running()
         summary = page.summary
@@ -145,7 +145,10 @@ class AdminService:
     def next_runs(self, now: datetime) -> dict[str, str | None]:
         runs: dict[str, str | None] = {}
         for schedule in self.schedules:
-            when = next_run(schedule.expression, schedule.timezone, now) if self.enabled else None
+            try:
+                when = next_run(schedule.expression, schedule.timezone, now) if self.enabled else None
+            except (ValueError, KeyError):  # a form next_run does not read (`2#1`, `L`): unknown
+                when = None
             runs[schedule.kind] = _iso(when) if when else None
         return runs
 
@@ -157,14 +160,20 @@ class AdminService:
         for tier in tiers:
             address = SetAddress(self.hostname, tier, backup_id)
             try:
-                return address, read_manifest(self.storage, address.set_prefix)
-            except (NotFoundError, StorageError) as error:
-                # S3 answers 403, not 404, for a missing key to a reader without an unconditioned
-                # s3:ListBucket (this side may list only its own prefix).
-                if isinstance(error, TransientStorageError):
-                    raise
+                return address, self._manifest(address)
+            except NotFoundError:
                 continue
         raise NotFoundError(f"no backup {backup_id} in s3://{self.bucket}/{self.hostname}/")
+
+    def _manifest(self, address: SetAddress) -> Manifest:
+        """The set's manifest; NotFoundError when it cannot be read for good: S3 answers 403, not
+        404, for a missing key to a reader that may list only its own prefix (this side)."""
+        try:
+            return read_manifest(self.storage, address.set_prefix)
+        except TransientStorageError:
+            raise
+        except (NotFoundError, StorageError):
+            raise NotFoundError(f"no backup {address.backup_id} in {address.s3_uri(self.bucket)}") from None
 
     def detail(self, backup_id: str) -> dict[str, Any]:
         if not is_backup_id(backup_id):
@@ -264,7 +273,7 @@ class AdminService:
 
     def download_urls(self, backup_path: str, now: datetime) -> dict[str, Any]:
         address = self.resolve(backup_path)
-        manifest = read_manifest(self.storage, address.set_prefix)
+        manifest = self._manifest(address)
         expiry = self.url_expiry_seconds
         names = [{"name": MANIFEST_NAME, "stored_bytes": None}] + [
             {"name": item["name"], "stored_bytes": item["stored_bytes"]} for item in _objects(manifest)

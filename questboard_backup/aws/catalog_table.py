@@ -16,6 +16,7 @@ read from S3.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from questboard_backup.address import TIERS, BackupId, timestamp
 from questboard_backup.aws.failures import classify
-from questboard_backup.errors import ConfigurationError, StorageError, TransientStorageError
+from questboard_backup.errors import BadRequestError, ConfigurationError, StorageError, TransientStorageError
 from questboard_backup.manifest import Manifest, parse_time
 from questboard_backup.retention import TIER_RETENTION_DAYS
 
@@ -129,11 +130,21 @@ class CatalogTable:
         self._call(
             "update_item",
             Key=self._key(SUMMARY),
-            UpdateExpression="SET #last = :last, tiers = :tiers, recent = :recent",
-            ExpressionAttributeNames={"#last": f"last_success_{manifest.type}"},
+            UpdateExpression="SET tiers = :tiers, recent = :recent",
             # One string attribute, not a list of maps: the summary stays one small, fast item to read.
-            ExpressionAttributeValues=_item({":last": last, ":tiers": tiers, ":recent": json.dumps(recent)}),
+            ExpressionAttributeValues=_item({":tiers": tiers, ":recent": json.dumps(recent)}),
         )
+        # An older run finishing late (a CLI run beside the workflow) never hides a newer one: the
+        # condition fails (ConditionalCheckFailedException) when a newer success is recorded.
+        with contextlib.suppress(ClientError):
+            self._call(
+                "update_item",
+                Key=self._key(SUMMARY),
+                UpdateExpression="SET #last = :last",
+                ConditionExpression="attribute_not_exists(#last) OR #last.finished_at <= :finished",
+                ExpressionAttributeNames={"#last": f"last_success_{manifest.type}"},
+                ExpressionAttributeValues=_item({":last": last, ":finished": manifest.finished_at}),
+            )
 
     def record_failure(self, kind: str, backup_id: str, error: str, at: datetime | None = None) -> None:
         """The last failure of ``kind`` and one more on the failure counter (atomic: ADD)."""
@@ -230,7 +241,7 @@ def _encode_token(sk: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": sk}).encode()).decode().rstrip("=")
 
 
-class PageTokenError(ConfigurationError):
+class PageTokenError(BadRequestError):
     """A ``next_token`` that no status page produced."""
 
 

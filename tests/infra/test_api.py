@@ -17,7 +17,6 @@ EXPECTED_ROUTES = {
     ("GET", "/api/admin/backup/{backupId}"),
     ("POST", "/api/admin/backup/download-url"),
     ("GET", "/api/admin/openapi.json"),
-    ("GET", "/metrics"),
 }
 XRAY = {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}
 

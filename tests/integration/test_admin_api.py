@@ -536,3 +536,71 @@ def test_the_openapi_document_is_served_behind_auth(api: Api) -> None:
     assert document["openapi"].startswith("3.1")
     assert document["security"] == [{"bearer": []}]
     assert "/api/admin/backup/download-url" in document["paths"]
+
+
+# What the review of the first version found
+
+
+class DenyingS3:
+    """S3 as the api function's role sees it on AWS: a missing key is AccessDenied (403), not 404,
+    for a reader that may list only its own prefix."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get_object(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._client.get_object(**kwargs)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                denied = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                          "ResponseMetadata": {"HTTPStatusCode": 403}}  # fmt: skip
+                raise ClientError(denied, "GetObject") from None
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _with(api: Api, **changes: Any) -> None:
+    deps = deps_module.dependencies()
+    clients = changes.pop("clients", deps.client)
+    deps_module.install(Dependencies(_replace(deps.settings, **changes), clients=clients))
+
+
+def test_a_missing_set_is_404_when_s3_answers_403_as_it_does_on_aws(api: Api) -> None:
+    deps = deps_module.dependencies()
+    s3 = DenyingS3(deps.client("s3"))
+    _with(api, clients=lambda name: s3 if name == "s3" else deps.client(name))
+    missing = "questboard_full_20230101_020000"
+    for path in (
+        missing,
+        f"s3://{api.bucket.name}/{HOST}/daily/{missing}",
+        f"{api.backup_dir}/daily/{missing}.tar.gz",
+    ):
+        _error(api.call("POST", "/api/admin/backup/download-url", body={"backupPath": path}), 404)
+    _error(api.call("GET", f"/api/admin/backup/{missing}"), 404)
+    assert api.call("POST", "/api/admin/backup/download-url", body={"backupPath": api.ids[0]}).status == 200
+
+
+def test_a_misconfigured_api_is_a_500_not_the_callers_fault(api: Api) -> None:
+    _with(api, catalog_table="")
+    message = _error(api.call("GET", "/api/admin/backup/status"), 500)
+    assert "misconfigured" in message
+
+
+def test_a_schedule_form_next_run_cannot_read_is_unknown_not_an_error(api: Api) -> None:
+    _with(api, full_schedule="cron(0 2 ? * 2#1 *)")
+    body = api.call("GET", "/api/admin/backup/status").body
+    assert body["next_runs"]["full"] is None and body["next_runs"]["incremental"]
+
+
+def test_an_older_success_recorded_late_does_not_hide_the_newer_one(api: Api) -> None:
+    from questboard_backup.catalog import read_manifest
+
+    older = read_manifest(api.storage, f"daily/{api.ids[0]}")
+    api.table.record_success(older, "s3://late", SETS[2][1])
+    body = api.call("GET", "/api/admin/backup/status").body
+    assert body["last_success"]["full"]["id"] == api.ids[2]

@@ -221,6 +221,19 @@ def test_cli_runs_that_store_to_s3_keep_the_status_catalog(
     assert summary["last_failure_incremental"]["error"] == "SourceUnreachableError"
 
 
+def test_a_catalog_that_cannot_be_written_leaves_a_stored_backup_a_success_with_a_warning(
+    deployment: Deployment,
+    with_s3: S3Bucket,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BACKUP_CATALOG_TABLE", "no-such-table")
+    code, out, err = cli(capsys, "full", "--json")
+    assert code == 0, err
+    assert "status catalog did not record the backup" in err
+    assert any(location.startswith("s3://") for location in json.loads(out)["locations"])
+
+
 def test_an_unreachable_s3_fails_the_backup_and_leaves_no_local_set(
     deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

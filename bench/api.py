@@ -61,6 +61,7 @@ def status_run(sets: int) -> dict[str, float]:
     from lambdas.dependencies import Dependencies, FunctionSettings
     from questboard_backup.address import SetAddress
     from questboard_backup.aws.catalog_table import SUMMARY, CatalogTable, _item, set_key, set_record
+    from tests.catalog_table import create_catalog_table
 
     calls = {"n": 0}
 
@@ -71,12 +72,7 @@ def status_run(sets: int) -> dict[str, float]:
 
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
-        dynamodb.create_table(
-            TableName="catalog",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )  # fmt: skip
+        create_catalog_table(dynamodb, "catalog")
         boto3.client("s3", region_name=REGION).create_bucket(Bucket="bench-bucket")
         machine = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
             name="backup",

@@ -28,6 +28,7 @@ from questboard_backup.backup import run_backup
 from questboard_backup.catalog import write_latest_pointer
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
 from questboard_backup.storage.s3 import S3Storage
+from tests.catalog_table import create_catalog_table
 from tests.conftest import S3Bucket
 from tests.fake_source import FakeComponent, registered_fake
 
@@ -160,12 +161,7 @@ def api(s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     dynamodb = client("dynamodb")
     table_name = f"catalog-{secrets.token_hex(4)}"
-    dynamodb.create_table(
-        TableName=table_name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )  # fmt: skip
+    create_catalog_table(dynamodb, table_name)
     document, admin = TokenDocument().add("ops-admin", "admin")
     document, reader = document.add("grafana", "read")
     document, revoked = document.add("old-laptop", "read")

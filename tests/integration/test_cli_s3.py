@@ -195,15 +195,11 @@ def test_cli_runs_that_store_to_s3_keep_the_status_catalog(
     import boto3
 
     from questboard_backup.aws.catalog_table import CatalogTable
+    from tests.catalog_table import create_catalog_table
 
     dynamodb = boto3.client("dynamodb", endpoint_url=with_s3.endpoint, region_name="us-east-1")
     name = f"catalog-{with_s3.name}"
-    dynamodb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )  # fmt: skip
+    create_catalog_table(dynamodb, name)
     monkeypatch.setenv("BACKUP_CATALOG_TABLE", name)
     code, out, err = cli(capsys, "full", "--json")
     assert code == 0, err

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
 
 from questboard_backup.errors import RestoreVerificationError, SourceError
 from questboard_backup.sources.postgres.facts import (
@@ -139,11 +140,21 @@ def verify_staging(
     return rows
 
 
+def drop_database(cur: Cursor, database: str) -> None:
+    """Drop ``database`` if it exists: first closed to new sessions, so a loader still running (a
+    restore being interrupted) cannot connect again between FORCE ending its sessions and the drop."""
+    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+    if cur.fetchone() is None:
+        return
+    cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(database)))
+    cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
 def drop_quietly(admin: Connection, staging: str) -> None:
     """Drop the staging database after a failure, without hiding that failure."""
     try:
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(staging)))
+            drop_database(cur, staging)
         logger.info("postgres staging database dropped staging=%s", staging)
     except psycopg2.Error as error:
         logger.warning("postgres staging drop failed staging=%s error=%s", staging, first_line(error))

@@ -37,7 +37,7 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from questboard_backup.errors import SourceError
-from questboard_backup.sources.postgres.staging import derived_name
+from questboard_backup.sources.postgres.staging import derived_name, drop_database
 from questboard_backup.sources.postgres.tools import first_line
 
 logger = logging.getLogger(__name__)
@@ -316,5 +316,5 @@ def _stamp(name: str, stem: str) -> str | None:
 
 
 def drop(cur: Cursor, database: str) -> None:
-    cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+    drop_database(cur, database)
     logger.info("postgres database dropped database=%s", database)

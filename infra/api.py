@@ -61,6 +61,7 @@ ROUTES: Final = (
     Route("GET", "/api/admin/backup/{backupId}"),
     Route("POST", "/api/admin/backup/download-url", body="DownloadUrlRequest"),
     Route("GET", "/api/admin/openapi.json"),
+    Route("GET", "/metrics"),  # the Prometheus scrape (read scope)
 )
 
 #: Request bodies, checked by API Gateway before the function runs (the handler checks them again).

@@ -37,6 +37,7 @@ from questboard_backup.errors import (
     StorageError,
     TransientStorageError,
 )
+from questboard_backup.metrics import CONTENT_TYPE
 
 PREFIX = "/api/admin"
 #: Bodies are a few dozen bytes; anything larger is refused before it is parsed.
@@ -49,6 +50,7 @@ READ_ROUTES = {
     ("GET", f"{PREFIX}/backup/<backupId>"),
     ("POST", f"{PREFIX}/backup/download-url"),
     ("GET", f"{PREFIX}/openapi.json"),
+    ("GET", "/metrics"),
 }
 
 # A response that does not match its model is the server's bug: 500, never a client's 422.
@@ -243,6 +245,19 @@ def detail(backupId: Annotated[str, Path(pattern=ID_PATTERN)]) -> Response[Detai
 )
 def openapi() -> Response[dict[str, Any]]:
     return _json(200, openapi_document())
+
+
+@app.get(
+    "/metrics",
+    summary="Prometheus metrics (text format 0.0.4)",
+    responses={
+        200: {"description": "The exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **_errors(),
+    },
+)
+def prometheus() -> Response[str]:
+    body = dependencies().admin().metrics(datetime.now(UTC)).decode()
+    return Response(status_code=200, content_type=CONTENT_TYPE, body=body)
 
 
 def _base_url() -> str:

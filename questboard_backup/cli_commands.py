@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from questboard_backup.catalog import CatalogEntry, latest, list_backups, newest_first, resolve
+from questboard_backup.cli_outcomes import after_backup, after_restore
 from questboard_backup.connections import password_of, postgres_with, redis_with
 from questboard_backup.crypto.keys import KeyWrapper
 from questboard_backup.errors import BackupError, ConfigurationError
@@ -23,16 +24,9 @@ from questboard_backup.restore import verify_backup
 from questboard_backup.settings import Settings
 from questboard_backup.sources import registry
 from questboard_backup.sources.registry import Endpoints
+from questboard_backup.space import human_size
 from questboard_backup.storage.base import Storage
 from questboard_backup.wiring import Wiring
-
-
-def _human_size(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 def _emit(args: argparse.Namespace, body: Mapping[str, Any], text: str) -> None:
@@ -43,14 +37,20 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.enabled:
         _emit(args, {"status": "disabled"}, "backups are disabled (BACKUP_ENABLED=false); nothing done")
         return 0
-    run = backup_now(Wiring(settings), args.command, keep_local=not args.no_local)
+    started = datetime.now(UTC)
+    try:
+        run = backup_now(Wiring(settings), args.command, keep_local=not args.no_local)
+    except BaseException:
+        after_backup(settings, args.command, started, None)
+        raise
+    after_backup(settings, args.command, started, run)
     result, log = run.result, run.log
     manifest = result.manifest
     lines = [
-        f"backup {manifest.backup_id} complete ({manifest.tier}, {_human_size(manifest.stored_bytes)}, {result.seconds:.1f} s)"
+        f"backup {manifest.backup_id} complete ({manifest.tier}, {human_size(manifest.stored_bytes)}, {result.seconds:.1f} s)"
     ]
     lines += [
-        f"  {c.name:9} {_human_size(c.total_raw_bytes):>10} -> {_human_size(c.total_stored_bytes):>10}"
+        f"  {c.name:9} {human_size(c.total_raw_bytes):>10} -> {human_size(c.total_stored_bytes):>10}"
         + (f"  ({len(c.stored_objects())} streams)" if c.parts else "")
         for c in manifest.components
     ]
@@ -115,7 +115,7 @@ def _listing_text(entries: Sequence[CatalogEntry], nothing: str = "no backups fo
         # A set whose manifest does not authenticate is shown, marked, and never used.
         mark = "" if entry.authenticated else f"  UNAUTHENTICATED: {entry.problem or 'not checked'}"
         lines.append(
-            f"{m.backup_id:36} {m.tier:11} {m.finished_at:21} {_human_size(m.stored_bytes):>10}  {entry.location}{mark}"
+            f"{m.backup_id:36} {m.tier:11} {m.finished_at:21} {human_size(m.stored_bytes):>10}  {entry.location}{mark}"
         )
     return "\n".join(lines)
 
@@ -193,7 +193,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         "\n".join(
             [
                 f"{report.manifest.backup_id} verified: manifest authentic, "
-                + ", ".join(f"{name} {_human_size(size)}" for name, size in report.checked.items())
+                + ", ".join(f"{name} {human_size(size)}" for name, size in report.checked.items())
                 + " read back and authenticated",
                 *_facts_lines(report.manifest),
             ]
@@ -241,7 +241,12 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     targets = wiring.restore_targets(_restore_endpoints(settings, args))
     entry = _resolve(wiring, args.backup, wrapper)
     files_root = Path(args.to_files_root).absolute() if args.to_files_root else None
-    report = restore_now(wiring, entry, wrapper, targets, files_root, only)
+    try:
+        report = restore_now(wiring, entry, wrapper, targets, files_root, only)
+    except BaseException:
+        after_restore(settings, False)
+        raise
+    after_restore(settings, True)
     lines = [f"restore of {report['backup_id']} complete"]
     for name, result in report["components"].items():
         lines.append(

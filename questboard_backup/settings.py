@@ -4,12 +4,14 @@ The names are the seed's and the operators' contract: DATABASE_URL, REDIS_URL, B
 BACKUP_CONFIG_PATHS, BACKUP_ENABLED, BACKUP_DIR, BACKUP_S3_BUCKET, BACKUP_HOSTNAME,
 BACKUP_RETENTION_DAYS, BACKUP_ENCRYPTION, BACKUP_ENCRYPTION_KEY (plus BACKUP_PG_BIN_DIR, BACKUP_PG_JOBS,
 BACKUP_PG_SPLIT_MIN_MB, BACKUP_COMPRESSION_LEVEL and BACKUP_TIMEZONE). The CLI and the Lambdas read the
-same model with the same rules; the Lambdas add their own fields on top (lambdas/dependencies.py).
+same model with the same rules; the Lambdas add their own fields on top (lambdas/dependencies.py), the
+CLI its host's: BACKUP_SPACE_MARGIN, BACKUP_ALERT_SNS_TOPIC_ARN and BACKUP_ALERT_WEBHOOK_URL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import socket
@@ -25,6 +27,7 @@ from questboard_backup.address import zone
 from questboard_backup.connections import PERCENT_HINT, parse_postgres, parse_redis
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.pipeline import ZSTD_LEVEL
+from questboard_backup.space import DEFAULT_SPACE_MARGIN
 
 DEFAULT_BACKUP_DIR = "/var/backups/questboard"
 DEFAULT_RETENTION_DAYS = 30
@@ -43,6 +46,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 #: BACKUP_KMS_ALLOWED_KEYS: key ARNs or key ids (an alias could be re-pointed at another key).
 _KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/)?(mrk-)?[0-9a-fA-F-]{32,36}$")
+#: BACKUP_ALERT_SNS_TOPIC_ARN: a standard topic (a FIFO topic would want a message group).
+_SNS_TOPIC = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 #: BACKUP_S3_OBJECT_LOCK: the S3 Object Lock mode of every object written to its final place.
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
@@ -82,6 +87,28 @@ def _url(environ: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str
         )
     # What the engine will connect with reads it too (libpq, redis-py); neither message quotes it.
     (parse_redis if parts.scheme.startswith("redis") else parse_postgres)(raw, name)
+    return raw
+
+
+def _textfile(environ: Mapping[str, str]) -> str:
+    raw = environ.get("BACKUP_METRICS_TEXTFILE", "").strip()
+    if raw and (not Path(raw).is_absolute() or not raw.endswith(".prom")):
+        raise ConfigurationError(
+            f"BACKUP_METRICS_TEXTFILE must be an absolute path ending in .prom (node_exporter reads *.prom), not {raw!r}"
+        )
+    return raw
+
+
+def _http_url(environ: Mapping[str, str], name: str) -> str:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return ""
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{name} must be an http:// or https:// URL")
     return raw
 
 
@@ -156,6 +183,38 @@ def kms_fields(environ: Mapping[str, str]) -> dict[str, Any]:
     return {"kms_key_id": environ.get("BACKUP_KMS_KEY_ID", "").strip(), "kms_allowed_keys": allowed}
 
 
+def alert_fields(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Where the CLI announces a failed backup: ``BACKUP_ALERT_SNS_TOPIC_ARN`` (an SNS topic) and
+    ``BACKUP_ALERT_WEBHOOK_URL`` (Slack-compatible, http or https). The webhook URL is a secret (whoever
+    knows it can post to the channel): no message quotes it."""
+    topic = environ.get("BACKUP_ALERT_SNS_TOPIC_ARN", "").strip()
+    if topic and not _SNS_TOPIC.match(topic):
+        raise ConfigurationError(
+            f"BACKUP_ALERT_SNS_TOPIC_ARN must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), not {topic[:100]!r}"
+        )
+    return {
+        "alert_sns_topic_arn": topic,
+        "alert_webhook_url": _http_url(environ, "BACKUP_ALERT_WEBHOOK_URL"),
+    }
+
+
+def space_margin(environ: Mapping[str, str]) -> float:
+    """``BACKUP_SPACE_MARGIN``: how much larger than the largest recent set the next one may be, for the
+    space check before a backup (questboard_backup.space); 0 turns the check off."""
+    raw = environ.get("BACKUP_SPACE_MARGIN", "").strip()
+    if not raw:
+        return DEFAULT_SPACE_MARGIN
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value == 0 or (math.isfinite(value) and value >= 1)):
+        raise ConfigurationError(
+            f"BACKUP_SPACE_MARGIN must be a number of at least 1 (0: no space check), not {raw[:40]!r}"
+        )
+    return value
+
+
 #: ``Settings.source`` when no settings file was read.
 ENVIRONMENT_ONLY = "environment only"
 
@@ -193,13 +252,31 @@ class Settings:
     catalog_table: str = ""
     #: BACKUP_API_TOKENS_SECRET: the Secrets Manager secret holding the admin API's token hashes.
     api_tokens_secret: str = ""
+    #: BACKUP_METRICS_TEXTFILE: node_exporter textfile the CLI rewrites after every run ("" = none).
+    metrics_textfile: str = ""
+    #: BACKUP_PUSHGATEWAY_URL: a Prometheus Pushgateway the CLI pushes to after every run ("" = none).
+    pushgateway_url: str = ""
+    #: BACKUP_SPACE_MARGIN (the CLI): a backup is refused when BACKUP_DIR has less free space than
+    #: the largest recent set times this (0: no check).
+    space_margin: float = DEFAULT_SPACE_MARGIN
+    #: BACKUP_ALERT_SNS_TOPIC_ARN (the CLI): the SNS topic a failed backup is announced on ("" = none).
+    alert_sns_topic_arn: str = ""
+    #: BACKUP_ALERT_WEBHOOK_URL (the CLI): a Slack-compatible webhook a failed backup is posted to; a
+    #: secret ("" = none).
+    alert_webhook_url: str = field(default="", repr=False)
     #: Where the settings were read from (a file, or "environment only"), to tell the operator.
     source: str = ENVIRONMENT_ONLY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], source: str = ENVIRONMENT_ONLY) -> Settings:
         """Parse and validate every setting; the first problem is raised by name."""
-        return cls(**cls.fields_from_env(environ), **kms_fields(environ), source=source)
+        return cls(
+            **cls.fields_from_env(environ),
+            **kms_fields(environ),
+            **alert_fields(environ),
+            space_margin=space_margin(environ),
+            source=source,
+        )
 
     @classmethod
     def fields_from_env(cls, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -243,6 +320,8 @@ class Settings:
             s3_kms_key_id=environ.get("BACKUP_S3_KMS_KEY_ID", "").strip(),
             s3_object_lock=object_lock_mode(environ),
             catalog_table=environ.get("BACKUP_CATALOG_TABLE", "").strip(),
+            metrics_textfile=_textfile(environ),
+            pushgateway_url=_http_url(environ, "BACKUP_PUSHGATEWAY_URL"),
             api_tokens_secret=environ.get("BACKUP_API_TOKENS_SECRET", "").strip(),
         )
 

@@ -29,6 +29,7 @@ from questboard_backup.errors import (
     TransientStorageError,
 )
 from questboard_backup.manifest import ComponentEntry, Manifest
+from questboard_backup.metrics import from_catalog, render
 from questboard_backup.storage.s3 import S3Storage
 
 KINDS = ("full", "incremental")
@@ -141,6 +142,11 @@ class AdminService:
             "backups": page.sets,
             "next_token": page.next_token,
         }
+
+    def metrics(self, now: datetime) -> bytes:
+        """The Prometheus exposition of this host, from the same catalog the status reads."""
+        summary = self.table.status_page(1, now=now).summary
+        return render(from_catalog(self.hostname, summary, self.starter.running() is not None))
 
     def next_runs(self, now: datetime) -> dict[str, str | None]:
         runs: dict[str, str | None] = {}

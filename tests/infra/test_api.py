@@ -17,6 +17,7 @@ EXPECTED_ROUTES = {
     ("GET", "/api/admin/backup/{backupId}"),
     ("POST", "/api/admin/backup/download-url"),
     ("GET", "/api/admin/openapi.json"),
+    ("GET", "/metrics"),
 }
 XRAY = {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}
 

@@ -46,6 +46,7 @@ ROUTES = {
     ("GET", "/api/admin/backup/status"): "/api/admin/backup/status",
     ("POST", "/api/admin/backup/download-url"): "/api/admin/backup/download-url",
     ("GET", "/api/admin/openapi.json"): "/api/admin/openapi.json",
+    ("GET", "/metrics"): "/metrics",
 }
 
 
@@ -83,6 +84,7 @@ class Api:
         raw_body: str | None = None,
         content_type: str = "application/json",
         query: dict[str, str] | None = None,
+        raw: bool = False,
     ) -> Answer:
         """API Gateway's part: the authorizer (401 when it refuses, 403 outside its policy), then the
         proxy event to the API function."""
@@ -131,6 +133,8 @@ class Api:
             },
         }
         response = api.handler(event, Context("api"))
+        if raw and response["statusCode"] == 200:
+            return Answer(200, response["body"])
         return Answer(response["statusCode"], json.loads(response["body"]) if response["body"] else None)
 
 

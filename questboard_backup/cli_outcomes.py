@@ -1,0 +1,44 @@
+"""What the CLI does after each backup or restore, whatever its outcome: the host's metrics state,
+the node_exporter textfile and the Pushgateway (``host_metrics``). None of it may change the run's
+exit code or hide its error: a problem here is a warning."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from questboard_backup.host_metrics import MetricsState, export
+from questboard_backup.operations import BackupRun
+from questboard_backup.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def after_backup(settings: Settings, kind: str, started: datetime, run: BackupRun | None) -> None:
+    """``run`` is None when the backup failed (or was interrupted). Nothing is recorded where no
+    BACKUP_DIR exists yet: a run refused before any work creates nothing."""
+    if not settings.backup_dir.is_dir():
+        return
+    finished = datetime.now(UTC)
+    try:
+        state = MetricsState(settings.backup_dir)
+        if run is None:
+            state.record_backup(kind, False, finished, (finished - started).total_seconds(), 0)
+        else:
+            manifest = run.result.manifest
+            state.record_backup(kind, True, finished, run.result.seconds, manifest.stored_bytes)
+    except OSError as error:
+        logger.warning("backup metrics not recorded in %s: %s", settings.backup_dir, error)
+        return
+    export(settings.backup_dir, settings.hostname, settings.metrics_textfile, settings.pushgateway_url)
+
+
+def after_restore(settings: Settings, ok: bool) -> None:
+    if not settings.backup_dir.is_dir():  # a recovery host restoring from S3 keeps no state
+        return
+    try:
+        MetricsState(settings.backup_dir).record_restore(ok, datetime.now(UTC))
+    except OSError as error:
+        logger.warning("restore metrics not recorded in %s: %s", settings.backup_dir, error)
+        return
+    export(settings.backup_dir, settings.hostname, settings.metrics_textfile, settings.pushgateway_url)

@@ -14,11 +14,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from questboard_backup.address import KINDS
 from questboard_backup.cli_parser import build_parser
 from questboard_backup.connections import password_of
 from questboard_backup.errors import BackupError, ConfigurationError
+from questboard_backup.notify import notify_failed_backup
 from questboard_backup.redaction import RedactingFilter, redact_text, redacted_traceback, remember_secret
-from questboard_backup.settings import read_settings
+from questboard_backup.settings import Settings, read_settings
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    settings: Settings | None = None
     try:
         _remember_passwords(os.environ)
         settings = read_settings(args.env_file, os.environ, Path.cwd())
@@ -72,7 +75,9 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigurationError("--no-local needs BACKUP_S3_BUCKET: the backup would be stored nowhere")
         return int(args.handler(settings, args))
     except BackupError as error:
-        print(f"error: {redact_text(str(error))}", file=sys.stderr)
+        cause = redact_text(str(error))
+        print(f"error: {cause}", file=sys.stderr)
+        _notify(settings, args, error, cause)
         return error.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -81,8 +86,17 @@ def _run(args: argparse.Namespace) -> int:
         # With -v, its traceback (the run log has it too), passwords left out as everywhere.
         logger.info("unexpected error:\n%s", redacted_traceback(error))
         lines = str(error).strip().splitlines() or [""]
-        print(f"error: unexpected {type(error).__name__}: {redact_text(lines[0])}", file=sys.stderr)
+        cause = f"unexpected {type(error).__name__}: {redact_text(lines[0])}"
+        print(f"error: {cause}", file=sys.stderr)
+        _notify(settings, args, error, cause)
         return 1
+
+
+def _notify(settings: Settings | None, args: argparse.Namespace, error: BaseException, cause: str) -> None:
+    """A failed backup is announced on BACKUP_ALERT_SNS_TOPIC_ARN and BACKUP_ALERT_WEBHOOK_URL (a
+    notification that fails is a warning; the run's error and exit code stand)."""
+    if settings is not None and args.command in KINDS:
+        notify_failed_backup(settings, args.command, error, cause)
 
 
 def _remember_passwords(environ: Mapping[str, str]) -> None:

@@ -22,7 +22,8 @@ EXIT_CODES = """exit codes:
   2  bad usage or configuration (nothing done)
   3  locked: another backup is running
   4  a source or restore target (PostgreSQL, Redis, files) is unreachable or failed
-  5  storage failed (BACKUP_DIR, S3), or KMS, SNS or EventBridge Scheduler did
+  5  storage failed (BACKUP_DIR, S3), or KMS, SNS or EventBridge Scheduler did; or BACKUP_DIR
+     has too little free space for the next backup (nothing written)
   6  integrity: wrong key, corrupted, truncated or missing data
   7  backup not found
   8  restored data does not match the manifest (nothing was swapped in)

@@ -61,6 +61,11 @@ class TransientStorageError(StorageError):
     """A storage call failed in a way worth retrying (throttling, timeouts, 5xx)."""
 
 
+class InsufficientSpaceError(StorageError):
+    """BACKUP_DIR's filesystem has less free space than the next set is estimated to need; the backup
+    was refused before writing any of it (questboard_backup.space)."""
+
+
 class KeyServiceError(BackupError):
     """AWS KMS refused or failed a request (access denied, key disabled or pending deletion).
 

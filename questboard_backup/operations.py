@@ -1,9 +1,11 @@
 """A whole backup or restore run as an operator starts it: locks, the run log, sweeping an interrupted
-run's leftovers, the backup itself and pruning; the CLI only parses arguments and renders results.
+run's leftovers, the space check, the backup itself and pruning; the CLI only parses arguments and
+renders results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -27,6 +29,7 @@ from questboard_backup.retention import prune
 from questboard_backup.runlog import run_log
 from questboard_backup.sources import registry
 from questboard_backup.sources.base import Component, RestoreOptions
+from questboard_backup.space import check_space
 from questboard_backup.storage.base import Storage
 from questboard_backup.storage.local import LocalStorage
 from questboard_backup.wiring import Wiring
@@ -88,14 +91,20 @@ def _release(taken: Sequence[tuple[StorageLock, str]]) -> None:
             logger.warning("could not release a lock: %s", error)
 
 
+def sweep_staging(local: LocalStorage) -> None:
+    """Remove what interrupted runs left in BACKUP_DIR's staging folder; the caller holds the BACKUP_DIR
+    lock, which every run writing there takes."""
+    for leftover in local.clear_staging():
+        logger.warning("removed leftovers of an interrupted run location=%s", local.root / STAGING / leftover)
+
+
 def sweep_leftovers(
     local: LocalStorage, storages: Sequence[Storage], still_locked: StillLocked = lambda: None
 ) -> None:
     """Remove what interrupted runs left (sets without a manifest, unfinished uploads, staging); the
     caller holds every lock, so nothing in progress can be among them, and ``still_locked`` confirms
     it before each storage is swept. A complete set in a tier is never among them."""
-    for leftover in local.clear_staging():
-        logger.warning("removed leftovers of an interrupted run location=%s", local.root / STAGING / leftover)
+    sweep_staging(local)
     for storage in storages:
         still_locked()
         for prefix in incomplete_sets(storage):
@@ -109,9 +118,41 @@ class BackupRun:
     log: Path
 
 
+@dataclass(frozen=True)
+class BackupAttempt:
+    """What a failed ``backup_now`` was doing, carried by the error it raised (``attempt_of``): the
+    backup id it stood for and its run log (None when it failed before opening one)."""
+
+    kind: str
+    backup_id: str
+    log: Path | None
+
+
+_ATTEMPT_ATTRIBUTE = "questboard_backup_attempt"
+
+
+def attempt_of(error: BaseException) -> BackupAttempt | None:
+    """The backup attempt ``error`` ended, when ``backup_now`` raised it; None for any other error."""
+    attempt = getattr(error, _ATTEMPT_ATTRIBUTE, None)
+    return attempt if isinstance(attempt, BackupAttempt) else None
+
+
 def backup_now(wiring: Wiring, kind: str, keep_local: bool = True) -> BackupRun:
-    """Take a backup now: the BACKUP_DIR lock, the run log, the shared locks, the sweep, the backup to
-    every storage, then local pruning. The caller has checked that backups are enabled."""
+    """Take a backup now: the BACKUP_DIR lock, the run log, the space check (when BACKUP_DIR keeps a
+    copy), the shared locks, the sweep, the backup to every storage, then local pruning. The caller has
+    checked that backups are enabled. Whatever it raises carries a ``BackupAttempt`` (``attempt_of``)."""
+    now = datetime.now(UTC)
+    backup_id = str(BackupId.at(kind, now))
+    logs: list[Path] = []  # the run log, once opened
+    try:
+        return _take_backup(wiring, kind, keep_local, now, logs)
+    except BaseException as error:
+        with contextlib.suppress(AttributeError, TypeError):  # an exception type that takes no attributes
+            setattr(error, _ATTEMPT_ATTRIBUTE, BackupAttempt(kind, backup_id, logs[0] if logs else None))
+        raise
+
+
+def _take_backup(wiring: Wiring, kind: str, keep_local: bool, now: datetime, logs: list[Path]) -> BackupRun:
     settings = wiring.settings
     wrapper = wiring.passphrase_wrapper()
     wrapper.prepare()
@@ -119,33 +160,44 @@ def backup_now(wiring: Wiring, kind: str, keep_local: bool = True) -> BackupRun:
     local = wiring.local_storage()
     local.ensure_layout()
     storages = wiring.storages(local=keep_local)
-    now = datetime.now(UTC)
     holder = f"{kind} backup, host {socket.gethostname()} pid {os.getpid()}"
     with (
         BackupLock(settings.backup_dir, f"{kind} backup"),
         run_log(local.root / "logs", "backup", now) as log,
-        shared_locks(storages, local, holder) as still_locked,
     ):
-        sweep_leftovers(local, storages, still_locked)
-        try:
-            result = run_backup(
-                kind,
-                components,
-                storages,
-                wrapper,
-                settings.hostname,
-                settings.schedule_zone,
-                now,
-                settings.compression_level,
-                still_locked,
-            )
-        except BackupError as error:
-            _catalog_failure(wiring, kind, str(BackupId.at(kind, now)), type(error).__name__)
-            raise
-        _catalog_success(wiring, result)
+        logs.append(log)
+        # A dead run's staging goes first: the space it holds is the next set's.
+        sweep_staging(local)
         if keep_local:
-            prune(local, now, wrapper, settings.retention_days)
+            with _failure_recorded(wiring, kind, now):
+                check_space(local, kind, settings.space_margin)
+        with shared_locks(storages, local, holder) as still_locked:
+            sweep_leftovers(local, storages, still_locked)
+            with _failure_recorded(wiring, kind, now):
+                result = run_backup(
+                    kind,
+                    components,
+                    storages,
+                    wrapper,
+                    settings.hostname,
+                    settings.schedule_zone,
+                    now,
+                    settings.compression_level,
+                    still_locked,
+                )
+            _catalog_success(wiring, result)
+            if keep_local:
+                prune(local, now, wrapper, settings.retention_days)
     return BackupRun(result, log)
+
+
+@contextmanager
+def _failure_recorded(wiring: Wiring, kind: str, now: datetime) -> Iterator[None]:
+    try:
+        yield
+    except BackupError as error:
+        _catalog_failure(wiring, kind, str(BackupId.at(kind, now)), type(error).__name__)
+        raise
 
 
 def _catalog_success(wiring: Wiring, result: BackupResult) -> None:

@@ -30,6 +30,24 @@ def describe_failure(kind: str, backup_id: str, error: str, cause: str) -> tuple
     return subject, message
 
 
+#: A failed CLI run's alert must not hold it for minutes: short timeouts, few attempts.
+CLIENT_TIMEOUT_SECONDS = 10
+CLIENT_ATTEMPTS = 3
+
+
+def sns_client(topic_arn: str) -> Any:
+    """A client for ``topic_arn`` in the topic's own region (the host's default may be another one)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=CLIENT_TIMEOUT_SECONDS,
+        read_timeout=CLIENT_TIMEOUT_SECONDS,
+        retries={"max_attempts": CLIENT_ATTEMPTS, "mode": "standard"},
+    )
+    return boto3.client("sns", region_name=topic_arn.split(":")[3], config=config)
+
+
 class SnsAlerts:
     def __init__(self, topic_arn: str, client: Any) -> None:
         self._topic_arn = topic_arn

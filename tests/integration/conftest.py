@@ -1,5 +1,5 @@
 """A Quest Board deployment to back up: its database, Redis, files and config, and the CLI's settings;
-and a mounted uploads folder for files restores run as root."""
+a mounted uploads folder for files restores run as root; a webhook receiving failure notifications."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import redis
 
 from tests.dataset import load_postgres, load_redis, make_files
 from tests.servers import PostgresServer, RedisServer
+from tests.webhook_receiver import WebhookReceiver
 
 
 @dataclass
@@ -81,3 +82,11 @@ def mounted_uploads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         yield uploads
     finally:
         subprocess.run(["umount", str(uploads)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """A Slack-compatible webhook on a local port, recording what is posted to it."""
+    receiver = WebhookReceiver().start()
+    yield receiver
+    receiver.stop()

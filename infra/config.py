@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "apiAuthorizerCacheSeconds": 60,
     "downloadUrlExpirySeconds": 900,
     "apiWafAclArn": "",
+    "expectedBackupBytes": 0,
+    "alertSlackWorkspaceId": "",
+    "alertSlackChannelId": "",
 }
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -48,6 +51,12 @@ _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
 _WAF_ACL_ARN = re.compile(
     r"^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:\d{12}:regional/webacl/[A-Za-z0-9_-]+/[0-9a-f-]+$"
 )
+#: AWS Chatbot's patterns (AWS::Chatbot::SlackChannelConfiguration): workspace "T0123ABCD", channel
+#: "C0123ABCD" (public) or "G..." (private).
+_SLACK_WORKSPACE = re.compile(r"^[0-9A-Z]{1,255}$")
+_SLACK_CHANNEL = re.compile(r"^[A-Za-z0-9]{1,256}$")
+#: S3's largest bucket is unbounded; a petabyte-scale threshold is already far past this tool's purpose.
+_MAX_EXPECTED_BYTES = 10**18
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
 #: GOVERNANCE: an account admin with s3:BypassGovernanceRetention may still delete early;
 #: COMPLIANCE: nobody, the root user included, until each object's retention ends.
@@ -94,6 +103,12 @@ class StackConfig:
     download_url_expiry_seconds: int = 900
     #: A regional WAFv2 web ACL to attach to the API's stage ("" = none).
     api_waf_acl_arn: str = ""
+    #: The bucket's stored bytes that alarm (BucketOverExpectedSize); 0: derived from the retention
+    #: policy and the newest full set's size (infra/monitoring.py, docs/monitoring-cloudwatch.md).
+    expected_backup_bytes: int = 0
+    #: AWS Chatbot: the alert topic goes to this Slack channel ("" and "" = no Chatbot).
+    alert_slack_workspace_id: str = ""
+    alert_slack_channel_id: str = ""
 
     @classmethod
     def from_context(cls, get: Mapping[str, Any]) -> StackConfig:
@@ -102,6 +117,8 @@ class StackConfig:
         def value(key: str) -> Any:
             raw = get.get(key)
             return DEFAULTS[key] if raw is None else raw
+
+        slack_workspace_id, slack_channel_id = _slack(value)
 
         return cls(
             hostname=_matching(value, "hostname", _HOSTNAME),
@@ -126,6 +143,9 @@ class StackConfig:
             api_authorizer_cache_seconds=int(_number(value, "apiAuthorizerCacheSeconds", 0, 300)),
             download_url_expiry_seconds=int(_number(value, "downloadUrlExpirySeconds", 1, 900)),
             api_waf_acl_arn=_matching(value, "apiWafAclArn", _WAF_ACL_ARN, optional=True),
+            expected_backup_bytes=int(_number(value, "expectedBackupBytes", 0, _MAX_EXPECTED_BYTES)),
+            alert_slack_workspace_id=slack_workspace_id,
+            alert_slack_channel_id=slack_channel_id,
         )
 
 
@@ -170,6 +190,17 @@ def _number(value: Any, key: str, low: float, high: float, whole: bool = True) -
     if not low <= number <= high or (whole and not number.is_integer()):
         raise ContextError(f"context {key!r} must be {kind} from {low:g} to {high:g}, not {raw!r}")
     return number
+
+
+def _slack(value: Any) -> tuple[str, str]:
+    """Both Slack ids or neither: one alone would deploy a Chatbot configuration that cannot work."""
+    workspace = _matching(value, "alertSlackWorkspaceId", _SLACK_WORKSPACE, optional=True)
+    channel = _matching(value, "alertSlackChannelId", _SLACK_CHANNEL, optional=True)
+    if workspace and not channel:
+        raise ContextError("context 'alertSlackChannelId' is required when 'alertSlackWorkspaceId' is set")
+    if channel and not workspace:
+        raise ContextError("context 'alertSlackWorkspaceId' is required when 'alertSlackChannelId' is set")
+    return workspace, channel
 
 
 def _flag(value: Any, key: str) -> bool:

@@ -13,7 +13,14 @@ from infra.api import AdminApi
 from infra.catalog import BackupCatalog
 from infra.config import StackConfig
 from infra.functions import BackupFunctions, FunctionDependencies, LayerPaths
-from infra.monitoring import AlertTopic, BackupAlarms
+from infra.monitoring import (
+    AlertTopic,
+    BackupAlarms,
+    BackupDashboard,
+    SlackAlerts,
+    StorageAlarms,
+    resource_name,
+)
 from infra.network import Network
 from infra.schedules import BackupSchedules
 from infra.security import Security
@@ -93,6 +100,35 @@ class QuestBoardBackupStack(Stack):
             topics=topics,
             backups_enabled=config.backups_enabled,
         )
+        self.storage_alarms = StorageAlarms(
+            self,
+            "StorageAlarms",
+            bucket=self.storage.bucket,
+            backup_state_machine=self.backup.state_machine,
+            failure_function=self.functions[names.BACKUP_FAILURE],
+            topics=topics,
+            expected_backup_bytes=config.expected_backup_bytes,
+        )
+        self.dashboard = BackupDashboard(
+            self,
+            "Dashboard",
+            dashboard_name=resource_name(config.hostname),
+            bucket=self.storage.bucket,
+            backup_state_machine=self.backup.state_machine,
+            restore_state_machine=self.restore.state_machine,
+            alarms=[*self.alarms.alarms.values(), *self.storage_alarms.alarms.values()],
+            expected_backup_bytes=config.expected_backup_bytes,
+        )
+        self.slack: SlackAlerts | None = None
+        if config.alert_slack_workspace_id:
+            self.slack = SlackAlerts(
+                self,
+                "SlackAlerts",
+                name=resource_name(config.hostname),
+                workspace_id=config.alert_slack_workspace_id,
+                channel_id=config.alert_slack_channel_id,
+                topics=[self.alerts.topic],
+            )
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         # What a DR restore with the CLI needs besides the bucket (docs/dr-runbook.md): BACKUP_KMS_KEY_ID.
         CfnOutput(self, "BackupKeyArn", value=self.security.backup_key.key_arn)

@@ -44,6 +44,9 @@ DISABLED_CONTEXT = {
     "apiAuthorizerCacheSeconds": "0",
     "downloadUrlExpirySeconds": "300",
     "apiWafAclArn": WAF_ACL_ARN,
+    "expectedBackupBytes": "500000000000",  # as `-c expectedBackupBytes=500000000000` passes it
+    "alertSlackWorkspaceId": "T0123ABCDEF",
+    "alertSlackChannelId": "C0123ABCDEF",
 }
 
 
@@ -92,6 +95,6 @@ def synth(layer_paths: LayerPaths, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def disabled_synth(layer_paths: LayerPaths, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Backups disabled, no VPC endpoints, another time zone, an e-mail and an extra topic, and the
-    admin API with other limits and a web ACL."""
+    """Backups disabled, no VPC endpoints, another time zone, an e-mail and an extra topic, the admin
+    API with other limits and a web ACL, a fixed expected bucket size and a Slack channel."""
     return _synth(DISABLED_CONTEXT, layer_paths, tmp_path_factory.mktemp("cdk.out.disabled"))

@@ -140,3 +140,29 @@ def test_invalid_settings_are_refused_by_name(key: str, value: object, message: 
         del context[key]
     with pytest.raises(ContextError, match=message):
         StackConfig.from_context(context)
+
+
+def test_the_monitoring_settings_default_to_a_derived_size_alarm_and_no_slack() -> None:
+    context = _context()
+    for key in ("expectedBackupBytes", "alertSlackWorkspaceId", "alertSlackChannelId"):
+        context.pop(key, None)
+    config = StackConfig.from_context(context)
+    assert config.expected_backup_bytes == 0
+    assert (config.alert_slack_workspace_id, config.alert_slack_channel_id) == ("", "")
+
+
+def test_expected_backup_bytes_accepts_a_cli_string_and_refuses_a_negative_or_fraction() -> None:
+    assert (
+        StackConfig.from_context(_context(expectedBackupBytes="2000000000")).expected_backup_bytes
+        == 2 * 10**9
+    )
+    for bad in ("-1", "1.5", "lots", True):
+        with pytest.raises(ContextError, match="expectedBackupBytes"):
+            StackConfig.from_context(_context(expectedBackupBytes=bad))
+
+
+def test_both_slack_ids_together_configure_the_channel() -> None:
+    config = StackConfig.from_context(
+        _context(alertSlackWorkspaceId=" T0123ABCDEF ", alertSlackChannelId="G0123ABCDEF")
+    )
+    assert (config.alert_slack_workspace_id, config.alert_slack_channel_id) == ("T0123ABCDEF", "G0123ABCDEF")

@@ -57,6 +57,10 @@ class BackupCatalog(Construct):
         """The function records runs: it gets the table's name and the write actions."""
         self._connect(function, WRITE_ACTIONS)
 
+    def add_recorder(self, function: lambda_.Function) -> None:
+        """The function counts outcomes on the summary item (failures, restores): UpdateItem only."""
+        self._connect(function, ("dynamodb:UpdateItem",))
+
     def add_reader(self, function: lambda_.Function) -> None:
         """The function looks runs up: it gets the table's name and GetItem and Query only."""
         self._connect(function, READ_ACTIONS)

@@ -77,8 +77,9 @@ class QuestBoardBackupStack(Stack):
         self.backup.state_machine.grant_start_execution(starter)
         self.schedules = BackupSchedules(self, "Schedules", starter=starter, config=config)
         self.catalog = BackupCatalog(self, "Catalog")
-        for module in (names.BACKUP_PUBLISH, names.BACKUP_FAILURE):
-            self.catalog.add_writer(self.functions[module])
+        self.catalog.add_writer(self.functions[names.BACKUP_PUBLISH])
+        for module in (names.BACKUP_FAILURE, names.RESTORE_REPORT, names.RESTORE_FAILURE):
+            self.catalog.add_recorder(self.functions[module])
         self.catalog.add_reader(self.functions[names.API])
         self.api = AdminApi(
             self,

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import FailureOutput, FailureRequest, RestoreState, parse
 from lambdas.observability import logger, metrics, tracer
-from lambdas.restore_support import configured_targets, options_for
+from lambdas.restore_support import configured_targets, options_for, record_restore
 from questboard_backup.errors import BackupError
 from questboard_backup.restore import settle_all, undo_all
 
@@ -44,6 +44,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             undone = [f"nothing undone: {error}"]
     if request.validated is not None and request.validated.get("lock_token"):
         deps.lock().release(str(request.validated["lock_token"]))  # after the undo: it ran alone
+    record_restore(False)
     cause = request.error.Cause + "".join(f"\n{line}" for line in undone)
     alerted = deps.alert_failure("restore of", backup_id, request.error.Error, cause)
     return FailureOutput.model_validate({**alerted, "undone": undone}).model_dump()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lambdas.dependencies import Dependencies
+from lambdas.dependencies import Dependencies, dependencies
 from lambdas.models import RestoreState
+from lambdas.observability import logger
 from questboard_backup.catalog import CatalogEntry, read_manifest
-from questboard_backup.errors import ConfigurationError
+from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.sources import registry
 from questboard_backup.sources.base import Component, RestoreOptions
 from questboard_backup.storage.s3 import S3Storage
@@ -47,3 +48,14 @@ def configured_targets(deps: Dependencies, state: RestoreState) -> dict[str, Com
 def options_for(state: RestoreState) -> RestoreOptions:
     root = Path(state.targets.files_root) if state.targets.files_root else None
     return RestoreOptions(timestamp=state.timestamp, files_root=root)
+
+
+def record_restore(ok: bool) -> None:
+    """The restore's outcome in the status catalog (the admin API's metrics); never the run's outcome."""
+    table = dependencies().catalog_table()
+    if table is None:
+        return
+    try:
+        table.record_restore(ok)
+    except BackupError as error:
+        logger.error("the status catalog did not record the restore", extra={"problem": str(error)})

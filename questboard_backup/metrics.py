@@ -70,6 +70,8 @@ def from_catalog(hostname: str, summary: Mapping[str, Any], running: bool) -> Ba
         if attempts:
             metrics.last_attempt[kind] = max(attempts)
         metrics.failures[kind] = int(summary.get(f"failures_{kind}", 0))
+    metrics.restore_last_success = _unix(summary.get("restore_last_success"))
+    metrics.restore_failures = int(summary.get("restore_failures", 0))
     for tier, usage in (summary.get("tiers") or {}).items():
         metrics.tiers[str(tier)] = (int(usage.get("sets", 0)), int(usage.get("stored_bytes", 0)))
     return metrics

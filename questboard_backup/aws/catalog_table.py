@@ -158,6 +158,24 @@ class CatalogTable:
             ExpressionAttributeValues=_item({":last": last, ":one": 1}),
         )
 
+    def record_restore(self, ok: bool, at: datetime | None = None) -> None:
+        """The last successful restore's time, or one more on the restore failure counter (ADD)."""
+        moment = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if ok:
+            self._call(
+                "update_item",
+                Key=self._key(SUMMARY),
+                UpdateExpression="SET restore_last_success = :at",
+                ExpressionAttributeValues=_item({":at": moment}),
+            )
+        else:
+            self._call(
+                "update_item",
+                Key=self._key(SUMMARY),
+                UpdateExpression="ADD restore_failures :one",
+                ExpressionAttributeValues=_item({":one": 1}),
+            )
+
     def _set_items(self) -> Iterator[dict[str, Any]]:
         start: dict[str, Any] | None = None
         while True:

@@ -55,6 +55,9 @@ def test_a_redis_stage_failure_after_postgres_was_staged_leaves_everything_as_it
     (alert,) = world.alerts()
     assert "postgres: " in alert["Message"], "the alert says what the failure path undid"
     assert f"{HOSTNAME}/locks/backup.json" not in world.objects(f"{HOSTNAME}/"), "the lock was given back"
+    # Counted where the admin API's /metrics reads it (backup_restore_failure_total).
+    summary = world.install().catalog_table().status_page(1).summary  # type: ignore[union-attr]
+    assert summary["restore_failures"] == 1 and "restore_last_success" not in summary
 
 
 def test_a_component_without_a_target_here_is_refused_by_name_before_anything_is_touched(

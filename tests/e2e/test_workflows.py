@@ -56,6 +56,8 @@ def test_a_full_backup_then_a_restore_into_fresh_targets_gives_identical_data(
         },
     )
     assert restore["status"] == "SUCCEEDED", restore.get("cause")
+    summary = world.install().catalog_table().status_page(1).summary  # type: ignore[union-attr]
+    assert summary["restore_last_success"] and int(summary.get("restore_failures", 0)) == 0
     target_url = world.database_url.rsplit("/", 1)[0] + "/" + target_db
     assert pg_dump_text(world.database_url) == pg_dump_text(target_url)
     assert large_objects(world.database_url) == large_objects(target_url)

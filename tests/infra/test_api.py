@@ -312,7 +312,9 @@ def test_the_tokens_secret_starts_with_no_token_and_is_kept(synth: Synthesized) 
     assert secret["DeletionPolicy"] == "Retain"
 
 
-def test_publish_and_failure_write_the_catalog_and_the_api_only_reads_it(synth: Synthesized) -> None:
+def test_publish_writes_the_catalog_the_failure_paths_and_report_only_count_and_the_api_only_reads_it(
+    synth: Synthesized,
+) -> None:
     table = _ref(synth, synth.stack.catalog.table)
     writes = {
         "dynamodb:PutItem",
@@ -323,7 +325,9 @@ def test_publish_and_failure_write_the_catalog_and_the_api_only_reads_it(synth: 
     }
     expected = {
         names.BACKUP_PUBLISH: writes,
-        names.BACKUP_FAILURE: writes,
+        names.BACKUP_FAILURE: {"dynamodb:UpdateItem"},
+        names.RESTORE_REPORT: {"dynamodb:UpdateItem"},
+        names.RESTORE_FAILURE: {"dynamodb:UpdateItem"},
         names.API: {"dynamodb:GetItem", "dynamodb:Query"},
     }
     for module in synth.stack.functions.functions:

@@ -27,7 +27,7 @@ def after_backup(settings: Settings, kind: str, started: datetime, run: BackupRu
         else:
             manifest = run.result.manifest
             state.record_backup(kind, True, finished, run.result.seconds, manifest.stored_bytes)
-    except OSError as error:
+    except Exception as error:  # noqa: BLE001 - metrics never decide a run's outcome
         logger.warning("backup metrics not recorded in %s: %s", settings.backup_dir, error)
         return
     export(settings.backup_dir, settings.hostname, settings.metrics_textfile, settings.pushgateway_url)
@@ -38,7 +38,7 @@ def after_restore(settings: Settings, ok: bool) -> None:
         return
     try:
         MetricsState(settings.backup_dir).record_restore(ok, datetime.now(UTC))
-    except OSError as error:
+    except Exception as error:  # noqa: BLE001 - metrics never decide a run's outcome
         logger.warning("restore metrics not recorded in %s: %s", settings.backup_dir, error)
         return
     export(settings.backup_dir, settings.hostname, settings.metrics_textfile, settings.pushgateway_url)

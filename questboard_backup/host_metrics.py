@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from questboard_backup.metrics import CONTENT_TYPE, BackupMetrics, LastRun, render
+from questboard_backup.redaction import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,16 @@ class MetricsState:
         self.path = self.folder / "state.json"
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
+    def lock(self) -> Iterator[None]:
+        """The state's exclusive lock (one updater or exporter at a time, across processes)."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.folder / "state.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        with self.lock():
             try:
                 state = json.loads(self.path.read_text()) if self.path.exists() else {}
             except ValueError:
@@ -122,17 +129,18 @@ def push(url: str, hostname: str, exposition: bytes) -> None:
 
 
 def export(backup_dir: Path, hostname: str, textfile: str, pushgateway: str) -> None:
-    """Write the textfile and push, as configured; a failure is a warning, never the run's outcome."""
+    """Write the textfile and push, as configured, holding the state's lock: exports are serialized
+    and each renders the state as it is then, so a slower run never puts an older count back. Any
+    failure is a warning (its message redacted), never the run's outcome."""
     if not textfile and not pushgateway:
         return
-    exposition = render(MetricsState(backup_dir).metrics(hostname))
-    if textfile:
-        try:
-            write_textfile(Path(textfile), exposition)
-        except OSError as error:
-            logger.warning("metrics textfile %s not written: %s", textfile, error)
-    if pushgateway:
-        try:
-            push(pushgateway, hostname, exposition)
-        except (OSError, ValueError) as error:
-            logger.warning("metrics not pushed to the Pushgateway: %s", error)
+    state = MetricsState(backup_dir)
+    try:
+        with state.lock():
+            exposition = render(state.metrics(hostname))
+            if textfile:
+                write_textfile(Path(textfile), exposition)
+            if pushgateway:
+                push(pushgateway, hostname, exposition)
+    except Exception as error:  # noqa: BLE001 - metrics never decide a run's outcome
+        logger.warning("metrics not exported: %s", redact_text(f"{type(error).__name__}: {error}"))

@@ -63,7 +63,8 @@ def failure_notice(
     what = f"{command} backup" if command in KINDS else command
     if backup_id:
         what += f" {backup_id}"
-    reason = " ".join(cause.split())[:CAUSE_LENGTH] or "no details"
+    # Secrets out first, then cut: a secret straddling the cut would otherwise be half replaced.
+    reason = _clean(" ".join(cause.split()), settings)[:CAUSE_LENGTH] or "no details"
     subject = f"[questboard-backup] {settings.hostname}: {what} failed"[:SUBJECT_LENGTH]
     log_line = (
         f"Run log: {log_path} on {settings.hostname}"

@@ -99,6 +99,15 @@ def _textfile(environ: Mapping[str, str]) -> str:
     return raw
 
 
+def _pushgateway_url(environ: Mapping[str, str]) -> str:
+    url = _http_url(environ, "BACKUP_PUSHGATEWAY_URL")
+    if url and "@" in urlsplit(url).netloc:
+        raise ConfigurationError(
+            "BACKUP_PUSHGATEWAY_URL must not carry a user or password (put the Pushgateway behind a proxy that authenticates)"
+        )
+    return url
+
+
 def _http_url(environ: Mapping[str, str], name: str) -> str:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -321,7 +330,7 @@ class Settings:
             s3_object_lock=object_lock_mode(environ),
             catalog_table=environ.get("BACKUP_CATALOG_TABLE", "").strip(),
             metrics_textfile=_textfile(environ),
-            pushgateway_url=_http_url(environ, "BACKUP_PUSHGATEWAY_URL"),
+            pushgateway_url=_pushgateway_url(environ),
             api_tokens_secret=environ.get("BACKUP_API_TOKENS_SECRET", "").strip(),
         )
 

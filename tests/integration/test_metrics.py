@@ -119,3 +119,43 @@ def test_the_cron_host_textfile_counts_failures_across_cli_processes_and_keeps_t
 def test_a_bad_textfile_setting_is_refused_by_name(deployment: Deployment, tmp_path: Path) -> None:
     done = _cli(deployment, tmp_path / "metrics.txt", "full")
     assert done.returncode == 2 and "BACKUP_METRICS_TEXTFILE" in done.stderr
+
+
+def test_a_pushgateway_that_answers_garbage_is_a_warning_and_the_backup_still_succeeds(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer_garbage() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"this is not HTTP\r\n\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        done = _cli(deployment, tmp_path / "m" / "q.prom", "full", BACKUP_PUSHGATEWAY_URL=url)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert "metrics not exported" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "m" / "q.prom").exists()
+
+
+def test_a_pushgateway_url_with_a_password_is_refused_without_quoting_it(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    done = _cli(
+        deployment, tmp_path / "q.prom", "full", BACKUP_PUSHGATEWAY_URL="http://user:s3cret@127.0.0.1:9091"
+    )
+    assert done.returncode == 2 and "BACKUP_PUSHGATEWAY_URL" in done.stderr and "s3cret" not in done.stderr

@@ -387,3 +387,30 @@ def test_every_aggregation_keeps_only_labels_its_metrics_have() -> None:
         for kind, labels in _GROUPING.findall(expr):
             if kind in {"on", "ignoring"}:
                 assert {label.strip() for label in labels.split(",")} <= {"hostname", "type", "tier"}, where
+
+
+def test_the_contract_the_rules_and_dashboard_are_checked_against_is_what_the_exposition_renders() -> None:
+    """Every metric of the contract (but the drill's, which issue 13 adds) is rendered with exactly
+    its labels, from an exposition with every field filled: renaming one in metrics.py fails here."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from questboard_backup.metrics import BackupMetrics, LastRun, render
+
+    full = BackupMetrics(
+        hostname="h",
+        last_success={"full": LastRun(1.0, 2.0, 3), "incremental": LastRun(1.0, 2.0, 3)},
+        last_attempt={"full": 1.0, "incremental": 1.0},
+        failures={"full": 1},
+        running=True,
+        tiers={"daily": (1, 2)},
+        dir_space=(1, 2),
+        restore_last_success=1.0,
+        restore_failures=0,
+    )
+    rendered = {
+        sample.name: set(sample.labels)
+        for family in text_string_to_metric_families(render(full).decode())
+        for sample in family.samples
+    }
+    expected = {name: labels for name, labels in CONTRACT.items() if not name.startswith("restore_drill_")}
+    assert rendered == expected

@@ -46,9 +46,14 @@ class MetricsState:
     def lock(self) -> Iterator[None]:
         """The state's exclusive lock (one updater or exporter at a time, across processes)."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.folder / "state.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        # Owner-only, whatever the umask, like everything else under BACKUP_DIR.
+        descriptor = os.open(self.folder / "state.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(descriptor)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:

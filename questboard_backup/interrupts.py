@@ -35,13 +35,26 @@ def stopping_cleanly() -> Iterator[None]:
 
 @contextmanager
 def interrupts_held() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait (pending) until the block ends, then interrupt as usual."""
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block ends, then interrupt as usual.
+
+    The Python-level handlers are swapped for one that only notes the signal: the kernel may deliver a
+    signal to any thread (a worker that does not block it), but Python always runs the handler in the
+    main thread, at its next instruction, which may be inside the block. Blocking the signal in the
+    main thread alone (pthread_sigmask) would not hold it."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread runs Python's signal handlers
         return
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    noted: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        noted.append(signum)
+
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {number: signal.signal(number, note) for number in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if noted:
+            signal.raise_signal(noted[0])  # now handled as it would have been

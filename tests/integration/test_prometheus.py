@@ -12,10 +12,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
+from questboard_backup.host_metrics import MetricsState, export
 from tests.integration.conftest import Deployment
 from tests.local_api import AdminClient, local_api
 from tests.servers import free_port, wait_until
@@ -60,10 +62,11 @@ def test_prometheus_scrapes_the_api_with_a_bearer_token_and_the_textfile_and_see
     token = "qbb_prom_" + secrets.token_urlsafe(24)
     textfiles = tmp_path / "textfiles"
     textfiles.mkdir()
-    (textfiles / "questboard_backup.prom").write_text(
-        "# HELP backup_dir_free_bytes Free bytes.\n# TYPE backup_dir_free_bytes gauge\n"
-        'backup_dir_free_bytes{hostname="cron-host"} 12345\n'
-    )
+    # The textfile as a cron host's CLI writes it after a run (the same state and export it calls).
+    cron_dir = tmp_path / "cron-backups"
+    cron_dir.mkdir()
+    MetricsState(cron_dir).record_backup("full", False, datetime.now(UTC), 3.0, 0)
+    export(cron_dir, "cron-host", str(textfiles / "questboard_backup.prom"), "")
     node_port, prom_port = free_port(), free_port()
     (tmp_path / "api").mkdir()
     with local_api(token, tmp_path / "api") as api:
@@ -91,7 +94,8 @@ def test_prometheus_scrapes_the_api_with_a_bearer_token_and_the_textfile_and_see
             _serving(prometheus, f"{url}/-/ready", "Prometheus"),
         ):
             wait_until(lambda: _query(url, 'up{job="questboard-backup-api"} == 1'), "the API scrape", 60)
-            wait_until(lambda: _query(url, "backup_dir_free_bytes"), "the textfile through node_exporter", 60)
+            textfile_failures = 'backup_failure_total{job="node",hostname="cron-host",type="full"} == 1'
+            wait_until(lambda: _query(url, textfile_failures), "the CLI's textfile through node_exporter", 60)
             client = AdminClient(api.url, token)
             started = client.start_backup("full")
             client.wait_until_done(started["backup_id"])
@@ -100,7 +104,10 @@ def test_prometheus_scrapes_the_api_with_a_bearer_token_and_the_textfile_and_see
             (sample,) = _query(url, wanted)
             status = client.call("GET", "/api/admin/backup/status").json()
             assert status["last_success"]["full"]["id"] == started["backup_id"]
-            assert float(sample["value"][1]) > 0
+            finished = datetime.fromisoformat(
+                status["last_success"]["full"]["finished_at"].replace("Z", "+00:00")
+            )
+            assert float(sample["value"][1]) == finished.timestamp()
             # A wrong token: the scrape fails (up == 0), nothing is exposed.
             (tmp_path / "token").write_text("qbb_wrong_" + secrets.token_urlsafe(24))
             wait_until(lambda: _query(url, 'up{job="questboard-backup-api"} == 0'), "the refused scrape", 60)

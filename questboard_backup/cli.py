@@ -93,9 +93,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _notify(settings: Settings | None, args: argparse.Namespace, error: BaseException, cause: str) -> None:
-    """A failed backup is announced on BACKUP_ALERT_SNS_TOPIC_ARN and BACKUP_ALERT_WEBHOOK_URL (a
-    notification that fails is a warning; the run's error and exit code stand)."""
-    if settings is not None and args.command in KINDS:
+    """A failed backup or restore is announced on BACKUP_ALERT_SNS_TOPIC_ARN and
+    BACKUP_ALERT_WEBHOOK_URL (a notification that fails is a warning; the run's error and exit code
+    stand). A restore that only lists (no backup named) is not a run."""
+    restoring = args.command == "restore" and getattr(args, "backup", None)
+    if settings is not None and (args.command in KINDS or restoring):
         notify_failed_backup(settings, args.command, error, cause)
 
 

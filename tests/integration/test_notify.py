@@ -225,3 +225,19 @@ def test_an_unreachable_webhook_leaves_the_failed_backup_its_error_and_exit_code
         "the failure notification was not posted to BACKUP_ALERT_WEBHOOK_URL" in line for line in lines
     )
     assert "very-secret-path" not in err and PASSWORD not in err
+
+
+def test_a_failed_restore_is_announced_too_but_a_listing_is_not(
+    failing_backup: Path,
+    webhook: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BACKUP_ALERT_WEBHOOK_URL", f"{webhook.url}/hook")
+    assert main(["restore"]) == 0  # no backup named: the listing, not a run
+    code = main(["restore", "questboard_full_20240101_020000"])
+    _out, err = capsys.readouterr()
+    assert code == 7, err
+    text = webhook.next_post().body["text"]
+    assert text.startswith("The restore on host cron-host-1 failed: no backup named"), text
+    assert PASSWORD not in text

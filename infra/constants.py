@@ -51,6 +51,9 @@ RESTORE_SWAP: Final = "restore_swap"
 RESTORE_VERIFY: Final = "restore_verify"
 RESTORE_REPORT: Final = "restore_report"
 RESTORE_FAILURE: Final = "restore_failure"
+#: Hourly: counts staged objects older than a day (metric STAGING_STALE_METRIC).
+STORAGE_WATCH: Final = "storage_watch"
+STAGING_STALE_METRIC: Final = "staging_stale_objects"
 # The admin API (infra/api.py): its handler and its bearer-token authorizer.
 API: Final = "api"
 API_AUTHORIZER: Final = "api_authorizer"

@@ -155,6 +155,13 @@ FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
         in_vpc=False,
     ),
     FunctionSpec(
+        names.STORAGE_WATCH,
+        "Count staged objects older than a day (hourly)",
+        60,
+        _READS_OWN,
+        in_vpc=False,
+    ),
+    FunctionSpec(
         names.API_AUTHORIZER,
         "Admin API: check a bearer token against the stored hashes",
         10,

@@ -13,6 +13,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_chatbot as chatbot
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -273,9 +275,18 @@ class StorageAlarms(Construct):
         backup_state_machine: sfn.IStateMachine,
         failure_function: lambda_.Function,
         topics: list[sns.ITopic],
+        watch_function: lambda_.IFunction,
         expected_backup_bytes: int = 0,
     ) -> None:
         super().__init__(scope, construct_id)
+        # Every hour the watch counts what lies under temp/ for more than a day.
+        self.watch_rule = events.Rule(
+            self,
+            "StagingWatchSchedule",
+            description="Quest Board Backup: count staged objects older than a day",
+            schedule=events.Schedule.rate(Duration.hours(1)),
+            targets=[events_targets.LambdaFunction(watch_function, retry_attempts=2)],
+        )
         self.cleanup_failed_filter = logs.MetricFilter(
             self,
             "CleanupFailedFilter",
@@ -288,6 +299,25 @@ class StorageAlarms(Construct):
         self.alarms = {
             "BucketOverExpectedSize": self._bucket_size(bucket, expected_backup_bytes),
             "StagingLeftBehind": self._staging_left_behind(backup_state_machine, failure_function),
+            "StagingOlderThanADay": cloudwatch.Alarm(
+                self,
+                "StagingOlderThanADay",
+                alarm_description=(
+                    "Objects under temp/ (staging) are older than a day: a run left them; see "
+                    "docs/monitoring-cloudwatch.md"
+                ),
+                metric=cloudwatch.Metric(
+                    namespace=names.METRICS_NAMESPACE,
+                    metric_name=names.STAGING_STALE_METRIC,
+                    dimensions_map={"service": names.SERVICE_NAME},
+                    statistic="Maximum",
+                    period=Duration.hours(1),
+                ),
+                threshold=0,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
         }
         for alarm in self.alarms.values():
             for topic in topics:

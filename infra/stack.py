@@ -108,6 +108,7 @@ class QuestBoardBackupStack(Stack):
             backup_state_machine=self.backup.state_machine,
             failure_function=self.functions[names.BACKUP_FAILURE],
             topics=topics,
+            watch_function=self.functions[names.STORAGE_WATCH],
             expected_backup_bytes=config.expected_backup_bytes,
         )
         self.dashboard = BackupDashboard(

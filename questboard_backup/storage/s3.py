@@ -151,6 +151,13 @@ class S3Storage(Storage):
             if not name.endswith("/"):
                 yield name[len(self._root) :]
 
+    def list_ages(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        """(key, size, last modified) of every object under ``prefix``."""
+        for item in self._list("list_objects_v2", "Contents", self._under(prefix)):
+            name = str(item["Key"])
+            if not name.endswith("/"):
+                yield name[len(self._root) :], int(item.get("Size", 0)), item["LastModified"]
+
     def hostnames_in_bucket(self) -> list[str]:
         """The top-level folders of the bucket: the host names that store there."""
         names = []

@@ -30,6 +30,7 @@ DOCUMENTED_MODULES = {
     names.RESTORE_FAILURE,
     names.API,
     names.API_AUTHORIZER,
+    names.STORAGE_WATCH,
 }
 #: Behind API Gateway, which waits 29 seconds for an answer (tests/infra/test_api.py).
 API_MODULES = {names.API, names.API_AUTHORIZER}

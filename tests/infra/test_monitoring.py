@@ -94,7 +94,7 @@ def test_seven_hours_without_a_successful_backup_alarm(synth: Synthesized) -> No
 def test_every_alarm_notifies_the_alert_topic(synth: Synthesized) -> None:
     topic = {"Ref": synth.logical_id(synth.stack.alerts.topic)}
     alarms = synth.of_type("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 7
+    assert len(alarms) == 8
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [topic]
 
@@ -329,3 +329,19 @@ def _context(**overrides: Any) -> dict[str, Any]:
 def test_a_half_or_malformed_slack_setting_is_refused_by_name(overrides: dict[str, str], named: str) -> None:
     with pytest.raises(ContextError, match=named):
         StackConfig.from_context(_context(**overrides))
+
+
+def test_an_hourly_watch_counts_staging_older_than_a_day_and_an_alarm_watches_the_count(
+    synth: Synthesized,
+) -> None:
+    from infra import constants as names
+
+    watch = synth.stack.functions[names.STORAGE_WATCH]
+    rule = synth.resources[synth.logical_id(synth.stack.storage_alarms.watch_rule)]["Properties"]
+    assert rule["ScheduleExpression"] == "rate(1 hour)"
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [synth.logical_id(watch), "Arn"]}
+    alarm = synth.resources[synth.logical_id(synth.stack.storage_alarms.alarms["StagingOlderThanADay"])]
+    props = alarm["Properties"]
+    assert props["MetricName"] == names.STAGING_STALE_METRIC and props["Namespace"] == names.METRICS_NAMESPACE
+    assert props["Threshold"] == 0 and props["ComparisonOperator"] == "GreaterThanThreshold"
+    assert props["Period"] == 3600 and props["Statistic"] == "Maximum" and props["AlarmActions"]

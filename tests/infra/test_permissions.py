@@ -60,6 +60,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     # The admin API reads its own deployment's sets (status, details, download URLs), nothing else.
     names.API: {OWN_LISTING: {"s3:ListBucket"}, OWN_OBJECTS: {"s3:GetObject"}, **_SSE_READ},
     names.API_AUTHORIZER: {},
+    # The hourly staging watch lists its own prefix (and could read what it lists, no more).
+    names.STORAGE_WATCH: {OWN_LISTING: {"s3:ListBucket"}, OWN_OBJECTS: {"s3:GetObject"}, **_SSE_READ},
 }
 
 

@@ -6,24 +6,13 @@ same execution again and Step Functions refuses the second start: starts are ide
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import StartRequest, parse
+from lambdas.models import StartRequest, event_time, parse
 from lambdas.observability import logger, metrics, tracer
-from questboard_backup.errors import ConfigurationError
-
-
-def _scheduled_time(text: str | None) -> datetime:
-    if not text:
-        return datetime.now(UTC)
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        raise ConfigurationError(f"invalid task input: scheduled_at: not an ISO time: {text!r}") from None
 
 
 @logger.inject_lambda_context
@@ -32,7 +21,7 @@ def _scheduled_time(text: str | None) -> datetime:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(StartRequest, event)
     deps = dependencies()
-    started = deps.starter().start(request.type, _scheduled_time(request.scheduled_at))
+    started = deps.starter().start(request.type, event_time(request.scheduled_at, "scheduled_at"))
     logger.set_correlation_id(started.backup_id)
     if not started.started:
         logger.info("backup already started for this schedule slot")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -114,6 +115,18 @@ class SwapRequest(_Strict):
     restore: RestoreState
     #: The staged components, in restore order (Validate's list).
     components: list[ComponentName] = Field(min_length=1)
+
+
+def event_time(text: object, field: str) -> datetime:
+    """An ISO time from an event (a schedule's ``scheduled_at``, EventBridge's ``time``), else now."""
+    if not text:
+        return datetime.now(UTC)
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        raise ConfigurationError(
+            f"invalid task input: {field}: not an ISO time: {str(text)[:40]!r}"
+        ) from None
 
 
 def parse(model: type[Model], event: Any) -> Model:

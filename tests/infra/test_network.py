@@ -64,9 +64,14 @@ def test_functions_run_in_the_given_subnets_and_security_groups(synth: Synthesiz
         }, spec.module
 
 
-def test_only_the_admin_apis_functions_run_outside_the_vpc() -> None:
-    # They reach nothing but AWS APIs; everything that touches a database stays in the subnets.
-    assert {spec.module for spec in FUNCTION_SPECS if not spec.in_vpc} == {names.API, names.API_AUTHORIZER}
+def test_only_functions_that_reach_nothing_but_aws_apis_run_outside_the_vpc() -> None:
+    # The admin API, its authorizer and the hourly staging watch reach nothing but AWS APIs;
+    # everything that touches a database or the application's files stays in the subnets.
+    assert {spec.module for spec in FUNCTION_SPECS if not spec.in_vpc} == {
+        names.API,
+        names.API_AUTHORIZER,
+        names.STORAGE_WATCH,
+    }
 
 
 def test_no_vpc_or_nat_is_created(synth: Synthesized) -> None:

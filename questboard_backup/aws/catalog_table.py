@@ -134,16 +134,23 @@ class CatalogTable:
             # One string attribute, not a list of maps: the summary stays one small, fast item to read.
             ExpressionAttributeValues=_item({":tiers": tiers, ":recent": json.dumps(recent)}),
         )
-        # An older run finishing late (a CLI run beside the workflow) never hides a newer one: the
-        # condition fails (ConditionalCheckFailedException) when a newer success is recorded.
+        # An older run recorded late (a CLI run beside the workflow) never hides a newer one: the
+        # condition fails (ConditionalCheckFailedException) when a newer success is recorded. Finish
+        # times have whole seconds and tie often; then the later-started set (the greater id: ids of
+        # one type sort by their start time) is the newer.
         with contextlib.suppress(ClientError):
             self._call(
                 "update_item",
                 Key=self._key(SUMMARY),
                 UpdateExpression="SET #last = :last",
-                ConditionExpression="attribute_not_exists(#last) OR #last.finished_at <= :finished",
+                ConditionExpression=(
+                    "attribute_not_exists(#last) OR #last.finished_at < :finished"
+                    " OR (#last.finished_at = :finished AND #last.id <= :id)"
+                ),
                 ExpressionAttributeNames={"#last": f"last_success_{manifest.type}"},
-                ExpressionAttributeValues=_item({":last": last, ":finished": manifest.finished_at}),
+                ExpressionAttributeValues=_item(
+                    {":last": last, ":finished": manifest.finished_at, ":id": manifest.backup_id}
+                ),
             )
 
     def record_failure(self, kind: str, backup_id: str, error: str, at: datetime | None = None) -> None:

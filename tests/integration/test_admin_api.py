@@ -10,8 +10,8 @@ import logging
 import secrets
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from questboard_backup.aws.catalog_table import CatalogTable
 from questboard_backup.backup import run_backup
 from questboard_backup.catalog import write_latest_pointer
 from questboard_backup.crypto.keys import PassphraseKeyWrapper
+from questboard_backup.manifest import format_time, parse_time
 from questboard_backup.storage.s3 import S3Storage
 from tests.catalog_table import create_catalog_table
 from tests.conftest import S3Bucket
@@ -601,6 +602,11 @@ def test_an_older_success_recorded_late_does_not_hide_the_newer_one(api: Api) ->
     from questboard_backup.catalog import read_manifest
 
     older = read_manifest(api.storage, f"daily/{api.ids[0]}")
-    api.table.record_success(older, "s3://late", SETS[2][1])
-    body = api.call("GET", "/api/admin/backup/status").body
-    assert body["last_success"]["full"]["id"] == api.ids[2]
+    newer = read_manifest(api.storage, f"monthly/{api.ids[2]}")
+    # Finished a second earlier, and finished in the same second (wall-clock seconds tie often:
+    # then the later-started set, the greater id, is the newer one).
+    earlier = format_time(parse_time(newer.finished_at) - timedelta(seconds=1))
+    for finished_at in (earlier, newer.finished_at):
+        api.table.record_success(replace(older, finished_at=finished_at), "s3://late", SETS[2][1])
+        body = api.call("GET", "/api/admin/backup/status").body
+        assert body["last_success"]["full"]["id"] == api.ids[2], finished_at

@@ -70,7 +70,14 @@ def _run(args: argparse.Namespace) -> int:
     try:
         _remember_passwords(os.environ)
         settings = read_settings(args.env_file, os.environ, Path.cwd())
-        _remember_passwords({"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url})
+        _remember_passwords(
+            {
+                "DATABASE_URL": settings.database_url,
+                "REDIS_URL": settings.redis_url,
+                "BACKUP_DRILL_DATABASE": settings.drill_database,
+                "BACKUP_DRILL_REDIS_URL": settings.drill_redis_url,
+            }
+        )
         if getattr(args, "no_local", False) and not settings.s3_bucket:
             raise ConfigurationError("--no-local needs BACKUP_S3_BUCKET: the backup would be stored nowhere")
         return int(args.handler(settings, args))
@@ -99,6 +106,8 @@ def _notify(settings: Settings | None, args: argparse.Namespace, error: BaseExce
     restoring = args.command == "restore" and getattr(args, "backup", None)
     if settings is not None and (args.command in KINDS or restoring):
         notify_failed_backup(settings, args.command, error, cause)
+    elif settings is not None and args.command == "drill":
+        notify_failed_backup(settings, "restore drill", error, cause)
 
 
 def _remember_passwords(environ: Mapping[str, str]) -> None:
@@ -106,7 +115,7 @@ def _remember_passwords(environ: Mapping[str, str]) -> None:
     for name in ("PGPASSWORD", "REDISCLI_AUTH"):
         if environ.get(name):
             remember_secret(environ[name])
-    for name in ("DATABASE_URL", "REDIS_URL"):
+    for name in ("DATABASE_URL", "REDIS_URL", "BACKUP_DRILL_DATABASE", "BACKUP_DRILL_REDIS_URL"):
         password = password_of(environ.get(name, ""))
         if password:
             remember_secret(password)

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from questboard_backup.catalog import CatalogEntry, latest, list_backups, newest_first, resolve
-from questboard_backup.cli_outcomes import after_backup, after_restore
+from questboard_backup.cli_outcomes import after_backup, after_drill, after_restore
 from questboard_backup.connections import password_of, postgres_with, redis_with
 from questboard_backup.crypto.keys import KeyWrapper
 from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.lock import BackupLock
 from questboard_backup.manifest import Manifest, parse_time
+from questboard_backup.notify import notify_failure
 from questboard_backup.operations import backup_now, restore_now
 from questboard_backup.redaction import remember_secret
 from questboard_backup.restore import verify_backup
@@ -27,6 +28,9 @@ from questboard_backup.sources.registry import Endpoints
 from questboard_backup.space import human_size
 from questboard_backup.storage.base import Storage
 from questboard_backup.wiring import Wiring
+
+#: A drill that was verified but took longer than BACKUP_DRILL_RTO_SECONDS (it is alerted on too).
+DRILL_OVER_TARGET_EXIT = 9
 
 
 def _emit(args: argparse.Namespace, body: Mapping[str, Any], text: str) -> None:
@@ -256,6 +260,71 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     lines.append("  checks: connectivity ok; row/key/file counts match the manifest")
     _emit(args, {"status": "ok", **report}, "\n".join(lines))
     return 0
+
+
+def _drill_endpoints(settings: Settings) -> Endpoints:
+    """The drill targets: BACKUP_DRILL_DATABASE (a name on DATABASE_URL's server, or a URL),
+    BACKUP_DRILL_REDIS_URL (the backup's db k into db N+k); files beneath BACKUP_DRILL_FILES_ROOT."""
+    database_url = ""
+    if "://" in settings.drill_database:
+        database_url = settings.drill_database
+    elif settings.drill_database:
+        if not settings.database_url:
+            raise ConfigurationError(
+                "BACKUP_DRILL_DATABASE names a database on DATABASE_URL's server, but DATABASE_URL is not set"
+            )
+        database_url = postgres_with(settings.database_url, database=settings.drill_database)
+    return Endpoints(
+        database_url=database_url,
+        redis_url=settings.drill_redis_url,
+        redis_shift_dbs=True,
+        files_paths=settings.files_paths,
+        config_paths=settings.config_paths,
+    )
+
+
+def cmd_drill(settings: Settings, args: argparse.Namespace) -> int:
+    from questboard_backup.drill import DrillPlan, over_target_message
+    from questboard_backup.operations import drill_now
+
+    wiring = Wiring(settings)
+    wrapper = wiring.key_ring()
+    drill_endpoints = _drill_endpoints(settings)
+    targets = wiring.restore_targets(drill_endpoints)
+    if not drill_endpoints.database_url:
+        targets.pop("postgres", None)
+    if not drill_endpoints.redis_url:
+        targets.pop("redis", None)
+    production = wiring.restore_targets(wiring.endpoints())
+    entry = _resolve(wiring, args.backup, wrapper)
+    plan = DrillPlan(settings.drill_checks, settings.drill_rto_seconds)
+    try:
+        report = drill_now(wiring, entry, wrapper, targets, production, plan)
+    except BaseException:
+        after_drill(settings, False, 0.0)
+        raise
+    after_drill(settings, True, report.seconds)
+    lines = [
+        f"restore drill of {report.backup_id} verified in {report.seconds:.1f} s "
+        f"(RTO target {report.rto_target_seconds:.0f} s)"
+    ]
+    for name in report.drilled:
+        result = report.components.get(name, {})
+        lines.append(
+            f"  {name:9} ok  "
+            + ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, dict | list))
+        )
+    lines += [f"  not drilled: {name} (no drill target)" for name in report.not_drilled]
+    lines += [f"  check {line}" for line in report.checks]
+    lines += [f"  cleanup: {line}" for line in report.cleanup]
+    status = "ok"
+    if report.over_target:
+        status = "over_target"
+        message = over_target_message(report)
+        lines.append(f"PROBLEM: {message}")
+        notify_failure(settings, "restore drill", report.backup_id, message, None)
+    _emit(args, {"status": status, **report.as_dict()}, "\n".join(lines))
+    return DRILL_OVER_TARGET_EXIT if report.over_target else 0
 
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:

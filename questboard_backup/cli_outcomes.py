@@ -42,3 +42,16 @@ def after_restore(settings: Settings, ok: bool) -> None:
         logger.warning("restore metrics not recorded in %s: %s", settings.backup_dir, error)
         return
     export(settings.backup_dir, settings.hostname, settings.metrics_textfile, settings.pushgateway_url)
+
+
+def after_drill(settings: Settings, ok: bool, seconds: float) -> None:
+    """A drill's outcome in the host's metrics: ``restore_drill_last_success_timestamp``,
+    ``restore_drill_duration_seconds`` (the measured RTO) and ``restore_drill_failure_total``."""
+    if not settings.backup_dir.is_dir():
+        return
+    try:
+        MetricsState(settings.backup_dir).record_drill(ok, datetime.now(UTC), seconds)
+    except Exception as error:  # noqa: BLE001 - metrics never decide a run's outcome
+        logger.warning("drill metrics not recorded in %s: %s", settings.backup_dir, error)
+        return
+    export(settings.backup_dir, settings.hostname, settings.metrics_textfile, settings.pushgateway_url)

@@ -7,6 +7,7 @@ import argparse
 from questboard_backup import __version__
 from questboard_backup.cli_commands import (
     cmd_backup,
+    cmd_drill,
     cmd_health,
     cmd_list,
     cmd_restore,
@@ -26,7 +27,8 @@ EXIT_CODES = """exit codes:
      has too little free space for the next backup (nothing written)
   6  integrity: wrong key, corrupted, truncated or missing data
   7  backup not found
-  8  restored data does not match the manifest (nothing was swapped in)
+  8  restored data does not match the manifest (nothing was swapped in), or a drill's SQL check failed
+  9  drill: verified, but slower than BACKUP_DRILL_RTO_SECONDS (alerted)
   130 interrupted"""
 
 
@@ -129,6 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_restore)
+    sub = commands.add_parser(
+        "drill",
+        help="restore drill: restore a backup into the drill targets, check it, time it, clean up",
+        description="The monthly restore test. Restores BACKUP (default: latest) into the drill targets only: "
+        "BACKUP_DRILL_DATABASE (a database name on DATABASE_URL's server, or a postgresql:// URL; never the "
+        "production database; dropped afterwards), BACKUP_DRILL_REDIS_URL (the backup's db k into db N+k; "
+        "refused where that is a production db) and BACKUP_DRILL_FILES_ROOT (a scratch folder). Components "
+        "without a drill target are not drilled. Runs the SQL checks of BACKUP_DRILL_CHECKS_FILE, reports the "
+        "time from start to verified (the measured RTO) and alerts when it exceeds BACKUP_DRILL_RTO_SECONDS.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument(
+        "backup", nargs="?", default="latest", help="backup id, 'latest' (default) or an s3:// URI"
+    )
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(handler=cmd_drill)
     sub = commands.add_parser(
         "token",
         help="create, list or revoke the admin API's bearer tokens (BACKUP_API_TOKENS_SECRET)",

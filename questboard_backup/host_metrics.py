@@ -93,6 +93,14 @@ class MetricsState:
             else:
                 state["restore_failures"] = int(state.get("restore_failures", 0)) + 1
 
+    def record_drill(self, ok: bool, at: datetime, seconds: float) -> None:
+        with self._locked() as state:
+            if ok:
+                state["drill_last_success"] = at.timestamp()
+                state["drill_duration_seconds"] = seconds
+            else:
+                state["drill_failures"] = int(state.get("drill_failures", 0)) + 1
+
     def metrics(self, hostname: str) -> BackupMetrics:
         state = json.loads(self.path.read_text()) if self.path.exists() else {}
         usage = shutil.disk_usage(self.backup_dir) if self.backup_dir.exists() else None
@@ -107,6 +115,9 @@ class MetricsState:
             dir_space=(usage.free, usage.total) if usage else None,
             restore_last_success=state.get("restore_last_success"),
             restore_failures=int(state.get("restore_failures", 0)),
+            drill_last_success=state.get("drill_last_success"),
+            drill_duration=state.get("drill_duration_seconds"),
+            drill_failures=int(state.get("drill_failures", 0)),
         )
 
 

@@ -44,6 +44,10 @@ class BackupMetrics:
     dir_space: tuple[int, int] | None = None  # BACKUP_DIR's filesystem: (free, total) bytes
     restore_last_success: float | None = None
     restore_failures: int | None = None
+    #: Restore drills: when the last one succeeded, its measured RTO (start to verified) and failures.
+    drill_last_success: float | None = None
+    drill_duration: float | None = None
+    drill_failures: int | None = None
 
 
 def _unix(text: str | None) -> float | None:
@@ -72,6 +76,10 @@ def from_catalog(hostname: str, summary: Mapping[str, Any], running: bool) -> Ba
         metrics.failures[kind] = int(summary.get(f"failures_{kind}", 0))
     metrics.restore_last_success = _unix(summary.get("restore_last_success"))
     metrics.restore_failures = int(summary.get("restore_failures", 0))
+    metrics.drill_last_success = _unix(summary.get("drill_last_success"))
+    if summary.get("drill_duration_seconds") is not None:
+        metrics.drill_duration = float(summary["drill_duration_seconds"])
+    metrics.drill_failures = int(summary.get("drill_failures", 0))
     for tier, usage in (summary.get("tiers") or {}).items():
         metrics.tiers[str(tier)] = (int(usage.get("sets", 0)), int(usage.get("stored_bytes", 0)))
     return metrics
@@ -134,4 +142,20 @@ def render(metrics: BackupMetrics) -> bytes:
         Counter("backup_restore_failure", "Restores that failed.", ["hostname"], registry=registry).labels(
             host
         ).inc(metrics.restore_failures)
+    if metrics.drill_last_success is not None:
+        gauge(
+            "restore_drill_last_success_timestamp",
+            "Unix time the last restore drill was verified.",
+            ["hostname"],
+        ).labels(host).set(metrics.drill_last_success)
+    if metrics.drill_duration is not None:
+        gauge(
+            "restore_drill_duration_seconds",
+            "The last successful restore drill's time from start to verified: the measured RTO.",
+            ["hostname"],
+        ).labels(host).set(metrics.drill_duration)
+    if metrics.drill_failures is not None:
+        Counter(
+            "restore_drill_failure", "Restore drills that failed.", ["hostname"], registry=registry
+        ).labels(host).inc(metrics.drill_failures)
     return generate_latest(registry)

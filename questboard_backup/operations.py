@@ -21,6 +21,7 @@ from questboard_backup.address import STAGING, BackupId, timestamp
 from questboard_backup.backup import BackupResult, run_backup
 from questboard_backup.catalog import CatalogEntry, incomplete_sets
 from questboard_backup.crypto.keys import KeyWrapper
+from questboard_backup.drill import DrillPlan, DrillReport, run_drill, scratch_folder
 from questboard_backup.errors import BackupError
 from questboard_backup.interrupts import stopping_cleanly
 from questboard_backup.lock import SHARED_LOCK_KEY, BackupLock, StorageLock
@@ -255,3 +256,27 @@ def restore_now(
             if registry.spec(name).answers_connections:
                 targets[name].check()
     return report
+
+
+def drill_now(
+    wiring: Wiring,
+    entry: CatalogEntry,
+    wrapper: KeyWrapper,
+    targets: Mapping[str, Component],
+    production: Mapping[str, Component | None],
+    plan: DrillPlan,
+) -> DrillReport:
+    """One restore drill of ``entry`` into the drill ``targets`` (``drill.run_drill``), with the lock a
+    restore takes and a run log ("drill"); files go beneath a scratch folder of the drill's own."""
+    now = datetime.now(UTC)
+    stamp = timestamp(now)
+    root = wiring.settings.drill_files_root
+    options = RestoreOptions(timestamp=stamp, files_root=scratch_folder(root, stamp) if root else None)
+    backup_dir = wiring.settings.backup_dir
+    writable = os.access(backup_dir, os.W_OK)
+    with (
+        BackupLock(backup_dir, "drill") if writable else nullcontext(),
+        run_log(backup_dir / "logs", "drill", now) if writable else nullcontext(),
+        stopping_cleanly(),
+    ):
+        return run_drill(entry, wrapper, targets, production, options, plan)

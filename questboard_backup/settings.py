@@ -48,6 +48,7 @@ _FALSE = {"0", "false", "no", "off"}
 _KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/)?(mrk-)?[0-9a-fA-F-]{32,36}$")
 #: BACKUP_ALERT_SNS_TOPIC_ARN: a standard topic (a FIFO topic would want a message group).
 _SNS_TOPIC = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+_DRILL_DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 #: BACKUP_S3_OBJECT_LOCK: the S3 Object Lock mode of every object written to its final place.
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
@@ -207,6 +208,41 @@ def alert_fields(environ: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def drill_fields(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The CLI's restore drill settings (``questboard-backup drill``)."""
+    database = environ.get("BACKUP_DRILL_DATABASE", "").strip()
+    if "://" in database:
+        database = _url(environ, "BACKUP_DRILL_DATABASE", ("postgresql", "postgres"))
+        if not parse_postgres(database, "BACKUP_DRILL_DATABASE").get("dbname"):
+            raise ConfigurationError("BACKUP_DRILL_DATABASE must name a database")
+    elif database and not _DRILL_DATABASE.match(database):
+        raise ConfigurationError(
+            f"BACKUP_DRILL_DATABASE must be a database name (letters, digits, _ and -) or a postgresql:// URL, not {database[:60]!r}"
+        )
+    root = environ.get("BACKUP_DRILL_FILES_ROOT", "").strip()
+    if root and not Path(root).is_absolute():
+        raise ConfigurationError(f"BACKUP_DRILL_FILES_ROOT must be an absolute path, not {root!r}")
+    if root and os.path.realpath(root) == "/":
+        raise ConfigurationError("BACKUP_DRILL_FILES_ROOT must be a scratch folder, not /")
+    checks_file = environ.get("BACKUP_DRILL_CHECKS_FILE", "").strip()
+    checks: tuple[str, ...] = ()
+    if checks_file:
+        from questboard_backup.drill import parse_checks
+
+        try:
+            checks = parse_checks(Path(checks_file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not UTF-8 text"
+            raise ConfigurationError(f"BACKUP_DRILL_CHECKS_FILE {checks_file}: {reason}") from None
+    return {
+        "drill_database": database,
+        "drill_redis_url": _url(environ, "BACKUP_DRILL_REDIS_URL", ("redis", "rediss")),
+        "drill_files_root": Path(root) if root else None,
+        "drill_checks": checks,
+        "drill_rto_seconds": whole_setting(environ, "BACKUP_DRILL_RTO_SECONDS", 3600, 0, 7 * 86400),
+    }
+
+
 def space_margin(environ: Mapping[str, str]) -> float:
     """``BACKUP_SPACE_MARGIN``: how much larger than the largest recent set the next one may be, for the
     space check before a backup (questboard_backup.space); 0 turns the check off."""
@@ -273,6 +309,17 @@ class Settings:
     #: BACKUP_ALERT_WEBHOOK_URL (the CLI): a Slack-compatible webhook a failed backup is posted to; a
     #: secret ("" = none).
     alert_webhook_url: str = field(default="", repr=False)
+    #: BACKUP_DRILL_DATABASE (the CLI's restore drills): a database name on DATABASE_URL's server, or a
+    #: postgresql:// URL of another; dropped after every drill ("" = PostgreSQL is not drilled).
+    drill_database: str = ""
+    #: BACKUP_DRILL_REDIS_URL: where a drill restores Redis (the backup's db k into db N+k).
+    drill_redis_url: str = ""
+    #: BACKUP_DRILL_FILES_ROOT: a scratch folder; each drill restores files into a folder of its own here.
+    drill_files_root: Path | None = None
+    #: BACKUP_DRILL_CHECKS_FILE's SQL smoke checks, one per line, each answering true.
+    drill_checks: tuple[str, ...] = ()
+    #: BACKUP_DRILL_RTO_SECONDS: a drill slower than this (start to verified) alerts (default 3600).
+    drill_rto_seconds: int = 3600
     #: Where the settings were read from (a file, or "environment only"), to tell the operator.
     source: str = ENVIRONMENT_ONLY
 
@@ -283,6 +330,7 @@ class Settings:
             **cls.fields_from_env(environ),
             **kms_fields(environ),
             **alert_fields(environ),
+            **drill_fields(environ),
             space_margin=space_margin(environ),
             source=source,
         )

@@ -2,9 +2,10 @@
 # The seed's schedule command: ./scripts/backup-cron.sh setup | show
 # With AWS configured (credentials and region): shows the deployed EventBridge schedules with their
 # next run, or enables them (`questboard-backup schedules`). Without: installs or shows the local
-# crontab lines for a full backup daily at 02:00 and incrementals at 08:00, 14:00 and 20:00: one
-# backup every 6 hours, at the hours of the deployed schedules (cdk.json's fullBackupSchedule and
-# incrementalBackupSchedule; tests/integration/test_scripts.py keeps the two equal). cron reads the
+# crontab lines for a full backup daily at 02:00, incrementals at 08:00, 14:00 and 20:00 (one
+# backup every 6 hours) and a restore drill monthly, at the times of the deployed schedules (cdk.json's
+# fullBackupSchedule, incrementalBackupSchedule and drillSchedule; tests/integration/test_scripts.py
+# keeps them equal). cron reads the
 # hours in the host's time zone, the AWS schedules in scheduleTimezone. The lock refuses overlaps.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,8 @@ log_dir="${BACKUP_DIR:-/var/backups/questboard}/logs"
 lines() {
   echo "0 2 * * * cd $repo && ./scripts/backup.sh full >> $log_dir/cron.log 2>&1 $marker"
   echo "0 8,14,20 * * * cd $repo && ./scripts/backup.sh incremental >> $log_dir/cron.log 2>&1 $marker"
+  # The monthly restore drill (the guide's restore test): the 1st at 05:00, after that day's full.
+  echo "0 5 1 * * cd $repo && ./scripts/backup.sh drill >> $log_dir/cron.log 2>&1 $marker"
 }
 
 if ! command -v crontab >/dev/null 2>&1; then

@@ -165,6 +165,24 @@ class CatalogTable:
             ExpressionAttributeValues=_item({":last": last, ":one": 1}),
         )
 
+    def record_drill(self, ok: bool, seconds: float, at: datetime | None = None) -> None:
+        """A verified drill's time and measured RTO, or one more on the drill failure counter (ADD)."""
+        moment = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if ok:
+            self._call(
+                "update_item",
+                Key=self._key(SUMMARY),
+                UpdateExpression="SET drill_last_success = :at, drill_duration_seconds = :seconds",
+                ExpressionAttributeValues=_item({":at": moment, ":seconds": Decimal(str(round(seconds, 3)))}),
+            )
+        else:
+            self._call(
+                "update_item",
+                Key=self._key(SUMMARY),
+                UpdateExpression="ADD drill_failures :one",
+                ExpressionAttributeValues=_item({":one": 1}),
+            )
+
     def record_restore(self, ok: bool, at: datetime | None = None) -> None:
         """The last successful restore's time, or one more on the restore failure counter (ADD)."""
         moment = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")

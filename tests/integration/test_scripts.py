@@ -65,10 +65,10 @@ def cron_times(minutes: str, hours: str) -> set[tuple[int, int]]:
     return {(int(hour), int(minute)) for hour in hours.split(",") for minute in minutes.split(",")}
 
 
-def deployed_times(context_key: str) -> set[tuple[int, int]]:
+def deployed_times(context_key: str, day: str = "[*?]") -> set[tuple[int, int]]:
     expression = json.loads((REPO / "cdk.json").read_text())["context"][context_key]
-    match = re.fullmatch(r"cron\((\S+) (\S+) ([*?]) \* ([*?]) \*\)", expression)
-    assert match, f"{context_key} is not a daily cron expression: {expression}"
+    match = re.fullmatch(rf"cron\((\S+) (\S+) ({day}) \* ([*?]) \*\)", expression)
+    assert match, f"{context_key} is not a cron expression on day {day}: {expression}"
     return cron_times(match.group(1), match.group(2))
 
 
@@ -100,12 +100,14 @@ def test_the_local_crontab_runs_backups_at_the_hours_of_the_deployed_schedules(
     for line in table.read_text().splitlines():
         if MARKER in line:
             minute, hour, day, month, weekday, *command = line.split()
-            assert (day, month, weekday) == ("*", "*", "*"), line
             kind = command[command.index("./scripts/backup.sh") + 1]
+            # Backups daily; the restore drill monthly, on the 1st.
+            assert (day, month, weekday) == ("1" if kind == "drill" else "*", "*", "*"), line
             installed[kind] = cron_times(minute, hour)
     assert installed == {
         "full": deployed_times("fullBackupSchedule"),
         "incremental": deployed_times("incrementalBackupSchedule"),
+        "drill": deployed_times("drillSchedule", day="1"),
     }
     assert installed["incremental"] == {(8, 0), (14, 0), (20, 0)}
     assert "30 4 * * * /usr/local/bin/rotate-logs" in table.read_text().splitlines()
@@ -117,9 +119,9 @@ def test_setting_up_the_crontab_twice_installs_each_backup_once(
     table, env = crontab
     for _ in range(2):
         assert run(SCRIPTS / "backup-cron.sh", "setup", cwd=tmp_path, env=env).returncode == 0
-    assert sum(MARKER in line for line in table.read_text().splitlines()) == 2
+    assert sum(MARKER in line for line in table.read_text().splitlines()) == 3
     shown = run(SCRIPTS / "backup-cron.sh", "show", cwd=tmp_path, env=env)
-    assert shown.returncode == 0 and shown.stdout.count(MARKER) == 2
+    assert shown.returncode == 0 and shown.stdout.count(MARKER) == 3
 
 
 @pytest.mark.parametrize("option", ["--help", "-h"])

@@ -113,6 +113,33 @@ class FilesComponent(StagedRestore):
     def clear_leftovers(self, options: RestoreOptions) -> list[str]:
         return swap.clear_leftovers(self.name, self._places(self._roots(), options))
 
+    # Restore drills (questboard_backup/drill.py): files go beneath the drill's own scratch folder.
+
+    def drillable(self, options: RestoreOptions) -> bool:
+        return options.files_root is not None
+
+    def drill_guard(self, production: object, facts: Mapping[str, Any], options: RestoreOptions) -> None:
+        """A drill restores files only beneath a scratch folder that is neither ``/`` nor inside a
+        backed-up or configured root (it is removed after the drill)."""
+        if options.files_root is None:
+            raise ConfigurationError(f"{self.name}: a drill restores files only beneath a drill files root")
+        root = Path(os.path.realpath(options.files_root))
+        roots = [str(path) for path in facts.get("roots", [])] + [str(path) for path in self.paths]
+        if isinstance(production, FilesComponent):
+            roots += [str(path) for path in production.paths]
+        if root == Path("/"):
+            raise ConfigurationError(f"{self.name}: the drill files root resolves to /, which is production")
+        for production_root in roots:
+            resolved = Path(os.path.realpath(production_root))
+            if root == resolved or root.is_relative_to(resolved):
+                raise ConfigurationError(
+                    f"{self.name}: the drill files root {options.files_root} lies in production's {production_root}"
+                )
+
+    def discard(self, facts: Mapping[str, Any], options: RestoreOptions) -> list[str]:
+        """Nothing of its own: the drill removes its whole scratch folder."""
+        return []
+
     def _roots(self) -> Sequence[str]:
         """The roots this instance staged, else the configured ones."""
         if self._staged_roots is not None:

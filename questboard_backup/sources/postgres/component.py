@@ -24,6 +24,7 @@ from questboard_backup.errors import (
     BackupError,
     ConfigurationError,
     IntegrityError,
+    RestoreVerificationError,
     SourceError,
     SourceUnreachableError,
 )
@@ -58,6 +59,7 @@ from questboard_backup.sources.postgres.roles import create_missing_roles
 from questboard_backup.sources.postgres.staging import (
     count_rows,
     create_staging,
+    drop_database,
     drop_quietly,
     verify_staging,
 )
@@ -276,6 +278,62 @@ class PostgresComponent(StagedRestore):
     def clear_leftovers(self, options: RestoreOptions) -> list[str]:
         with self._admin_cursor() as cur, failing_as(f"cannot clear earlier restores of {self.database}"):
             return swap.clear_leftovers(cur, SwapNames(self.database, options.timestamp))
+
+    # Restore drills (questboard_backup/drill.py): this instance is the drill database.
+
+    def drillable(self, options: RestoreOptions) -> bool:
+        return True
+
+    def drill_guard(self, production: object, facts: Mapping[str, Any], options: RestoreOptions) -> None:
+        """A drill database never has the production database's name, on whatever server: it is
+        dropped after every drill, and a name can reach production through an alias or a tunnel."""
+        if isinstance(production, PostgresComponent) and production.database == self.database:
+            raise ConfigurationError(
+                f"the drill database {self.database!r} is the production database: a drill never restores "
+                f"into production (name a dedicated one, e.g. {self.database}_drill; it is dropped after "
+                "every drill)"
+            )
+
+    def discard(self, facts: Mapping[str, Any], options: RestoreOptions) -> list[str]:
+        """Drop the drill database, and what the restore of ``options`` kept or staged beside it."""
+        names = SwapNames(self.database, options.timestamp)
+        dropped: list[str] = []
+        with self._admin_cursor() as cur, failing_as(f"cannot drop the drill database {self.database}"):
+            for database in (names.staging, names.previous, self.database):
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if cur.fetchone() is not None:
+                    drop_database(cur, database)
+                    dropped.append(f"dropped database {database}")
+        return dropped
+
+    def run_sql_checks(self, queries: Sequence[str]) -> list[str]:
+        """Each query in a read-only session (60 s at most); the first column of its first row must be
+        true (a boolean true or a non-zero number). RestoreVerificationError names the first that fails."""
+        passed: list[str] = []
+        with contextlib.closing(self._connect()) as conn:
+            conn.set_session(readonly=True)
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = '60s'")
+                for query in queries:
+                    shown = " ".join(query.split())[:120]
+                    try:
+                        cur.execute(query)
+                        row = cur.fetchone() if cur.description else None
+                    except psycopg2.Error as error:
+                        raise RestoreVerificationError(
+                            f"drill check failed in {self.database}: {shown}: {self.tools.scrub(first_line(error))}"
+                        ) from None
+                    value = row[0] if row else None
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        ok = value is True
+                    else:
+                        ok = value != 0
+                    if not ok:
+                        raise RestoreVerificationError(
+                            f"drill check failed in {self.database}: {shown}: answered {str(value)[:40]!r}, not true"
+                        )
+                    passed.append(f"ok: {shown}")
+        return passed
 
     @contextlib.contextmanager
     def _admin_cursor(self) -> Iterator[Cursor]:

@@ -8,8 +8,10 @@ The stream's format, writer and reader are in ``stream.py``; the spare dbs and t
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, BinaryIO
@@ -303,6 +305,52 @@ class RedisComponent(StagedRestore):
                     "redis staging not dropped db=%d reason=%s", spare, _reason(error, self._password)
                 )
 
+    # Restore drills (questboard_backup/drill.py): this instance is the drill target (shifted dbs).
+
+    def drillable(self, options: RestoreOptions) -> bool:
+        return True
+
+    def drill_guard(self, production: object, facts: Mapping[str, Any], options: RestoreOptions) -> None:
+        """Refuse a drill whose target dbs are production's dbs on the production instance: the dbs
+        the backup holds, and the production URL's own db."""
+        if not isinstance(production, RedisComponent) or not self._same_instance(production):
+            return
+        source_dbs = {int(db) for db in facts.get("dbs", {})}
+        production_dbs = source_dbs | {production.db}
+        clash = sorted({self.offset + db for db in source_dbs} & production_dbs)
+        if clash:
+            raise ConfigurationError(
+                f"the drill Redis target {self._shown} is the production instance and would restore into its "
+                f"db(s) {', '.join(map(str, clash))}: name a spare instance, or a db above "
+                f"{max(production_dbs)} (the backup's db k goes to db N+k)"
+            )
+
+    def discard(self, facts: Mapping[str, Any], options: RestoreOptions) -> list[str]:
+        """Flush the drill's target dbs (db N+k for each db k of the backup)."""
+        flushed: list[str] = []
+        with self._errors("the drill's cleanup"):
+            for db in sorted(int(db) for db in facts.get("dbs", {})):
+                with self._connected(self.offset + db) as client:
+                    client.flushdb()
+                flushed.append(f"flushed db {self.offset + db}")
+        return flushed
+
+    def _server_id(self) -> str | None:
+        """The server's run_id (unique per Redis process), or None when it cannot be read."""
+        try:
+            with self._connected(self.db) as client:
+                return str(client.info("server").get("run_id") or "") or None
+        except (redis.RedisError, OSError):
+            return None
+
+    def _same_instance(self, other: RedisComponent) -> bool:
+        """Whether both reach one server: by run_id when both answer, else by address (a name that
+        resolves to an address of the other, same port; an unresolvable name matches only itself)."""
+        mine, theirs = self._server_id(), other._server_id()
+        if mine and theirs:
+            return mine == theirs
+        return same_address(self._params, other._params)
+
     def _dbs(self) -> LogicalDbs:
         return LogicalDbs(self._connected, self.batch_keys, self._connected_once)
 
@@ -353,3 +401,21 @@ def _reason(error: Exception, password: str) -> str:
 def _placement(targets: Mapping[int, int]) -> str:
     """``0->0 3->3``: each source db and the db it is restored into."""
     return " ".join(f"{source}->{target}" for source, target in targets.items()) or "none"
+
+
+def same_address(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two redis-py connection parameter sets may reach one server (unix sockets by path)."""
+    if a.get("path") or b.get("path"):
+        return bool(a.get("path")) and a.get("path") == b.get("path")
+    if int(a.get("port") or 6379) != int(b.get("port") or 6379):
+        return False
+    return bool(_addresses(str(a.get("host") or "localhost")) & _addresses(str(b.get("host") or "localhost")))
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return {f"unresolved:{host}"}
+    # Every loopback address is this machine.
+    return {"loopback" if ipaddress.ip_address(a.split("%")[0]).is_loopback else a for a in found}

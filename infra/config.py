@@ -36,6 +36,12 @@ DEFAULTS: dict[str, Any] = {
     "expectedBackupBytes": 0,
     "alertSlackWorkspaceId": "",
     "alertSlackChannelId": "",
+    "drillSchedule": "cron(0 5 1 * ? *)",
+    "drillDatabase": "",
+    "drillRedisDb": None,
+    "drillFilesRoot": "",
+    "drillChecks": [],
+    "drillRtoSeconds": 3600,
 }
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -46,6 +52,7 @@ _SG = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _ROUTE_TABLE = re.compile(r"^rtb-[0-9a-f]{8,17}$")
 _AZ = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
 _SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")
+_DRILL_DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
 _WAF_ACL_ARN = re.compile(
@@ -109,6 +116,29 @@ class StackConfig:
     #: AWS Chatbot: the alert topic goes to this Slack channel ("" and "" = no Chatbot).
     alert_slack_workspace_id: str = ""
     alert_slack_channel_id: str = ""
+    #: Restore drills: when (a monthly schedule; drills run only when a drill target is named), the
+    #: database beside production's and the Redis db N (the backup's db k into N+k) they restore into,
+    #: a scratch folder for files, SQL smoke checks, and the RTO a drill is held to.
+    drill_schedule: str = "cron(0 5 1 * ? *)"
+    drill_database: str = ""
+    drill_redis_db: int | None = None
+    drill_files_root: str = ""
+    drill_checks: tuple[str, ...] = ()
+    drill_rto_seconds: int = 3600
+
+    @property
+    def drills_enabled(self) -> bool:
+        return bool(self.drill_database) or self.drill_redis_db is not None
+
+    def drill_environment(self) -> dict[str, str]:
+        """The functions' BACKUP_DRILL_* variables (lambdas/dependencies.py reads them)."""
+        return {
+            "BACKUP_DRILL_DATABASE": self.drill_database,
+            "BACKUP_DRILL_REDIS_DB": "" if self.drill_redis_db is None else str(self.drill_redis_db),
+            "BACKUP_DRILL_FILES_ROOT": self.drill_files_root,
+            "BACKUP_DRILL_CHECKS": json.dumps(list(self.drill_checks)),
+            "BACKUP_DRILL_RTO_SECONDS": str(self.drill_rto_seconds),
+        }
 
     @classmethod
     def from_context(cls, get: Mapping[str, Any]) -> StackConfig:
@@ -146,6 +176,12 @@ class StackConfig:
             expected_backup_bytes=int(_number(value, "expectedBackupBytes", 0, _MAX_EXPECTED_BYTES)),
             alert_slack_workspace_id=slack_workspace_id,
             alert_slack_channel_id=slack_channel_id,
+            drill_schedule=_matching(value, "drillSchedule", _SCHEDULE),
+            drill_database=_matching(value, "drillDatabase", _DRILL_DATABASE, optional=True),
+            drill_redis_db=_drill_redis_db(value("drillRedisDb")),
+            drill_files_root=_drill_files_root(value("drillFilesRoot")),
+            drill_checks=_drill_checks(value("drillChecks")),
+            drill_rto_seconds=int(_number(value, "drillRtoSeconds", 1, 7 * 86400)),
         )
 
 
@@ -213,6 +249,34 @@ def _flag(value: Any, key: str) -> bool:
     if text in _FALSE:
         return False
     raise ContextError(f"context {key!r} must be true or false, not {raw!r}")
+
+
+def _drill_redis_db(raw: Any) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool) or not str(raw).isdigit() or not 0 <= int(raw) <= 15:
+        raise ContextError(f"context 'drillRedisDb' must be a Redis db number 0-15 (or null), not {raw!r}")
+    return int(raw)
+
+
+def _drill_files_root(raw: Any) -> str:
+    text = str(raw or "").strip()
+    if text and (not text.startswith("/") or text.rstrip("/") == ""):
+        raise ContextError(
+            f"context 'drillFilesRoot' must be an absolute scratch folder other than /, not {text!r}"
+        )
+    return text
+
+
+def _drill_checks(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):  # `-c drillChecks='[...]'` arrives as a string
+        try:
+            raw = json.loads(raw) if raw.strip() else []
+        except json.JSONDecodeError:
+            raw = None
+    if not isinstance(raw, list) or not all(isinstance(check, str) and check.strip() for check in raw):
+        raise ContextError("context 'drillChecks' must be a list of SQL queries, each answering true")
+    return tuple(check.strip() for check in raw)
 
 
 def _json_list(raw: Any, key: str) -> list[Any]:

@@ -82,6 +82,8 @@ RESTORE_STATE_MACHINE_TIMEOUT_HOURS: Final = 4
 
 FULL_BACKUP_INPUT: Final = {"type": "full"}
 INCREMENTAL_BACKUP_INPUT: Final = {"type": "incremental"}
+#: The monthly restore drill: the latest set into the stack's drill targets (lambdas/models.py RestoreRequest).
+DRILL_INPUT: Final = {"backup": "latest", "drill": True}
 SCHEDULE_RETRY_ATTEMPTS: Final = 3
 SCHEDULE_MAX_EVENT_AGE_HOURS: Final = 1
 DLQ_RETENTION_DAYS: Final = 14

@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import Duration, IgnoreMode, Size, Stack
@@ -136,14 +137,23 @@ FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         names.RESTORE_VERIFY, "Check restored data against the manifest", 300, _NONE, reads_secrets=True
     ),
+    # In a drill, Report runs the SQL checks and cleans the drill targets (secrets) from the manifest
+    # it authenticates (Decrypt); the failure path cleans a failed drill the same way.
     FunctionSpec(
-        names.RESTORE_REPORT, "Release the lock, report a finished restore", 60, _LOCKS, publishes_alerts=True
+        names.RESTORE_REPORT,
+        "Release the lock, report a finished restore; a drill's checks and cleanup",
+        300,
+        _LOCKS,
+        _DEC,
+        reads_secrets=True,
+        publishes_alerts=True,
     ),
     FunctionSpec(
         names.RESTORE_FAILURE,
-        "Undo a failed restore, release the lock, alert",
+        "Undo a failed restore (clean a failed drill), release the lock, alert",
         300,
         _LOCKS,
+        _DEC,
         reads_secrets=True,
         publishes_alerts=True,
     ),
@@ -198,6 +208,8 @@ class FunctionDependencies:
     log_level: str
     #: The schedules' time zone: the tier rule follows its calendar (BACKUP_TIMEZONE).
     schedule_timezone: str
+    #: Restore drills' targets, checks and RTO target (BACKUP_DRILL_*), from the stack's context.
+    drill_environment: Mapping[str, str] = field(default_factory=dict)
 
 
 class BackupFunctions(Construct):
@@ -249,6 +261,7 @@ class BackupFunctions(Construct):
             "ALERT_TOPIC_ARN": deps.alert_topic.topic_arn,
             # Validate refuses a restore whose estimate does not fit in one staging invocation.
             "RESTORE_STAGE_TIMEOUT_SECONDS": str(_timeout_seconds(names.RESTORE_COMPONENT)),
+            **deps.drill_environment,
         }
 
     def _build(self, spec: FunctionSpec) -> lambda_.Function:

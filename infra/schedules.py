@@ -8,6 +8,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
@@ -25,6 +26,8 @@ class BackupSchedules(Construct):
 
     full: scheduler.Schedule
     incremental: scheduler.Schedule
+    #: The monthly restore drill (only when the stack names a drill target).
+    drill: scheduler.Schedule | None = None
     dead_letter_queue: sqs.Queue
 
     def __init__(
@@ -34,6 +37,7 @@ class BackupSchedules(Construct):
         *,
         starter: lambda_.IFunction,
         config: StackConfig,
+        restore_state_machine: sfn.IStateMachine | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letter_queue = sqs.Queue(
@@ -75,6 +79,27 @@ class BackupSchedules(Construct):
             starter,
             config.backups_enabled,
         )
+        if restore_state_machine is not None and config.drills_enabled:
+            # Its own role: it may start the restore state machine and nothing else.
+            self.drill_role = iam.Role(
+                self, "StartDrillRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com")
+            )
+            self.drill = scheduler.Schedule(
+                self,
+                "RestoreDrill",
+                schedule_name=names.schedule_name(config.hostname, "drill"),
+                description="Quest Board Backup: the monthly restore drill (latest set into the drill targets)",
+                schedule=scheduler.ScheduleExpression.expression(config.drill_schedule, time_zone),
+                enabled=config.backups_enabled,
+                target=targets.StepFunctionsStartExecution(
+                    restore_state_machine,
+                    role=self.drill_role,
+                    input=scheduler.ScheduleTargetInput.from_object(dict(names.DRILL_INPUT)),
+                    dead_letter_queue=self.dead_letter_queue,
+                    retry_attempts=names.SCHEDULE_RETRY_ATTEMPTS,
+                    max_event_age=Duration.hours(names.SCHEDULE_MAX_EVENT_AGE_HOURS),
+                ),
+            )
         # After the targets exist: the grant's DefaultPolicy is created by them.
         NagSuppressions.add_resource_suppressions(
             self.role,

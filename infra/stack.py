@@ -67,6 +67,7 @@ class QuestBoardBackupStack(Stack):
                 backups_enabled=config.backups_enabled,
                 log_level=config.log_level,
                 schedule_timezone=config.schedule_timezone,
+                drill_environment=config.drill_environment(),
             ),
             layer_paths=layer_paths or LayerPaths(),
         )
@@ -75,7 +76,13 @@ class QuestBoardBackupStack(Stack):
         starter = self.functions[names.BACKUP_START]
         starter.add_environment("BACKUP_STATE_MACHINE_ARN", self.backup.state_machine.state_machine_arn)
         self.backup.state_machine.grant_start_execution(starter)
-        self.schedules = BackupSchedules(self, "Schedules", starter=starter, config=config)
+        self.schedules = BackupSchedules(
+            self,
+            "Schedules",
+            starter=starter,
+            config=config,
+            restore_state_machine=self.restore.state_machine,
+        )
         self.catalog = BackupCatalog(self, "Catalog")
         self.catalog.add_writer(self.functions[names.BACKUP_PUBLISH])
         for module in (names.BACKUP_FAILURE, names.RESTORE_REPORT, names.RESTORE_FAILURE):

@@ -7,6 +7,7 @@ also replaces a restore's target database or db), never from plain environment v
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ from questboard_backup.connections import (
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.lock import SHARED_LOCK_KEY, StorageLock
 from questboard_backup.redaction import redact_text
-from questboard_backup.settings import ENVIRONMENT_ONLY, Settings, whole_setting
+from questboard_backup.settings import ENVIRONMENT_ONLY, Settings, drill_fields, whole_setting
 from questboard_backup.sources.base import Component
 from questboard_backup.sources.registry import Endpoints
 from questboard_backup.storage.s3 import S3Storage
@@ -65,6 +66,9 @@ class FunctionSettings(Settings):
     incremental_schedule: str = ""
     #: How long a presigned download URL lives (at most 15 minutes).
     url_expiry_seconds: int = MAX_URL_EXPIRY_SECONDS
+    #: Restore drills (BACKUP_DRILL_*): the database on the database secret's server and the Redis db
+    #: (db k of a backup goes to db N+k) they restore into; files beneath drill_files_root.
+    drill_redis_db: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], source: str = ENVIRONMENT_ONLY) -> FunctionSettings:
@@ -94,7 +98,29 @@ class FunctionSettings(Settings):
             url_expiry_seconds=whole_setting(
                 environ, "BACKUP_API_URL_EXPIRY_SECONDS", MAX_URL_EXPIRY_SECONDS, 1, MAX_URL_EXPIRY_SECONDS
             ),
+            **_drill_settings(environ),
         )
+
+
+def _drill_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The functions' drill settings: the CLI's rules (a database name, not a URL: the server is the
+    database secret's), the Redis db as a number and the SQL checks as a JSON list."""
+    fields = drill_fields({key: value for key, value in environ.items() if key != "BACKUP_DRILL_CHECKS_FILE"})
+    if "://" in fields["drill_database"]:
+        raise ConfigurationError(
+            "BACKUP_DRILL_DATABASE must be a database name on the database secret's server"
+        )
+    raw_db = environ.get("BACKUP_DRILL_REDIS_DB", "").strip()
+    checks = environ.get("BACKUP_DRILL_CHECKS", "").strip()
+    try:
+        parsed = json.loads(checks) if checks else []
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list) or not all(isinstance(check, str) and check.strip() for check in parsed):
+        raise ConfigurationError("BACKUP_DRILL_CHECKS must be a JSON list of SQL queries")
+    fields["drill_checks"] = tuple(check.strip() for check in parsed)
+    fields["drill_redis_db"] = whole_setting(environ, "BACKUP_DRILL_REDIS_DB", 0, 0, 15) if raw_db else None
+    return fields
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -221,6 +247,25 @@ class Dependencies:
     ) -> Component | None:
         """The restore target for ``name``; None when this deployment has none."""
         return self.wiring.restore_targets(self.endpoints(database, redis_db), [name]).get(name)
+
+    def drill_target(self, name: str) -> Component | None:
+        """The drill target for ``name``: the drill database and Redis db only where the stack names them
+        (never production instead: no target), files as for a restore (a drill restores them beneath its
+        scratch folder, or not at all: ``drill.select``)."""
+        settings = self.settings
+        database, redis_db = settings.drill_database, settings.drill_redis_db
+        endpoints = Endpoints(
+            database_url=(lambda: self.database_url(database))
+            if database and settings.database_secret_arn
+            else "",
+            redis_url=(lambda: self.redis_url(redis_db))
+            if redis_db is not None and settings.redis_secret_arn
+            else "",
+            files_paths=settings.files_paths,
+            config_paths=settings.config_paths,
+            redis_shift_dbs=True,
+        )
+        return self.wiring.restore_targets(endpoints, [name]).get(name)
 
 
 def _powertools_secret(name: str) -> str:

@@ -88,6 +88,8 @@ class RestoreRequest(_Strict):
     backup: str = Field(min_length=1)
     only: list[ComponentName] | None = None
     targets: RestoreTargets = RestoreTargets()
+    #: A restore drill: into the stack's drill targets only (never ``targets``), checked, timed, cleaned.
+    drill: bool = False
 
 
 class RestoreState(_Strict):
@@ -98,6 +100,7 @@ class RestoreState(_Strict):
     timestamp: str
     only: list[ComponentName] | None = None
     targets: RestoreTargets = RestoreTargets()
+    drill: bool = False
 
 
 class RestoreStep(_Strict):
@@ -212,3 +215,5 @@ class RestoreVerifyOutput(_Strict):
 class ReportOutput(_Strict):
     restored: str
     targets: dict[str, Any]
+    #: A drill's report: components drilled and not, checks, cleanup, the measured RTO.
+    drill: dict[str, Any] | None = None

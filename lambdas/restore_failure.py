@@ -9,12 +9,14 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.dependencies import dependencies
+from lambdas.dependencies import Dependencies, dependencies
 from lambdas.models import FailureOutput, FailureRequest, RestoreState, parse
 from lambdas.observability import logger, metrics, tracer
-from lambdas.restore_support import configured_targets, options_for, record_restore
+from lambdas.restore_support import configured_targets, entry_for, options_for, record_restore
+from questboard_backup import drill
 from questboard_backup.errors import BackupError
-from questboard_backup.restore import settle_all, undo_all
+from questboard_backup.restore import load_checked_manifest, settle_all, undo_all
+from questboard_backup.sources.base import Component
 
 
 @logger.inject_lambda_context(correlation_id_path="restore.backup_id")
@@ -23,7 +25,11 @@ from questboard_backup.restore import settle_all, undo_all
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(FailureRequest, event)
     deps = dependencies()
-    metrics.add_metric(name="restore_failure_total", unit=MetricUnit.Count, value=1)
+    drilling = bool((request.restore or {}).get("drill"))
+    if drilling:
+        metrics.add_metric(name="restore_drill_failure_total", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="restore_failure_total", unit=MetricUnit.Count, value=1)
     backup_id = str((request.restore or {}).get("backup_id", "(unresolved)"))
     logger.error("restore failed", extra={"error": request.error.Error})
     undone: list[str] = []
@@ -40,11 +46,38 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 undone = ["nothing undone: every component was restored; check the targets"]
             else:
                 undone = undo_all(targets, options_for(state))
+            if state.drill:
+                undone += discard_drill(deps, state, targets)
         except BackupError as error:  # no target could be built (a malformed secret): alert all the same
             undone = [f"nothing undone: {error}"]
     if request.validated is not None and request.validated.get("lock_token"):
         deps.lock().release(str(request.validated["lock_token"]))  # after the undo: it ran alone
-    record_restore(False)
+    if drilling:
+        record_drill_failure(deps)
+    else:
+        record_restore(False)
     cause = request.error.Cause + "".join(f"\n{line}" for line in undone)
-    alerted = deps.alert_failure("restore of", backup_id, request.error.Error, cause)
+    what = "restore drill of" if drilling else "restore of"
+    alerted = deps.alert_failure(what, backup_id, request.error.Error, cause)
     return FailureOutput.model_validate({**alerted, "undone": undone}).model_dump()
+
+
+def discard_drill(deps: Dependencies, state: RestoreState, targets: dict[str, Component]) -> list[str]:
+    """A failed drill's targets cleaned as after a successful one. What is flushed is read from the
+    manifest only once it authenticates; without it, only the drill database is dropped."""
+    try:
+        manifest, _ = load_checked_manifest(entry_for(deps, state), deps.key_wrapper())
+    except BackupError as error:
+        logger.error("drill cleanup without the manifest", extra={"problem": str(error)})
+        manifest = None
+    return drill.discard_all(manifest, targets, options_for(state))
+
+
+def record_drill_failure(deps: Dependencies) -> None:
+    table = deps.catalog_table()
+    if table is None:
+        return
+    try:
+        table.record_drill(False, 0.0)
+    except BackupError as error:
+        logger.error("the status catalog did not record the drill", extra={"problem": str(error)})

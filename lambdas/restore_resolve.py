@@ -9,10 +9,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.dependencies import dependencies
-from lambdas.models import ResolveOutput, RestoreRequest, parse
+from lambdas.models import ResolveOutput, RestoreRequest, RestoreTargets, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup.address import timestamp
 from questboard_backup.catalog import resolve
+from questboard_backup.drill import scratch_folder
+from questboard_backup.errors import ConfigurationError
 from questboard_backup.storage.s3 import S3Storage
 
 
@@ -27,10 +29,23 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     def s3_factory(bucket: str, hostname: str) -> S3Storage:
         return S3Storage(bucket, hostname, deps.client("s3"))
 
+    if request.drill and (request.only is not None or request.targets != RestoreTargets()):
+        raise ConfigurationError("a drill restores into the stack's drill targets: give no targets or only")
     entry = resolve(request.backup, [storage], s3_factory, deps.key_wrapper())
     logger.set_correlation_id(entry.backup_id)
     location = entry.storage
     assert isinstance(location, S3Storage)
+    stamp = timestamp(datetime.now(UTC))
+    targets = request.targets.model_dump()
+    if request.drill:
+        settings = deps.settings
+        root = settings.drill_files_root
+        targets = {
+            "database": settings.drill_database or None,
+            "redis_db": settings.drill_redis_db,
+            # The drill's own scratch folder: made by the restore, removed after the drill.
+            "files_root": str(scratch_folder(root, stamp)) if root else None,
+        }
     return ResolveOutput.model_validate(
         {
             "restore": {
@@ -38,9 +53,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "hostname": location.hostname,
                 "set_prefix": entry.set_prefix,
                 "backup_id": entry.backup_id,
-                "timestamp": timestamp(datetime.now(UTC)),
+                "timestamp": stamp,
                 "only": request.only,
-                "targets": request.targets.model_dump(),
+                "targets": targets,
+                "drill": request.drill,
             }
         }
     ).model_dump()

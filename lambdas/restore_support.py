@@ -9,6 +9,7 @@ from lambdas.dependencies import Dependencies, dependencies
 from lambdas.models import RestoreState
 from lambdas.observability import logger
 from questboard_backup.catalog import CatalogEntry, read_manifest
+from questboard_backup.drill import DrillTarget
 from questboard_backup.errors import BackupError, ConfigurationError
 from questboard_backup.sources import registry
 from questboard_backup.sources.base import Component, RestoreOptions
@@ -20,11 +21,19 @@ def entry_for(deps: Dependencies, state: RestoreState) -> CatalogEntry:
     return CatalogEntry(storage, state.set_prefix, read_manifest(storage, state.set_prefix))
 
 
+def bound_target(deps: Dependencies, state: RestoreState, name: str) -> Component | None:
+    """The target of ``name`` for this restore: the request's, or in a drill the stack's drill target."""
+    if state.drill:
+        return deps.drill_target(name)
+    return deps.restore_target(name, database=state.targets.database, redis_db=state.targets.redis_db)
+
+
 def target_for(deps: Dependencies, state: RestoreState, name: str) -> Component:
     """The target of ``name``; refused by name when this deployment has none (never another's)."""
-    component = deps.restore_target(name, database=state.targets.database, redis_db=state.targets.redis_db)
+    component = bound_target(deps, state, name)
     if component is None:
-        raise ConfigurationError(f"no restore target configured for {name} in this deployment")
+        what = "drill target" if state.drill else "restore target"
+        raise ConfigurationError(f"no {what} configured for {name} in this deployment")
     return component
 
 
@@ -35,14 +44,23 @@ def targets_for(deps: Dependencies, state: RestoreState, names: Sequence[str]) -
 
 
 def configured_targets(deps: Dependencies, state: RestoreState) -> dict[str, Component]:
-    """Every target this deployment has among the restore's components (all, when none were chosen)."""
+    """Every target this deployment has among the restore's components (all, when none were chosen);
+    in a drill, only those that serve it."""
     wanted = state.only or registry.names()
     found = {}
     for name in sorted(wanted, key=registry.restore_rank):
-        target = deps.restore_target(name, database=state.targets.database, redis_db=state.targets.redis_db)
-        if target is not None:
-            found[name] = target
+        target = bound_target(deps, state, name)
+        if target is None:
+            continue
+        if state.drill and not (isinstance(target, DrillTarget) and target.drillable(options_for(state))):
+            continue
+        found[name] = target
     return found
+
+
+def drill_production(deps: Dependencies) -> dict[str, Component | None]:
+    """Production's targets, which a drill's must not resolve to."""
+    return {name: deps.restore_target(name) for name in registry.names()}
 
 
 def options_for(state: RestoreState) -> RestoreOptions:

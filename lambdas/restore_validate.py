@@ -11,7 +11,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import RestoreStep, ValidateOutput, parse
 from lambdas.observability import logger, metrics, tracer
-from lambdas.restore_support import entry_for, options_for, targets_for
+from lambdas.restore_support import drill_production, entry_for, options_for, targets_for
+from questboard_backup import drill
 from questboard_backup.restore import (
     check_fits,
     check_targets,
@@ -34,8 +35,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     token = lock.acquire(f"restore of {state.backup_id}, restore {state.timestamp}")
     try:
         manifest, _ = load_checked_manifest(entry_for(deps, state), deps.key_wrapper())
-        selected = select_components(manifest, state.only)
+        only = state.only
+        if state.drill:
+            # Only what has a drill target is drilled, and nothing whose target resolves to production.
+            drill_targets = {c.name: deps.drill_target(c.name) for c in manifest.components}
+            only, _ = drill.select(manifest, drill_targets, options_for(state))
+        selected = select_components(manifest, only)
         targets = targets_for(deps, state, [component.name for component in selected])
+        if state.drill:
+            drill.guard(manifest, targets, drill_production(deps), options_for(state))
         check_targets(selected, targets)
         check_fits(selected, deps.settings.restore_stage_timeout_seconds, "one staging invocation")
         clear_leftovers(targets, options_for(state))

@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import dependencies
 from lambdas.models import RestoreStep, RestoreVerifyOutput, parse
 from lambdas.observability import logger, metrics, tracer
+from lambdas.restore_support import bound_target
 from questboard_backup.sources import registry
 
 
@@ -22,8 +23,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     for name in request.restore.only or registry.names():
         if not registry.spec(name).answers_connections:
             continue
-        targets = request.restore.targets
-        target = deps.restore_target(name, database=targets.database, redis_db=targets.redis_db)
+        target = bound_target(deps, request.restore, name)
         if target is not None:
             target.check()
             checked.append(name)

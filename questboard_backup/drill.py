@@ -162,9 +162,13 @@ def run_checks(targets: Mapping[str, Component], checks: Sequence[str]) -> list[
     return results
 
 
-def discard_all(manifest: Manifest, targets: Mapping[str, Component], options: RestoreOptions) -> list[str]:
-    """Clean every drill target (never raises: what fails is a line of the report, and logged)."""
-    facts = {c.name: c.facts for c in manifest.components}
+def discard_all(
+    manifest: Manifest | None, targets: Mapping[str, Component], options: RestoreOptions
+) -> list[str]:
+    """Clean every drill target (never raises: what fails is a line of the report, and logged). The
+    manifest must be authenticated (its facts say which Redis dbs to flush); without one, what needs
+    no facts is cleaned (the drill database, the scratch folder)."""
+    facts = {c.name: c.facts for c in manifest.components} if manifest is not None else {}
     lines: list[str] = []
     for name, target in targets.items():
         if not isinstance(target, DrillTarget):

@@ -144,12 +144,14 @@ class World:
 
 
 def schedules(template: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Each backup type's schedule in the stack: ``{"full": ("cron(0 2 * * ? *)", "Asia/Tokyo")}``."""
+    """Each schedule in the stack by what it starts: ``{"full": ("cron(0 2 * * ? *)", "Asia/Tokyo")}``,
+    and "drill" for the monthly restore drill."""
     found = {}
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Scheduler::Schedule":
             properties = resource["Properties"]
-            kind = json.loads(properties["Target"]["Input"])["type"]
+            payload = json.loads(properties["Target"]["Input"])
+            kind = payload["type"] if "type" in payload else "drill" if payload.get("drill") else "other"
             found[kind] = (
                 properties["ScheduleExpression"],
                 properties.get("ScheduleExpressionTimezone", "UTC"),

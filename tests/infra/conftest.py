@@ -47,6 +47,9 @@ DISABLED_CONTEXT = {
     "expectedBackupBytes": "500000000000",  # as `-c expectedBackupBytes=500000000000` passes it
     "alertSlackWorkspaceId": "T0123ABCDEF",
     "alertSlackChannelId": "C0123ABCDEF",
+    # No drill target: no drill schedule.
+    "drillDatabase": "",
+    "drillRedisDb": "",
 }
 
 
@@ -96,5 +99,5 @@ def synth(layer_paths: LayerPaths, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def disabled_synth(layer_paths: LayerPaths, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """Backups disabled, no VPC endpoints, another time zone, an e-mail and an extra topic, the admin
-    API with other limits and a web ACL, a fixed expected bucket size and a Slack channel."""
+    API with other limits and a web ACL, a fixed expected bucket size and a Slack channel; no drills."""
     return _synth(DISABLED_CONTEXT, layer_paths, tmp_path_factory.mktemp("cdk.out.disabled"))

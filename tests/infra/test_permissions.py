@@ -55,8 +55,9 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     names.RESTORE_COMPONENT: {**_READ, **_SSE_READ, **_UNWRAP},
     names.RESTORE_SWAP: {},
     names.RESTORE_VERIFY: {},
-    names.RESTORE_REPORT: {**_READ, **_LOCK, **_SSE_WRITE},
-    names.RESTORE_FAILURE: {**_READ, **_LOCK, **_SSE_WRITE},
+    # Both authenticate the manifest of a drill before cleaning its targets (which Redis dbs to flush).
+    names.RESTORE_REPORT: {**_READ, **_LOCK, **_SSE_WRITE, **_UNWRAP},
+    names.RESTORE_FAILURE: {**_READ, **_LOCK, **_SSE_WRITE, **_UNWRAP},
     # The admin API reads its own deployment's sets (status, details, download URLs), nothing else.
     names.API: {OWN_LISTING: {"s3:ListBucket"}, OWN_OBJECTS: {"s3:GetObject"}, **_SSE_READ},
     names.API_AUTHORIZER: {},

@@ -1,4 +1,5 @@
-"""Scheduler starts full backups at 02:00 and incrementals at 08/14/20 in the configured time zone."""
+"""Scheduler starts full backups at 02:00 and incrementals at 08/14/20 in the configured time zone, and
+the restore drill monthly."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from infra import constants as names
 from tests.infra.conftest import Synthesized
 
 
-def _schedules(synth: Synthesized) -> dict[str, dict[str, Any]]:
+def _kind(schedule: dict[str, Any]) -> str:
+    payload = json.loads(schedule["Properties"]["Target"]["Input"])
+    return str(payload["type"]) if "type" in payload else "drill"
+
+
+def _schedules(synth: Synthesized, with_drill: bool = False) -> dict[str, dict[str, Any]]:
     schedules = synth.of_type("AWS::Scheduler::Schedule").values()
-    return {json.loads(s["Properties"]["Target"]["Input"])["type"]: s["Properties"] for s in schedules}
+    found = {_kind(s): s["Properties"] for s in schedules}
+    if not with_drill:
+        found.pop("drill", None)
+    return found
 
 
 def test_full_daily_at_two_and_incremental_every_six_hours_in_tokyo(synth: Synthesized) -> None:
@@ -35,7 +44,7 @@ def test_schedules_invoke_the_starter_with_the_scheduled_time_retries_and_a_dlq(
     queue_id = synth.logical_id(synth.stack.schedules.dead_letter_queue)
     for kind, schedule in _schedules(synth).items():
         target = schedule["Target"]
-        assert target["Arn"] == {"Fn::GetAtt": [starter_id, "Arn"]}
+        assert target["Arn"] == {"Fn::GetAtt": [starter_id, "Arn"]}, kind
         assert json.loads(target["Input"]) == {"type": kind, "scheduled_at": "<aws.scheduler.scheduled-time>"}
         assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
         assert target["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600}
@@ -56,11 +65,12 @@ def test_the_starter_alone_may_start_the_backup_state_machine_and_the_scheduler_
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
     assert {s["Action"] for s in statements} == {"lambda:InvokeFunction", "sqs:SendMessage"}  # + the DLQ
+    # The backup state machine: only the starter; the restore state machine: only the drill's role.
     starters = [
         policy
         for policy in synth.of_type("AWS::IAM::Policy").values()
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-        if statement["Action"] == "states:StartExecution"
+        if statement["Action"] == "states:StartExecution" and statement["Resource"] == {"Ref": machine_id}
     ]
     assert len(starters) == 1
     (statement,) = [
@@ -107,4 +117,43 @@ def test_schedules_carry_the_names_the_cli_looks_for(synth: Synthesized) -> None
     from questboard_backup.aws.scheduler import schedule_name
 
     names_found = sorted(s["Properties"]["Name"] for s in synth.of_type("AWS::Scheduler::Schedule").values())
-    assert names_found == sorted(schedule_name("questboard", kind) for kind in ("full", "incremental"))
+    assert names_found == sorted(
+        schedule_name("questboard", kind) for kind in ("full", "incremental", "drill")
+    )
+
+
+def test_the_restore_drill_starts_the_restore_workflow_monthly_in_drill_mode(synth: Synthesized) -> None:
+    drill = _schedules(synth, with_drill=True)["drill"]
+    assert drill["ScheduleExpression"] == "cron(0 5 1 * ? *)" == synth.stack.config.drill_schedule
+    assert drill["ScheduleExpressionTimezone"] == "Asia/Tokyo" and drill["State"] == "ENABLED"
+    target = drill["Target"]
+    assert target["Arn"] == {"Ref": synth.logical_id(synth.stack.restore.state_machine)}
+    assert json.loads(target["Input"]) == {"backup": "latest", "drill": True}
+    queue_id = synth.logical_id(synth.stack.schedules.dead_letter_queue)
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    # Its role may start the restore state machine, and nothing else.
+    role_id = synth.logical_id(synth.stack.schedules.drill_role)
+    assert target["RoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    statements = [
+        statement
+        for policy in synth.of_type("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert [(s["Action"], s["Resource"]) for s in statements if "sqs" not in json.dumps(s["Action"])] == [
+        ("states:StartExecution", {"Ref": synth.logical_id(synth.stack.restore.state_machine)})
+    ]
+
+
+def test_the_functions_get_the_drill_targets_checks_and_rto(synth: Synthesized) -> None:
+    function = synth.resources[synth.logical_id(synth.stack.functions[names.RESTORE_REPORT])]["Properties"]
+    variables = function["Environment"]["Variables"]
+    config = synth.stack.config
+    assert variables["BACKUP_DRILL_DATABASE"] == config.drill_database == "questboard_drill"
+    assert variables["BACKUP_DRILL_REDIS_DB"] == "8"
+    assert json.loads(variables["BACKUP_DRILL_CHECKS"]) == list(config.drill_checks)
+    assert variables["BACKUP_DRILL_RTO_SECONDS"] == "3600"
+
+
+def test_no_drill_target_means_no_drill_schedule(disabled_synth: Synthesized) -> None:
+    assert "drill" not in _schedules(disabled_synth, with_drill=True)

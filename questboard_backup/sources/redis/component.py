@@ -315,7 +315,7 @@ class RedisComponent(StagedRestore):
         the backup holds, and the production URL's own db."""
         if not isinstance(production, RedisComponent) or not self._same_instance(production):
             return
-        source_dbs = {int(db) for db in facts.get("dbs", {})}
+        source_dbs = {int(db) for db in facts.get("dbs", {}) if str(db).isdigit()}
         production_dbs = source_dbs | {production.db}
         clash = sorted({self.offset + db for db in source_dbs} & production_dbs)
         if clash:
@@ -329,7 +329,7 @@ class RedisComponent(StagedRestore):
         """Flush the drill's target dbs (db N+k for each db k of the backup)."""
         flushed: list[str] = []
         with self._errors("the drill's cleanup"):
-            for db in sorted(int(db) for db in facts.get("dbs", {})):
+            for db in sorted(int(db) for db in facts.get("dbs", {}) if str(db).isdigit()):
                 with self._connected(self.offset + db) as client:
                     client.flushdb()
                 flushed.append(f"flushed db {self.offset + db}")

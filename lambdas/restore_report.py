@@ -16,6 +16,7 @@ from lambdas.models import ReportOutput, ReportRequest, RestoreState, parse
 from lambdas.observability import logger, metrics, tracer
 from lambdas.restore_support import configured_targets, entry_for, options_for, record_restore
 from questboard_backup import drill
+from questboard_backup.address import parse_timestamp
 from questboard_backup.errors import BackupError
 from questboard_backup.restore import load_checked_manifest
 
@@ -61,7 +62,7 @@ def finish_drill(deps: Dependencies, state: RestoreState, drilled: list[str]) ->
     )
     checked = {name: targets[name] for name in drilled if name in targets}
     report.checks = drill.run_checks(checked, deps.settings.drill_checks)
-    started = datetime.strptime(state.timestamp, "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    started = parse_timestamp(state.timestamp)
     report.seconds = max((datetime.now(UTC) - started).total_seconds(), 0.001)
     report.cleanup = drill.discard_all(manifest, targets, options_for(state))
     logger.info("restore drill verified", extra={"backup_id": state.backup_id, "rto_seconds": report.seconds})

@@ -79,6 +79,11 @@ def timestamp(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):{_ID_TIME}}"
 
 
+def parse_timestamp(text: str) -> datetime:
+    """The UTC moment a ``timestamp`` names (a restore's or a drill's)."""
+    return datetime.strptime(text, _ID_TIME).replace(tzinfo=UTC)
+
+
 def zone(name: str) -> tzinfo:
     """An IANA time zone (``BACKUP_TIMEZONE``); ConfigurationError naming it when unknown."""
     try:

@@ -40,6 +40,8 @@ CONTRACT: dict[str, set[str]] = {
     "backup_restore_last_success_timestamp": {"hostname"},
     "backup_restore_failure_total": {"hostname"},
     "restore_drill_last_success_timestamp": {"hostname"},
+    "restore_drill_duration_seconds": {"hostname"},
+    "restore_drill_failure_total": {"hostname"},
 }
 LABEL_VALUES = {"type": {"full", "incremental"}, "tier": {"daily", "weekly", "monthly", "incremental"}}
 ALERTS = {
@@ -49,6 +51,8 @@ ALERTS = {
     "BackupSlow",
     "BackupShrunk",
     "RestoreDrillOverdue",
+    "RestoreDrillFailed",
+    "RestoreDrillSlow",
     "BackupDiskFilling",
     "BackupBucketGrowing",
     "BackupRestoreFailed",
@@ -138,6 +142,12 @@ MUTATIONS = [
     ("BackupSlow", "> 3 *", "> 10 *"),
     ("BackupShrunk", "< 0.5 *", "< 0.3 *"),
     ("RestoreDrillOverdue", "35 * 86400", "36 * 86400"),
+    (
+        "RestoreDrillFailed",
+        "increase(restore_drill_failure_total[1h])",
+        "increase(restore_drill_failure_total[5m])",
+    ),
+    ("RestoreDrillSlow", "> 3600", "> 7200"),
     ("BackupDiskFilling", "< 0.10", "< 0.01"),
     ("BackupDiskFilling", "86400)) < 0", "86400)) < -100000"),
     ("BackupBucketGrowing", "> 2 *", "> 3 *"),

@@ -42,6 +42,11 @@ DEFAULTS: dict[str, Any] = {
     "drillFilesRoot": "",
     "drillChecks": [],
     "drillRtoSeconds": 3600,
+    "uploadsFileSystemId": "",
+    "uploadsAccessPointId": "",
+    "filesMountPath": "/mnt/questboard",
+    "filesPaths": [],
+    "configPaths": [],
 }
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -52,6 +57,9 @@ _SG = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _ROUTE_TABLE = re.compile(r"^rtb-[0-9a-f]{8,17}$")
 _AZ = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
 _SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")
+_EFS = re.compile(r"^fs-[0-9a-f]{8,40}$")
+_EFS_ACCESS_POINT = re.compile(r"^fsap-[0-9a-f]{8,40}$")
+_MOUNT_PATH = re.compile(r"^/mnt/[A-Za-z0-9._-]+$")
 _DRILL_DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
@@ -125,10 +133,25 @@ class StackConfig:
     drill_files_root: str = ""
     drill_checks: tuple[str, ...] = ()
     drill_rto_seconds: int = 3600
+    #: Uploads and configuration on EFS: the file system and access point the functions mount at
+    #: files_mount_path (read-only for backups), and the paths beneath it the files and config
+    #: components back up (BACKUP_FILES_PATHS, BACKUP_CONFIG_PATHS).
+    uploads_file_system_id: str = ""
+    uploads_access_point_id: str = ""
+    files_mount_path: str = "/mnt/questboard"
+    files_paths: tuple[str, ...] = ()
+    config_paths: tuple[str, ...] = ()
 
     @property
     def drills_enabled(self) -> bool:
         return bool(self.drill_database) or self.drill_redis_db is not None
+
+    def files_environment(self) -> dict[str, str]:
+        """BACKUP_FILES_PATHS and BACKUP_CONFIG_PATHS: the paths on the mounted file system."""
+        return {
+            "BACKUP_FILES_PATHS": ",".join(self.files_paths),
+            "BACKUP_CONFIG_PATHS": ",".join(self.config_paths),
+        }
 
     def drill_environment(self) -> dict[str, str]:
         """The functions' BACKUP_DRILL_* variables (lambdas/dependencies.py reads them)."""
@@ -182,6 +205,7 @@ class StackConfig:
             drill_files_root=_drill_files_root(value("drillFilesRoot")),
             drill_checks=_drill_checks(value("drillChecks")),
             drill_rto_seconds=int(_number(value, "drillRtoSeconds", 1, 7 * 86400)),
+            **_efs_fields(value),
         )
 
 
@@ -249,6 +273,40 @@ def _flag(value: Any, key: str) -> bool:
     if text in _FALSE:
         return False
     raise ContextError(f"context {key!r} must be true or false, not {raw!r}")
+
+
+def _efs_fields(value: Any) -> dict[str, Any]:
+    """EFS: the file system and access point go together, and the files and config paths lie beneath
+    the mount path (a function has no files of its own: without a file system, no paths)."""
+    file_system = _matching(value, "uploadsFileSystemId", _EFS, optional=True)
+    access_point = _matching(value, "uploadsAccessPointId", _EFS_ACCESS_POINT, optional=True)
+    mount = _matching(value, "filesMountPath", _MOUNT_PATH)
+    if bool(file_system) != bool(access_point):
+        raise ContextError(
+            "context 'uploadsFileSystemId' and 'uploadsAccessPointId' go together: set both or neither"
+        )
+    paths = {}
+    for key in ("filesPaths", "configPaths"):
+        raw = value(key)
+        empty = raw in ([], "", None) or (isinstance(raw, str) and raw.strip() == "[]")
+        listed = [] if empty else _json_list(raw, key)
+        for path in listed:
+            if not isinstance(path, str) or not path.startswith(mount + "/") or "/../" in path + "/":
+                raise ContextError(
+                    f"context {key!r} must list paths beneath filesMountPath {mount}, not {path!r}"
+                )
+            if not file_system:
+                raise ContextError(
+                    f"context {key!r} needs uploadsFileSystemId: the functions have no files of their own"
+                )
+        paths[key] = tuple(listed)
+    return {
+        "uploads_file_system_id": file_system,
+        "uploads_access_point_id": access_point,
+        "files_mount_path": mount,
+        "files_paths": paths["filesPaths"],
+        "config_paths": paths["configPaths"],
+    }
 
 
 def _drill_redis_db(raw: Any) -> int | None:

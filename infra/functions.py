@@ -78,6 +78,9 @@ class FunctionSpec:
     publishes_alerts: bool = False
     #: In the private subnets, beside the databases; False: outside any VPC (AWS APIs only).
     in_vpc: bool = True
+    #: The uploads/config file system (EFS), when the stack names one: "read" (ClientMount only: a
+    #: backup never writes there) or "write" (restores stage and swap there, drills clean up).
+    files: str | None = None
 
     @property
     def construct_id(self) -> str:
@@ -106,7 +109,14 @@ FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
     FunctionSpec(names.BACKUP_START, "Start a scheduled backup, execution named after its id", 60, _NONE),
     FunctionSpec(names.BACKUP_PREPARE, "Plan a backup, take the lock, wrap a data key", 60, _LOCKS, _GEN),
     FunctionSpec(
-        names.BACKUP_DUMP, "Stream one component to S3", 900, _STAGES, _DEC, 3008, reads_secrets=True
+        names.BACKUP_DUMP,
+        "Stream one component to S3",
+        900,
+        _STAGES,
+        _DEC,
+        3008,
+        reads_secrets=True,
+        files="read",
     ),
     FunctionSpec(names.BACKUP_SEAL, "Write the authenticated manifest", 120, _STAGES, _DEC),
     FunctionSpec(
@@ -127,12 +137,25 @@ FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
         _LOCKS,
         _DEC,
         reads_secrets=True,
+        files="write",
     ),
     FunctionSpec(
-        names.RESTORE_COMPONENT, "Stage one component's restore", 900, _READS, _DEC, 3008, reads_secrets=True
+        names.RESTORE_COMPONENT,
+        "Stage one component's restore",
+        900,
+        _READS,
+        _DEC,
+        3008,
+        reads_secrets=True,
+        files="write",
     ),
     FunctionSpec(
-        names.RESTORE_SWAP, "Swap every staged component in at once", 300, _NONE, reads_secrets=True
+        names.RESTORE_SWAP,
+        "Swap every staged component in at once",
+        300,
+        _NONE,
+        reads_secrets=True,
+        files="write",
     ),
     FunctionSpec(
         names.RESTORE_VERIFY, "Check restored data against the manifest", 300, _NONE, reads_secrets=True
@@ -147,6 +170,7 @@ FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
         _DEC,
         reads_secrets=True,
         publishes_alerts=True,
+        files="write",
     ),
     FunctionSpec(
         names.RESTORE_FAILURE,
@@ -156,6 +180,7 @@ FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
         _DEC,
         reads_secrets=True,
         publishes_alerts=True,
+        files="write",
     ),
     FunctionSpec(
         names.API,
@@ -210,6 +235,10 @@ class FunctionDependencies:
     schedule_timezone: str
     #: Restore drills' targets, checks and RTO target (BACKUP_DRILL_*), from the stack's context.
     drill_environment: Mapping[str, str] = field(default_factory=dict)
+    #: BACKUP_FILES_PATHS and BACKUP_CONFIG_PATHS (on the mounted file system).
+    files_environment: Mapping[str, str] = field(default_factory=dict)
+    #: The uploads/config file system's mounts by access ("read", "write"); empty: none.
+    files_mounts: Mapping[str, lambda_.FileSystem] = field(default_factory=dict)
 
 
 class BackupFunctions(Construct):
@@ -262,6 +291,7 @@ class BackupFunctions(Construct):
             # Validate refuses a restore whose estimate does not fit in one staging invocation.
             "RESTORE_STAGE_TIMEOUT_SECONDS": str(_timeout_seconds(names.RESTORE_COMPONENT)),
             **deps.drill_environment,
+            **deps.files_environment,
         }
 
     def _build(self, spec: FunctionSpec) -> lambda_.Function:
@@ -286,6 +316,7 @@ class BackupFunctions(Construct):
             vpc_subnets=deps.subnets if spec.in_vpc else None,
             security_groups=deps.security_groups if spec.in_vpc else None,
             environment=self._environment(),
+            filesystem=deps.files_mounts.get(spec.files) if spec.files else None,
         )
         self._grant(function, spec)
         self._suppress_reviewed_findings(function, spec)

@@ -12,6 +12,7 @@ from infra import constants as names
 from infra.api import AdminApi
 from infra.catalog import BackupCatalog
 from infra.config import StackConfig
+from infra.files_mount import FilesMount
 from infra.functions import BackupFunctions, FunctionDependencies, LayerPaths
 from infra.monitoring import (
     AlertTopic,
@@ -49,6 +50,9 @@ class QuestBoardBackupStack(Stack):
         )
         self.network = Network(self, "Network", config=config)
         self.alerts = AlertTopic(self, "Alerts", key=self.security.alerts_key, alert_email=config.alert_email)
+        self.files_mount = FilesMount(
+            self, "FilesMount", config=config, security_groups=self.network.security_groups
+        )
         self.functions = BackupFunctions(
             self,
             "Functions",
@@ -68,6 +72,8 @@ class QuestBoardBackupStack(Stack):
                 log_level=config.log_level,
                 schedule_timezone=config.schedule_timezone,
                 drill_environment=config.drill_environment(),
+                files_environment=config.files_environment(),
+                files_mounts=self.files_mount.mounts,
             ),
             layer_paths=layer_paths or LayerPaths(),
         )

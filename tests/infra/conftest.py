@@ -50,6 +50,11 @@ DISABLED_CONTEXT = {
     # No drill target: no drill schedule.
     "drillDatabase": "",
     "drillRedisDb": "",
+    # Uploads and config on EFS.
+    "uploadsFileSystemId": "fs-0123456789abcdef0",
+    "uploadsAccessPointId": "fsap-0123456789abcdef0",
+    "filesPaths": ["/mnt/questboard/uploads"],
+    "configPaths": '["/mnt/questboard/config/app.env"]',  # as `-c configPaths='[...]'` passes it
 }
 
 
@@ -99,5 +104,5 @@ def synth(layer_paths: LayerPaths, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def disabled_synth(layer_paths: LayerPaths, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """Backups disabled, no VPC endpoints, another time zone, an e-mail and an extra topic, the admin
-    API with other limits and a web ACL, a fixed expected bucket size and a Slack channel; no drills."""
+    API with other limits and a web ACL, a fixed expected bucket size and a Slack channel; no drills; uploads and config on EFS."""
     return _synth(DISABLED_CONTEXT, layer_paths, tmp_path_factory.mktemp("cdk.out.disabled"))

@@ -195,7 +195,8 @@ class BackupWorkflow(Construct):
                 "Publish",
                 functions[names.BACKUP_PUBLISH],
                 {**backup, "components.$": "$.components"},
-                result_path=sfn.JsonPath.DISCARD,
+                # The execution's output says what the set holds and what was not configured.
+                result_path="$.published",
             ),
             invoke(
                 self, "Release", functions[names.BACKUP_RELEASE], backup, result_path=sfn.JsonPath.DISCARD

@@ -58,6 +58,9 @@ class Running(_Out):
 
 class LastRun(_Out):
     id: str
+    #: A last success: the components it holds, and those not configured (not backed up).
+    components: list[str] | None = None
+    not_configured: list[str] | None = None
 
 
 class TierUsage(_Out):
@@ -80,6 +83,8 @@ class Status(_Out):
     enabled: bool
     running: Running | None
     last_success: dict[str, LastRun | None]
+    #: Components the last backups skipped: this deployment has no source for them.
+    not_configured: list[str]
     last_failure: dict[str, LastRun | None]
     failures_total: dict[str, int]
     storage: dict[str, TierUsage]

@@ -28,10 +28,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     set_prefix = SetAddress(request.backup.hostname, request.backup.tier, request.backup.backup_id).set_prefix
     manifest = read_manifest(storage, set_prefix)
     write_latest_pointer(storage, manifest)
+    # What this deployment has no source for is said, not hidden behind a "complete" backup.
+    not_configured = [str(c.get("name")) for c in request.components if c.get("skipped")]
+    if not_configured:
+        logger.warning("components not configured: not backed up", extra={"components": not_configured})
     table = deps.catalog_table()
     if table is not None:
         try:  # the set exists (verified, promoted, pointed to): a stale index must not fail it
-            table.record_success(manifest, storage.uri(set_prefix))
+            table.record_success(manifest, storage.uri(set_prefix), not_configured=not_configured)
         except BackupError as error:
             logger.error("the status catalog did not record the backup", extra={"problem": str(error)})
     started, finished = parse_time(manifest.started_at), parse_time(manifest.finished_at)
@@ -44,4 +48,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     metrics.add_metric(name="backup_size_bytes", unit=MetricUnit.Bytes, value=manifest.stored_bytes)
     metrics.add_metric(name="backup_success_total", unit=MetricUnit.Count, value=1)
-    return PublishOutput(latest=storage.uri(set_prefix)).model_dump()
+    return PublishOutput(
+        latest=storage.uri(set_prefix),
+        components=[entry.name for entry in manifest.components],
+        not_configured=not_configured,
+    ).model_dump()

@@ -179,6 +179,9 @@ class PromoteOutput(_Strict):
 
 class PublishOutput(_Strict):
     latest: str
+    #: The components the set holds, and those this deployment has no source for (not backed up).
+    components: list[str] = []
+    not_configured: list[str] = []
 
 
 class ReleaseOutput(_Strict):

@@ -135,6 +135,14 @@ class AdminService:
                 "step": running.step,
             },
             "last_success": {kind: summary.get(f"last_success_{kind}") for kind in KINDS},
+            # What the newest backups could not hold: components this deployment has no source for.
+            "not_configured": sorted(
+                {
+                    str(name)
+                    for kind in KINDS
+                    for name in (summary.get(f"last_success_{kind}") or {}).get("not_configured") or []
+                }
+            ),
             "last_failure": {kind: summary.get(f"last_failure_{kind}") for kind in KINDS},
             "failures_total": {kind: int(summary.get(f"failures_{kind}", 0)) for kind in KINDS},
             "storage": {name: tiers.get(name, {"sets": 0, "stored_bytes": 0}) for name in TIERS},

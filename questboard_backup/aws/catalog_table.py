@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -122,10 +122,19 @@ class CatalogTable:
 
     # Writers: Publish, the failure path, the CLI's S3 runs.
 
-    def record_success(self, manifest: Manifest, location: str, now: datetime | None = None) -> None:
+    def record_success(
+        self,
+        manifest: Manifest,
+        location: str,
+        now: datetime | None = None,
+        not_configured: Sequence[str] = (),
+    ) -> None:
+        """``not_configured``: the components the run skipped because this deployment has no source
+        for them (the status says so, instead of a complete backup)."""
         record = set_record(manifest, location)
         self._call("put_item", Item=_item({"pk": self.hostname, "sk": set_key(manifest.backup_id), **record}))
-        last = {key: record[key] for key in ("id", "finished_at", "duration_seconds", "stored_bytes", "tier")}
+        keys = ("id", "finished_at", "duration_seconds", "stored_bytes", "tier", "components")
+        last = {key: record[key] for key in keys} | {"not_configured": list(not_configured)}
         tiers, recent = self._retained(now or datetime.now(UTC))
         self._call(
             "update_item",

@@ -126,3 +126,18 @@ def test_a_scheduled_start_names_the_execution_after_the_backup_and_is_idempoten
     late = backup_start.handler(event, FakeContext("backup_start"))  # a delivery after it finished
     assert late == {"backup_id": "questboard_full_20261129_020000", "started": False}
     assert len(sfn.list_executions(stateMachineArn=world.machines["backup"])["executions"]) == 1
+
+
+def test_a_deployment_without_files_or_config_says_so_instead_of_a_complete_backup(world: World) -> None:
+    from datetime import UTC, datetime
+
+    world.settings = replace(world.settings, files_paths=(), config_paths=())
+    world.install()
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "SUCCEEDED", backup.get("cause")
+    published = json.loads(backup["output"])["published"]
+    assert published["components"] == ["postgres", "redis"]
+    assert published["not_configured"] == ["files", "config"]
+    status = world.install().admin().status(10, None, None, datetime.now(UTC))
+    assert status["not_configured"] == ["config", "files"]
+    assert status["last_success"]["full"]["components"] == ["postgres", "redis"]

@@ -32,6 +32,15 @@ class Endpoints:
     #: True when the operator named a Redis target other than the configured one: source db k then
     #: goes to db N + k, N being the db in ``redis_url``. Otherwise (in place) db k goes back to db k.
     redis_shift_dbs: bool = False
+    #: Uploads kept in S3: ``s3://bucket/prefix`` (the prefix taken as a folder); "" when there are none.
+    uploads_s3_uri: str = ""
+    #: SSM Parameter Store paths (``/questboard/prod``) backed up recursively, and Secrets Manager secret
+    #: ids (names or ARNs); a restore target maps the set's paths and ids onto these by position.
+    config_ssm_paths: tuple[str, ...] = ()
+    config_secret_ids: tuple[str, ...] = ()
+    #: Builds the boto3 client of an AWS service (``"s3"``, ``"ssm"``, ``"secretsmanager"``) for the AWS
+    #: components; None: each component builds its own from the standard AWS configuration.
+    aws_client: Callable[[str], Any] | None = None
 
     @staticmethod
     def value(lazy: Lazy) -> str:
@@ -109,6 +118,22 @@ def _tree(name: str, paths: Callable[[Endpoints], tuple[Path, ...]]) -> SourceSp
     return SourceSpec(name, source, target)
 
 
+def _s3uploads(endpoints: Endpoints, settings: Settings) -> Component | None:
+    if not endpoints.uploads_s3_uri:
+        return None
+    from questboard_backup.sources.s3uploads import S3UploadsComponent
+
+    return S3UploadsComponent(endpoints.uploads_s3_uri, endpoints.aws_client)
+
+
+def _ssmconfig(endpoints: Endpoints, settings: Settings) -> Component | None:
+    if not endpoints.config_ssm_paths and not endpoints.config_secret_ids:
+        return None
+    from questboard_backup.sources.ssmconfig import SsmConfigComponent
+
+    return SsmConfigComponent(endpoints.config_ssm_paths, endpoints.config_secret_ids, endpoints.aws_client)
+
+
 _SPECS: dict[str, SourceSpec] = {}
 
 
@@ -151,3 +176,5 @@ register(
 register(SourceSpec("redis", _redis, _redis, answers_connections=True))
 register(_tree("files", lambda endpoints: endpoints.files_paths))
 register(_tree("config", lambda endpoints: endpoints.config_paths))
+register(SourceSpec("s3uploads", _s3uploads, _s3uploads))
+register(SourceSpec("ssmconfig", _ssmconfig, _ssmconfig))

@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "filesMountPath": "/mnt/questboard",
     "filesPaths": [],
     "configPaths": [],
+    "uploadsS3Uri": "",
+    "configParameterPaths": [],
+    "configSecretIds": [],
 }
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -60,6 +63,8 @@ _SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")
 _EFS = re.compile(r"^fs-[0-9a-f]{8,40}$")
 _EFS_ACCESS_POINT = re.compile(r"^fsap-[0-9a-f]{8,40}$")
 _MOUNT_PATH = re.compile(r"^/mnt/[A-Za-z0-9._-]+$")
+_SSM_PATH = re.compile(r"^/[A-Za-z0-9_.\-/]{1,1000}[A-Za-z0-9_.\-]$")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 _DRILL_DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")
@@ -141,16 +146,25 @@ class StackConfig:
     files_mount_path: str = "/mnt/questboard"
     files_paths: tuple[str, ...] = ()
     config_paths: tuple[str, ...] = ()
+    #: Uploads kept in S3 (``s3://bucket/prefix``), and configuration in SSM Parameter Store paths and
+    #: Secrets Manager secrets (names): the s3uploads and ssmconfig sources.
+    uploads_s3_uri: str = ""
+    config_parameter_paths: tuple[str, ...] = ()
+    config_secret_ids: tuple[str, ...] = ()
 
     @property
     def drills_enabled(self) -> bool:
         return bool(self.drill_database) or self.drill_redis_db is not None
 
     def files_environment(self) -> dict[str, str]:
-        """BACKUP_FILES_PATHS and BACKUP_CONFIG_PATHS: the paths on the mounted file system."""
+        """Where the uploads and configuration are: BACKUP_FILES_PATHS and BACKUP_CONFIG_PATHS on the
+        mounted file system, BACKUP_UPLOADS_S3_URI, BACKUP_CONFIG_SSM_PATHS, BACKUP_CONFIG_SECRET_IDS."""
         return {
             "BACKUP_FILES_PATHS": ",".join(self.files_paths),
             "BACKUP_CONFIG_PATHS": ",".join(self.config_paths),
+            "BACKUP_UPLOADS_S3_URI": self.uploads_s3_uri,
+            "BACKUP_CONFIG_SSM_PATHS": ",".join(self.config_parameter_paths),
+            "BACKUP_CONFIG_SECRET_IDS": ",".join(self.config_secret_ids),
         }
 
     def drill_environment(self) -> dict[str, str]:
@@ -206,6 +220,7 @@ class StackConfig:
             drill_checks=_drill_checks(value("drillChecks")),
             drill_rto_seconds=int(_number(value, "drillRtoSeconds", 1, 7 * 86400)),
             **_efs_fields(value),
+            **_aws_source_fields(value),
         )
 
 
@@ -306,6 +321,28 @@ def _efs_fields(value: Any) -> dict[str, Any]:
         "files_mount_path": mount,
         "files_paths": paths["filesPaths"],
         "config_paths": paths["configPaths"],
+    }
+
+
+def _aws_source_fields(value: Any) -> dict[str, Any]:
+    uri = _text(value, "uploadsS3Uri")
+    if uri:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or not _BUCKET.match(bucket) or not prefix.strip("/") or "*" in prefix:
+            raise ContextError(f"context 'uploadsS3Uri' must be s3://BUCKET/PREFIX, not {uri!r}")
+    found: dict[str, tuple[str, ...]] = {}
+    for key, pattern in (("configParameterPaths", _SSM_PATH), ("configSecretIds", _SECRET_NAME)):
+        raw = value(key)
+        empty = raw in ([], "", None) or (isinstance(raw, str) and raw.strip() == "[]")
+        listed = [] if empty else _json_list(raw, key)
+        for item in listed:
+            if not isinstance(item, str) or not pattern.match(item):
+                raise ContextError(f"context {key!r} lists {item!r}, which is not valid")
+        found[key] = tuple(listed)
+    return {
+        "uploads_s3_uri": uri,
+        "config_parameter_paths": found["configParameterPaths"],
+        "config_secret_ids": found["configSecretIds"],
     }
 
 

@@ -59,7 +59,7 @@ API: Final = "api"
 API_AUTHORIZER: Final = "api_authorizer"
 
 #: Dump branches, in the order their entries appear in ``components``.
-COMPONENTS: Final = ("postgres", "redis", "files", "config")
+COMPONENTS: Final = ("postgres", "redis", "files", "config", "s3uploads", "ssmconfig")
 
 #: Errors retried with backoff by every task (docs/serverless.md); LockedError and
 #: BackupDisabledError are deliberately absent.

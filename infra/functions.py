@@ -20,6 +20,8 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from infra import constants as names
+from infra.aws_sources import grant_aws_sources
+from infra.config import StackConfig
 from infra.permissions import (
     KmsAccess,
     S3Scope,
@@ -239,6 +241,8 @@ class FunctionDependencies:
     files_environment: Mapping[str, str] = field(default_factory=dict)
     #: The uploads/config file system's mounts by access ("read", "write"); empty: none.
     files_mounts: Mapping[str, lambda_.FileSystem] = field(default_factory=dict)
+    #: Uploads in S3 and configuration in SSM / Secrets Manager, for the grants (infra/aws_sources.py).
+    source_config: StackConfig | None = None
 
 
 class BackupFunctions(Construct):
@@ -324,6 +328,10 @@ class BackupFunctions(Construct):
 
     def _grant(self, function: lambda_.Function, spec: FunctionSpec) -> None:
         deps = self._deps
+        # The uploads in S3 and the configuration: the dump reads them, the restore steps write the
+        # uploads; Report only cleans a drill's scratch folder (EFS) and gets none of this.
+        if spec.files is not None and deps.source_config is not None and spec.module != names.RESTORE_REPORT:
+            grant_aws_sources(function, spec.files, deps.source_config)
         grant_bucket(function, deps.bucket, deps.bucket_key, deps.hostname, spec.s3)
         if spec.kms is not None:
             grant_wrapping_key(function, deps.key, spec.kms)

@@ -74,6 +74,7 @@ class QuestBoardBackupStack(Stack):
                 drill_environment=config.drill_environment(),
                 files_environment=config.files_environment(),
                 files_mounts=self.files_mount.mounts,
+                source_config=config,
             ),
             layer_paths=layer_paths or LayerPaths(),
         )

@@ -16,6 +16,7 @@ from questboard_backup.address import SetAddress
 from questboard_backup.catalog import read_manifest, write_latest_pointer
 from questboard_backup.errors import BackupError
 from questboard_backup.manifest import parse_time
+from questboard_backup.sources import registry
 
 
 @logger.inject_lambda_context(correlation_id_path="backup.backup_id")
@@ -29,9 +30,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     manifest = read_manifest(storage, set_prefix)
     write_latest_pointer(storage, manifest)
     # What this deployment has no source for is said, not hidden behind a "complete" backup.
-    not_configured = [str(c.get("name")) for c in request.components if c.get("skipped")]
+    skipped = [str(c.get("name")) for c in request.components if c.get("skipped")]
+    not_configured = registry.not_configured(skipped, [entry.name for entry in manifest.components])
     if not_configured:
-        logger.warning("components not configured: not backed up", extra={"components": not_configured})
+        logger.warning("parts of Quest Board not configured: not backed up", extra={"parts": not_configured})
     table = deps.catalog_table()
     if table is not None:
         try:  # the set exists (verified, promoted, pointed to): a stale index must not fail it

@@ -236,6 +236,7 @@ class Dependencies:
             files_paths=settings.files_paths,
             config_paths=settings.config_paths,
             redis_shift_dbs=redis_db is not None,
+            **self.wiring.aws_sources(),
         )
 
     def component(self, name: str) -> Component | None:

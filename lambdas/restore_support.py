@@ -49,6 +49,8 @@ def configured_targets(deps: Dependencies, state: RestoreState) -> dict[str, Com
     wanted = state.only or registry.names()
     found = {}
     for name in sorted(wanted, key=registry.restore_rank):
+        if registry.spec(name).restores_in_one_process:
+            continue  # the workflow never restores it (Validate refuses it): nothing to undo here
         target = bound_target(deps, state, name)
         if target is None:
             continue

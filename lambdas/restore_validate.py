@@ -4,6 +4,7 @@ restore whose estimate does not fit in one staging invocation, and clear what ea
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -13,6 +14,8 @@ from lambdas.models import RestoreStep, ValidateOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from lambdas.restore_support import drill_production, entry_for, options_for, targets_for
 from questboard_backup import drill
+from questboard_backup.errors import ConfigurationError
+from questboard_backup.manifest import ComponentEntry
 from questboard_backup.restore import (
     check_fits,
     check_targets,
@@ -20,6 +23,7 @@ from questboard_backup.restore import (
     load_checked_manifest,
     select_components,
 )
+from questboard_backup.sources import registry
 
 
 @logger.inject_lambda_context(correlation_id_path="restore.backup_id")
@@ -41,6 +45,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             drill_targets = {c.name: deps.drill_target(c.name) for c in manifest.components}
             only, _ = drill.select(manifest, drill_targets, options_for(state))
         selected = select_components(manifest, only)
+        refuse_one_process_restores(selected)
         targets = targets_for(deps, state, [component.name for component in selected])
         if state.drill:
             drill.guard(manifest, targets, drill_production(deps), options_for(state))
@@ -51,3 +56,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         lock.release(token)
         raise
     return ValidateOutput(components=list(targets), lock_token=token).model_dump()
+
+
+def refuse_one_process_restores(selected: list[ComponentEntry]) -> None:
+    """A component whose restore stages in memory cannot be staged here and swapped in by another
+    function: the CLI restores it (all of it in one process); the workflow refuses it by name."""
+    held = [c.name for c in selected if registry.spec(c.name).restores_in_one_process]
+    if held:
+        rest = [c.name for c in selected if c.name not in held]
+        raise ConfigurationError(
+            f"{', '.join(held)} is restored with the CLI only (backup.sh restore <backup> --only {','.join(held)}); "
+            f'restore the rest here with "only": {json.dumps(rest)}'
+        )

@@ -4,6 +4,7 @@ parsed arguments, printing text (or JSON with ``--json``) and returning the exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -242,7 +243,9 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     wiring = Wiring(settings)
     wrapper = wiring.key_ring()
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    targets = wiring.restore_targets(_restore_endpoints(settings, args))
+    # Uploads in S3 and configuration in SSM / Secrets Manager go back where they came from.
+    endpoints = dataclasses.replace(_restore_endpoints(settings, args), **wiring.aws_sources())
+    targets = wiring.restore_targets(endpoints)
     entry = _resolve(wiring, args.backup, wrapper)
     files_root = Path(args.to_files_root).absolute() if args.to_files_root else None
     try:

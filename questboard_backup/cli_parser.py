@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when the Redis URL has no password)",
     )
     sub.add_argument("--to-files-root", help="re-create the backed-up files and config beneath this folder")
-    sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config")
+    sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config,s3uploads,ssmconfig")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_restore)
     sub = commands.add_parser(

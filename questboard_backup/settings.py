@@ -48,6 +48,10 @@ _FALSE = {"0", "false", "no", "off"}
 _KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/)?(mrk-)?[0-9a-fA-F-]{32,36}$")
 #: BACKUP_ALERT_SNS_TOPIC_ARN: a standard topic (a FIFO topic would want a message group).
 _SNS_TOPIC = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+_SSM_PATH = re.compile(r"^/[A-Za-z0-9_.\-/]{1,1010}$")
+_SECRET_ID = re.compile(
+    r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$"
+)
 _DRILL_DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 #: BACKUP_S3_OBJECT_LOCK: the S3 Object Lock mode of every object written to its final place.
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -208,6 +212,30 @@ def alert_fields(environ: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def aws_source_fields(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Uploads in S3 and configuration in SSM Parameter Store / Secrets Manager."""
+    uri = environ.get("BACKUP_UPLOADS_S3_URI", "").strip()
+    if uri:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or not _BUCKET.match(bucket) or not prefix.strip("/"):
+            raise ConfigurationError(
+                f"BACKUP_UPLOADS_S3_URI must be s3://BUCKET/PREFIX (a prefix: restores stage beside it), not {uri[:100]!r}"
+            )
+    paths = tuple(p.strip() for p in environ.get("BACKUP_CONFIG_SSM_PATHS", "").split(",") if p.strip())
+    for path in paths:
+        if not _SSM_PATH.match(path):
+            raise ConfigurationError(
+                f"BACKUP_CONFIG_SSM_PATHS must list parameter paths like /questboard/prod, not {path[:100]!r}"
+            )
+    secrets = tuple(s.strip() for s in environ.get("BACKUP_CONFIG_SECRET_IDS", "").split(",") if s.strip())
+    for secret in secrets:
+        if not _SECRET_ID.match(secret):
+            raise ConfigurationError(
+                f"BACKUP_CONFIG_SECRET_IDS must list secret names or ARNs, not {secret[:100]!r}"
+            )
+    return {"uploads_s3_uri": uri, "config_ssm_paths": paths, "config_secret_ids": secrets}
+
+
 def drill_fields(environ: Mapping[str, str]) -> dict[str, Any]:
     """The CLI's restore drill settings (``questboard-backup drill``)."""
     database = environ.get("BACKUP_DRILL_DATABASE", "").strip()
@@ -270,6 +298,12 @@ class Settings:
     redis_url: str = ""
     files_paths: tuple[Path, ...] = ()
     config_paths: tuple[Path, ...] = ()
+    #: BACKUP_UPLOADS_S3_URI: uploads kept in S3 (``s3://bucket/prefix``; "" = none).
+    uploads_s3_uri: str = ""
+    #: BACKUP_CONFIG_SSM_PATHS and BACKUP_CONFIG_SECRET_IDS: configuration in SSM Parameter Store
+    #: (paths, backed up recursively) and Secrets Manager (secret names or ARNs).
+    config_ssm_paths: tuple[str, ...] = ()
+    config_secret_ids: tuple[str, ...] = ()
     enabled: bool = True
     backup_dir: Path = Path(DEFAULT_BACKUP_DIR)
     s3_bucket: str = ""
@@ -363,6 +397,7 @@ class Settings:
             redis_url=_url(environ, "REDIS_URL", ("redis", "rediss")),
             files_paths=_paths(environ, "BACKUP_FILES_PATHS"),
             config_paths=_paths(environ, "BACKUP_CONFIG_PATHS"),
+            **aws_source_fields(environ),
             enabled=_flag(environ, "BACKUP_ENABLED", True),
             backup_dir=Path(backup_dir),
             s3_bucket=bucket,

@@ -117,7 +117,18 @@ class Wiring:
             redis_url=self.settings.redis_url,
             files_paths=self.settings.files_paths,
             config_paths=self.settings.config_paths,
+            **self.aws_sources(),
         )
+
+    def aws_sources(self) -> dict[str, Any]:
+        """The AWS-native sources' endpoint fields (uploads in S3, config in SSM and Secrets Manager),
+        with this run's clients."""
+        return {
+            "uploads_s3_uri": self.settings.uploads_s3_uri,
+            "config_ssm_paths": self.settings.config_ssm_paths,
+            "config_secret_ids": self.settings.config_secret_ids,
+            "aws_client": self.client,
+        }
 
     def source(self, name: str, endpoints: Endpoints) -> Component | None:
         """The component ``name`` bound to its source; None when this deployment does not back it up."""

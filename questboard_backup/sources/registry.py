@@ -5,7 +5,7 @@ entry here; nothing else branches on a component's name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,12 @@ class SourceSpec:
     answers_connections: bool = False
     #: One line on what a set of this component needs from its restore target (``verify`` prints it).
     describe: Callable[[Mapping[str, Any]], str | None] = lambda facts: None
+    #: The part of Quest Board it holds ("database", "cache", "uploads", "configuration"): two sources
+    #: may hold one part in different deployments (uploads on a file system or in S3).
+    role: str = ""
+    #: True when its restore must stage and swap in one process (it keeps the staged values in
+    #: memory): the CLI restores it; the workflow, whose steps are separate functions, refuses it.
+    restores_in_one_process: bool = False
 
 
 # Each source module is imported only when used: the redis client alone costs ~0.1 s of CLI start-up.
@@ -102,7 +108,7 @@ def _redis(endpoints: Endpoints, settings: Settings) -> Component | None:
     return RedisComponent(Endpoints.value(endpoints.redis_url), shift_dbs=endpoints.redis_shift_dbs)
 
 
-def _tree(name: str, paths: Callable[[Endpoints], tuple[Path, ...]]) -> SourceSpec:
+def _tree(name: str, paths: Callable[[Endpoints], tuple[Path, ...]], role: str) -> SourceSpec:
     def source(endpoints: Endpoints, settings: Settings) -> Component | None:
         from questboard_backup.sources.files.component import FilesComponent
 
@@ -115,7 +121,7 @@ def _tree(name: str, paths: Callable[[Endpoints], tuple[Path, ...]]) -> SourceSp
         # paths let a later process (the workflow's swap or failure step) find what a stage left.
         return FilesComponent(name, paths(endpoints))
 
-    return SourceSpec(name, source, target)
+    return SourceSpec(name, source, target, role=role)
 
 
 def _s3uploads(endpoints: Endpoints, settings: Settings) -> Component | None:
@@ -160,6 +166,14 @@ def spec(name: str) -> SourceSpec:
         raise ConfigurationError(f"unknown component {name!r} (known: {', '.join(_SPECS)})") from None
 
 
+def not_configured(skipped: Iterable[str], backed_up: Iterable[str]) -> list[str]:
+    """The parts of Quest Board (roles) that no source of this deployment holds: those of the skipped
+    components that no backed-up component holds either (uploads in S3 make up for none on disk)."""
+    held = {spec(name).role for name in backed_up if name in _SPECS}
+    missing = [spec(name).role for name in skipped if name in _SPECS and spec(name).role not in held]
+    return list(dict.fromkeys(missing))
+
+
 def restore_rank(name: str) -> int:
     return names().index(name) if name in _SPECS else len(_SPECS)
 
@@ -171,10 +185,11 @@ register(
         _postgres_target,
         answers_connections=True,
         describe=_postgres_describe,
+        role="database",
     )
 )
-register(SourceSpec("redis", _redis, _redis, answers_connections=True))
-register(_tree("files", lambda endpoints: endpoints.files_paths))
-register(_tree("config", lambda endpoints: endpoints.config_paths))
-register(SourceSpec("s3uploads", _s3uploads, _s3uploads))
-register(SourceSpec("ssmconfig", _ssmconfig, _ssmconfig))
+register(SourceSpec("redis", _redis, _redis, answers_connections=True, role="cache"))
+register(_tree("files", lambda endpoints: endpoints.files_paths, "uploads"))
+register(_tree("config", lambda endpoints: endpoints.config_paths, "configuration"))
+register(SourceSpec("s3uploads", _s3uploads, _s3uploads, role="uploads"))
+register(SourceSpec("ssmconfig", _ssmconfig, _ssmconfig, role="configuration", restores_in_one_process=True))

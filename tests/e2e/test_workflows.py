@@ -137,7 +137,9 @@ def test_a_deployment_without_files_or_config_says_so_instead_of_a_complete_back
     assert backup["status"] == "SUCCEEDED", backup.get("cause")
     published = json.loads(backup["output"])["published"]
     assert published["components"] == ["postgres", "redis"]
-    assert published["not_configured"] == ["files", "config"]
+    # The parts of Quest Board nothing backs up here: uploads (neither on a file system nor in S3)
+    # and configuration (neither files nor SSM / Secrets Manager).
+    assert published["not_configured"] == ["uploads", "configuration"]
     status = world.install().admin().status(10, None, None, datetime.now(UTC))
-    assert status["not_configured"] == ["config", "files"]
+    assert status["not_configured"] == ["configuration", "uploads"]
     assert status["last_success"]["full"]["components"] == ["postgres", "redis"]

@@ -55,6 +55,10 @@ DISABLED_CONTEXT = {
     "uploadsAccessPointId": "fsap-0123456789abcdef0",
     "filesPaths": ["/mnt/questboard/uploads"],
     "configPaths": '["/mnt/questboard/config/app.env"]',  # as `-c configPaths='[...]'` passes it
+    # Uploads in S3 too, and configuration in SSM and Secrets Manager.
+    "uploadsS3Uri": "s3://questboard-uploads/prod/uploads",
+    "configParameterPaths": ["/questboard/prod"],
+    "configSecretIds": ["questboard/prod/app"],
 }
 
 

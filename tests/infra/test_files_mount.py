@@ -101,3 +101,66 @@ def test_bad_file_system_settings_are_refused_by_name(context: dict[str, Any], p
 
     with pytest.raises(ContextError, match=problem):
         StackConfig.from_context(_context(**context))
+
+
+def _statements_on(synth: Synthesized, module: str, needle: str) -> list[dict[str, Any]]:
+    role = synth.stack.functions[module].role
+    assert role is not None
+    role_id = synth.logical_id(role)
+    return [
+        statement
+        for policy in synth.of_type("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if needle in str(statement["Resource"])
+    ]
+
+
+def _actions(statements: list[dict[str, Any]]) -> set[str]:
+    found: set[str] = set()
+    for statement in statements:
+        action = statement["Action"]
+        found |= set(action) if isinstance(action, list) else {action}
+    return found
+
+
+def test_uploads_in_s3_are_read_by_the_dump_and_written_only_by_the_restore_steps(
+    disabled_synth: Synthesized,
+) -> None:
+    restore_writers = WRITERS - {names.RESTORE_REPORT}
+    for module in synth_modules(disabled_synth):
+        statements = _statements_on(disabled_synth, module, "questboard-uploads")
+        if module in READERS:
+            assert _actions(statements) == {"s3:ListBucket", "s3:GetObject"}, module
+            (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
+            assert listing["Condition"] == {"StringLike": {"s3:prefix": ["prod/uploads/*", "prod/uploads"]}}
+            (reading,) = [s for s in statements if s["Action"] == "s3:GetObject"]
+            assert "questboard-uploads/prod/uploads/*" in str(reading["Resource"])
+        elif module in restore_writers:
+            assert _actions(statements) == {
+                "s3:ListBucket",
+                "s3:ListBucketMultipartUploads",
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+            }, module
+            objects = [s for s in statements if "s3:PutObject" in s["Action"]]
+            assert "questboard-uploads/prod/uploads*" in str(objects[0]["Resource"])
+        else:
+            assert statements == [], module
+
+
+def test_only_the_dump_reads_the_configuration_and_nothing_writes_it(disabled_synth: Synthesized) -> None:
+    for module in synth_modules(disabled_synth):
+        ssm = _actions(_statements_on(disabled_synth, module, "parameter/questboard/prod"))
+        secrets = _actions(_statements_on(disabled_synth, module, "secret:questboard/prod/app-"))
+        if module in READERS:
+            assert ssm == {"ssm:GetParametersByPath", "ssm:GetParameter"}
+            assert secrets == {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+        else:
+            assert ssm == set() and secrets == set(), module
+    variables = _function(disabled_synth, names.BACKUP_DUMP)["Environment"]["Variables"]
+    assert variables["BACKUP_UPLOADS_S3_URI"] == "s3://questboard-uploads/prod/uploads"
+    assert variables["BACKUP_CONFIG_SSM_PATHS"] == "/questboard/prod"
+    assert variables["BACKUP_CONFIG_SECRET_IDS"] == "questboard/prod/app"

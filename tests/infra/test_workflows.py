@@ -72,7 +72,7 @@ def test_backup_runs_the_documented_steps_in_order(backup: dict[str, Any]) -> No
     assert backup["TimeoutSeconds"] == 2 * 3600
 
 
-def test_backup_dumps_the_four_components_in_parallel(synth: Synthesized, backup: dict[str, Any]) -> None:
+def test_backup_dumps_every_component_in_parallel(synth: Synthesized, backup: dict[str, Any]) -> None:
     dump = backup["States"]["Dump"]
     assert dump["Type"] == "Parallel"
     assert dump["ResultPath"] == "$.components"
@@ -87,7 +87,8 @@ def test_backup_dumps_the_four_components_in_parallel(synth: Synthesized, backup
         assert catch["ErrorEquals"] == ["States.ALL"] and catch["ResultPath"] == "$.error"
         assert branch["States"][catch["Next"]]["Type"] == "Pass"
     assert payloads == [
-        {"component": c, "backup.$": "$.backup"} for c in ("postgres", "redis", "files", "config")
+        {"component": c, "backup.$": "$.backup"}
+        for c in ("postgres", "redis", "files", "config", "s3uploads", "ssmconfig")
     ]
 
 
@@ -103,7 +104,7 @@ def test_any_failed_dump_goes_to_the_failure_path_with_its_error(backup: dict[st
             "Cause.$": f"$.components[{index}].error.Cause",
         }
         assert handler["ResultPath"] == "$.error" and handler["Next"] == failure_start
-    assert len(choice["Choices"]) == 4
+    assert len(choice["Choices"]) == len(names.COMPONENTS) == 6
 
 
 def test_backup_steps_keep_backup_and_components_in_the_state(

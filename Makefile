@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration infra bench bench-api bench-drill clean install install-runtime layers synth api
+.PHONY: demo test lint unit integration infra bench bench-api bench-drill bench-throughput clean install install-runtime layers synth api
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-system-deps.sh
 	./scripts/install-system-deps.sh
@@ -49,6 +49,10 @@ bench: $(STAMP)
 # The monthly restore drill's measured RTO against a bare pg_restore, on the same data.
 bench-drill: $(STAMP)
 	$(BIN)/python bench/drill.py
+
+# PostgreSQL dump and restore throughput per vCPU: the Lambda/Fargate sizing table (docs/fargate.md).
+bench-throughput: $(STAMP)
+	$(BIN)/python bench/throughput.py
 
 # The admin API's part alone: status latency and AWS calls at 10 and 500 sets, handlers' cold import.
 bench-api: $(STAMP)

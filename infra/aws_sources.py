@@ -15,7 +15,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from infra.config import StackConfig
 
 
-def grant_aws_sources(function: lambda_.Function, access: str, config: StackConfig) -> None:
+def grant_aws_sources(function: lambda_.Function | iam.Role, access: str, config: StackConfig) -> None:
     """``access``: "read" (the dump function) or "write" (the restore functions)."""
     stack = Stack.of(function)
     wildcards: list[str] = []
@@ -25,24 +25,26 @@ def grant_aws_sources(function: lambda_.Function, access: str, config: StackConf
         # A backup reads beneath the prefix; a restore also stages and keeps copies beside it.
         pattern = f"{base}/*" if access == "read" else f"{base}*"
         listing = ["s3:ListBucket"] + (["s3:ListBucketMultipartUploads"] if access == "write" else [])
-        function.add_to_role_policy(
+        _add(
+            function,
             iam.PolicyStatement(
                 actions=listing,
                 resources=[stack.format_arn(service="s3", region="", account="", resource=bucket)],
                 conditions={"StringLike": {"s3:prefix": [pattern, base]}} if access == "read" else None,
-            )
+            ),
         )
         wildcards.append(f"Resource::arn:<AWS::Partition>:s3:::{bucket}/{pattern}")
         objects = ["s3:GetObject"]
         if access == "write":
             objects += ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-        function.add_to_role_policy(
+        _add(
+            function,
             iam.PolicyStatement(
                 actions=objects,
                 resources=[
                     stack.format_arn(service="s3", region="", account="", resource=f"{bucket}/{pattern}")
                 ],
-            )
+            ),
         )
     if access != "read":
         _suppress(function, wildcards)
@@ -55,17 +57,21 @@ def grant_aws_sources(function: lambda_.Function, access: str, config: StackConf
                 stack.format_arn(service="ssm", resource="parameter", resource_name=name),
                 stack.format_arn(service="ssm", resource="parameter", resource_name=f"{name}/*"),
             ]
-        function.add_to_role_policy(
-            iam.PolicyStatement(actions=["ssm:GetParametersByPath", "ssm:GetParameter"], resources=parameters)
+        _add(
+            function,
+            iam.PolicyStatement(
+                actions=["ssm:GetParametersByPath", "ssm:GetParameter"], resources=parameters
+            ),
         )
         wildcards += [
             f"Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/{path.strip('/')}/*"
             for path in config.config_parameter_paths
         ]
         # DescribeParameters (each parameter's type, key, tier) has no resource-level permissions.
-        function.add_to_role_policy(iam.PolicyStatement(actions=["ssm:DescribeParameters"], resources=["*"]))
+        _add(function, iam.PolicyStatement(actions=["ssm:DescribeParameters"], resources=["*"]))
     if config.config_secret_ids:
-        function.add_to_role_policy(
+        _add(
+            function,
             iam.PolicyStatement(
                 actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                 resources=[
@@ -77,7 +83,7 @@ def grant_aws_sources(function: lambda_.Function, access: str, config: StackConf
                     )
                     for name in config.config_secret_ids
                 ],
-            )
+            ),
         )
         wildcards += [
             f"Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{name}-??????"
@@ -86,7 +92,7 @@ def grant_aws_sources(function: lambda_.Function, access: str, config: StackConf
     _suppress(function, wildcards)
 
 
-def _suppress(function: lambda_.Function, wildcards: list[str]) -> None:
+def _suppress(function: lambda_.Function | iam.Role, wildcards: list[str]) -> None:
     if not wildcards:
         return
     NagSuppressions.add_resource_suppressions(
@@ -101,3 +107,10 @@ def _suppress(function: lambda_.Function, wildcards: list[str]) -> None:
         ],
         apply_to_children=True,
     )
+
+
+def _add(grantee: lambda_.Function | iam.Role, statement: iam.PolicyStatement) -> None:
+    if isinstance(grantee, iam.Role):
+        grantee.add_to_principal_policy(statement)
+    else:
+        grantee.add_to_role_policy(statement)

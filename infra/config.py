@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "uploadsS3Uri": "",
     "configParameterPaths": [],
     "configSecretIds": [],
+    "componentRuntime": "auto",
 }
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -151,6 +152,9 @@ class StackConfig:
     uploads_s3_uri: str = ""
     config_parameter_paths: tuple[str, ...] = ()
     config_secret_ids: tuple[str, ...] = ()
+    #: Where PostgreSQL's dump and restore run: "auto" (a Fargate task when the projected duration
+    #: exceeds the Lambda's), "lambda" (no Fargate path deployed) or "fargate" (always).
+    component_runtime: str = "auto"
 
     @property
     def drills_enabled(self) -> bool:
@@ -221,6 +225,7 @@ class StackConfig:
             drill_rto_seconds=int(_number(value, "drillRtoSeconds", 1, 7 * 86400)),
             **_efs_fields(value),
             **_aws_source_fields(value),
+            component_runtime=_choice(value, "componentRuntime", {"AUTO", "LAMBDA", "FARGATE"}).lower(),
         )
 
 

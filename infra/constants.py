@@ -60,6 +60,9 @@ API_AUTHORIZER: Final = "api_authorizer"
 
 #: Dump branches, in the order their entries appear in ``components``.
 COMPONENTS: Final = ("postgres", "redis", "files", "config", "s3uploads", "ssmconfig")
+#: The components a Fargate task may dump and stage (the engine's questboard_backup/runtime.py says
+#: the same; tests/infra/test_fargate.py keeps them equal).
+FARGATE_COMPONENTS: Final = ("postgres",)
 
 #: Errors retried with backoff by every task (docs/serverless.md); LockedError and
 #: BackupDisabledError are deliberately absent.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import Duration, IgnoreMode, Size, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -109,7 +110,15 @@ _READS_OWN = frozenset({S3Scope.READ_OWN})
 #: outside the VPC; its handler gets 30 s, one more than API Gateway waits for it (29 s).
 FUNCTION_SPECS: tuple[FunctionSpec, ...] = (
     FunctionSpec(names.BACKUP_START, "Start a scheduled backup, execution named after its id", 60, _NONE),
-    FunctionSpec(names.BACKUP_PREPARE, "Plan a backup, take the lock, wrap a data key", 60, _LOCKS, _GEN),
+    # Prepare reads the database's size (a secret) to project the dump's duration (Lambda or Fargate).
+    FunctionSpec(
+        names.BACKUP_PREPARE,
+        "Plan a backup, take the lock, wrap a data key, choose where the dump runs",
+        60,
+        _LOCKS,
+        _GEN,
+        reads_secrets=True,
+    ),
     FunctionSpec(
         names.BACKUP_DUMP,
         "Stream one component to S3",
@@ -243,6 +252,8 @@ class FunctionDependencies:
     files_mounts: Mapping[str, lambda_.FileSystem] = field(default_factory=dict)
     #: Uploads in S3 and configuration in SSM / Secrets Manager, for the grants (infra/aws_sources.py).
     source_config: StackConfig | None = None
+    #: BACKUP_COMPONENT_RUNTIME: "auto", "lambda" or "fargate" (componentRuntime).
+    component_runtime: str = "lambda"
 
 
 class BackupFunctions(Construct):
@@ -276,6 +287,11 @@ class BackupFunctions(Construct):
     def __getitem__(self, module: str) -> lambda_.Function:
         return self.functions[module]
 
+    @property
+    def environment(self) -> dict[str, str]:
+        """Every function's environment (a Fargate task running a handler gets the same)."""
+        return self._environment()
+
     def _environment(self) -> dict[str, str]:
         deps = self._deps
         return {
@@ -296,6 +312,9 @@ class BackupFunctions(Construct):
             "RESTORE_STAGE_TIMEOUT_SECONDS": str(_timeout_seconds(names.RESTORE_COMPONENT)),
             **deps.drill_environment,
             **deps.files_environment,
+            "BACKUP_COMPONENT_RUNTIME": deps.component_runtime,
+            # Prepare sends a dump projected beyond the dump function's limit to Fargate.
+            "DUMP_TIMEOUT_SECONDS": str(_timeout_seconds(names.BACKUP_DUMP)),
         }
 
     def _build(self, spec: FunctionSpec) -> lambda_.Function:
@@ -327,20 +346,7 @@ class BackupFunctions(Construct):
         return function
 
     def _grant(self, function: lambda_.Function, spec: FunctionSpec) -> None:
-        deps = self._deps
-        # The uploads in S3 and the configuration: the dump reads them, the restore steps write the
-        # uploads; Report only cleans a drill's scratch folder (EFS) and gets none of this.
-        if spec.files is not None and deps.source_config is not None and spec.module != names.RESTORE_REPORT:
-            grant_aws_sources(function, spec.files, deps.source_config)
-        grant_bucket(function, deps.bucket, deps.bucket_key, deps.hostname, spec.s3)
-        if spec.kms is not None:
-            grant_wrapping_key(function, deps.key, spec.kms)
-        if spec.reads_secrets:
-            deps.database_secret.grant_read(function)
-            if deps.redis_secret:
-                deps.redis_secret.grant_read(function)
-        if spec.publishes_alerts:
-            deps.alert_topic.grant_publish(function)
+        grant_spec(function, spec, self._deps)
 
     def _suppress_reviewed_findings(self, function: lambda_.Function, spec: FunctionSpec) -> None:
         stack = Stack.of(self)
@@ -403,3 +409,20 @@ def _layer(scope: Construct, construct_id: str, path: Path, what: str) -> lambda
         compatible_architectures=[lambda_.Architecture.ARM_64],
         description=f"Quest Board Backup: {what}",
     )
+
+
+def grant_spec(grantee: lambda_.Function | iam.Role, spec: FunctionSpec, deps: FunctionDependencies) -> None:
+    """What ``spec`` may touch, granted to a function or to the Fargate task role that runs its handler."""
+    # The uploads in S3 and the configuration: the dump reads them, the restore steps write the
+    # uploads; Report only cleans a drill's scratch folder (EFS) and gets none of this.
+    if spec.files is not None and deps.source_config is not None and spec.module != names.RESTORE_REPORT:
+        grant_aws_sources(grantee, spec.files, deps.source_config)
+    grant_bucket(grantee, deps.bucket, deps.bucket_key, deps.hostname, spec.s3)
+    if spec.kms is not None:
+        grant_wrapping_key(grantee, deps.key, spec.kms)
+    if spec.reads_secrets:
+        deps.database_secret.grant_read(grantee)
+        if deps.redis_secret:
+            deps.redis_secret.grant_read(grantee)
+    if spec.publishes_alerts:
+        deps.alert_topic.grant_publish(grantee)

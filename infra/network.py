@@ -12,6 +12,10 @@ from infra.config import StackConfig
 #: The AWS APIs reached from inside the VPC: KMS (data keys), Secrets Manager (credentials), Step
 #: Functions (functions that start executions, such as an admin API), CloudWatch metrics and Logs,
 #: SNS (the failure path publishes). Lambda itself ships logs and X-Ray traces outside the VPC.
+FARGATE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
+    "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
+    "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+}
 INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "Kms": ec2.InterfaceVpcEndpointAwsService.KMS,
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
@@ -32,6 +36,7 @@ class Network(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig) -> None:
         super().__init__(scope, construct_id)
+        self._config = config
         zones = sorted({subnet.availability_zone for subnet in config.subnets})
         self.vpc = ec2.Vpc.from_vpc_attributes(self, "Vpc", vpc_id=config.vpc_id, availability_zones=zones)
         self.subnets = ec2.SubnetSelection(
@@ -77,7 +82,11 @@ class Network(Construct):
                 ec2.Port.tcp(443),
                 "HTTPS from the backup functions",
             )
-        for name, service in INTERFACE_ENDPOINTS.items():
+        services = dict(INTERFACE_ENDPOINTS)
+        if self._config.component_runtime != "lambda":
+            # The Fargate path's image, pulled through the ECR cache (its layers come through S3).
+            services.update(FARGATE_ENDPOINTS)
+        for name, service in services.items():
             self.vpc.add_interface_endpoint(
                 f"{name}Endpoint",
                 service=service,

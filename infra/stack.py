@@ -12,6 +12,7 @@ from infra import constants as names
 from infra.api import AdminApi
 from infra.catalog import BackupCatalog
 from infra.config import StackConfig
+from infra.fargate import FargatePath
 from infra.files_mount import FilesMount
 from infra.functions import BackupFunctions, FunctionDependencies, LayerPaths
 from infra.monitoring import (
@@ -53,33 +54,42 @@ class QuestBoardBackupStack(Stack):
         self.files_mount = FilesMount(
             self, "FilesMount", config=config, security_groups=self.network.security_groups
         )
-        self.functions = BackupFunctions(
-            self,
-            "Functions",
-            deps=FunctionDependencies(
-                bucket=self.storage.bucket,
-                key=self.security.backup_key,
-                bucket_key=self.security.bucket_key,
-                object_lock_mode=config.object_lock_mode,
-                alert_topic=self.alerts.topic,
-                database_secret=self.security.database_secret,
-                redis_secret=self.security.redis_secret,
-                vpc=self.network.vpc,
-                subnets=self.network.subnets,
-                security_groups=self.network.security_groups,
-                hostname=config.hostname,
-                backups_enabled=config.backups_enabled,
-                log_level=config.log_level,
-                schedule_timezone=config.schedule_timezone,
-                drill_environment=config.drill_environment(),
-                files_environment=config.files_environment(),
-                files_mounts=self.files_mount.mounts,
-                source_config=config,
-            ),
-            layer_paths=layer_paths or LayerPaths(),
+        function_deps = FunctionDependencies(
+            bucket=self.storage.bucket,
+            key=self.security.backup_key,
+            bucket_key=self.security.bucket_key,
+            object_lock_mode=config.object_lock_mode,
+            alert_topic=self.alerts.topic,
+            database_secret=self.security.database_secret,
+            redis_secret=self.security.redis_secret,
+            vpc=self.network.vpc,
+            subnets=self.network.subnets,
+            security_groups=self.network.security_groups,
+            hostname=config.hostname,
+            backups_enabled=config.backups_enabled,
+            log_level=config.log_level,
+            schedule_timezone=config.schedule_timezone,
+            drill_environment=config.drill_environment(),
+            files_environment=config.files_environment(),
+            files_mounts=self.files_mount.mounts,
+            source_config=config,
+            component_runtime=config.component_runtime,
         )
-        self.backup = BackupWorkflow(self, "Backup", functions=self.functions)
-        self.restore = RestoreWorkflow(self, "Restore", functions=self.functions)
+        self.functions = BackupFunctions(
+            self, "Functions", deps=function_deps, layer_paths=layer_paths or LayerPaths()
+        )
+        # The same handlers on ECS Fargate, for a PostgreSQL too large for 15 minutes (docs/fargate.md).
+        self.fargate: FargatePath | None = None
+        if config.component_runtime != "lambda":
+            self.fargate = FargatePath(
+                self,
+                "Fargate",
+                deps=function_deps,
+                layer_paths=layer_paths or LayerPaths(),
+                environment=self.functions.environment,
+            )
+        self.backup = BackupWorkflow(self, "Backup", functions=self.functions, fargate=self.fargate)
+        self.restore = RestoreWorkflow(self, "Restore", functions=self.functions, fargate=self.fargate)
         starter = self.functions[names.BACKUP_START]
         starter.add_environment("BACKUP_STATE_MACHINE_ARN", self.backup.state_machine.state_machine_arn)
         self.backup.state_machine.grant_start_execution(starter)

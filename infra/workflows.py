@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Duration
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -13,6 +14,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
 from infra import constants as names
+from infra.fargate import HEARTBEAT_SECONDS, TASK_TIMEOUT_HOURS, FargatePath
 from infra.functions import BackupFunctions
 
 _LAMBDA_ERRORS = [error for error in names.TRANSIENT_ERRORS if error.startswith("Lambda.")]
@@ -81,6 +83,54 @@ def failure_path(scope: Construct, function: lambda_.IFunction, what: str) -> sf
     return handle.next(failed)
 
 
+def on_fargate(
+    scope: Construct, state_name: str, fargate: FargatePath, module: str, event: dict[str, Any]
+) -> tuple[sfn.Pass, tasks.EcsRunTask]:
+    """The handler ``module`` on a Fargate task, given ``event`` (an object template), returning the
+    handler's output exactly as its Lambda does: the task reports it with the task token
+    (``lambdas/task_runner.py``), retried on the same transient errors; a task that stops reporting
+    fails with States.HeartbeatTimeout."""
+    build = sfn.Pass(scope, f"{state_name}Event", parameters={"event": event})
+    runner = fargate.runners[module]
+    task = tasks.EcsRunTask(
+        scope,
+        state_name,
+        integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+        cluster=fargate.cluster,
+        task_definition=runner.definition,
+        launch_target=tasks.EcsFargateLaunchTarget(platform_version=ecs.FargatePlatformVersion.LATEST),
+        subnets=fargate.subnets,
+        security_groups=fargate.security_groups,
+        assign_public_ip=False,
+        container_overrides=[
+            tasks.ContainerOverride(
+                container_definition=runner.container,
+                environment=[
+                    tasks.TaskEnvironmentVariable(
+                        name="QB_TASK_EVENT",
+                        value=sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.event")),
+                    ),
+                    tasks.TaskEnvironmentVariable(name="QB_TASK_TOKEN", value=sfn.JsonPath.task_token),
+                ],
+            )
+        ],
+        heartbeat_timeout=sfn.Timeout.duration(Duration.seconds(HEARTBEAT_SECONDS)),
+        task_timeout=sfn.Timeout.duration(Duration.hours(TASK_TIMEOUT_HOURS)),
+    )
+    task.add_retry(
+        errors=[error for error in names.TRANSIENT_ERRORS if not error.startswith("Lambda.")],
+        interval=Duration.seconds(names.RETRY_INTERVAL_SECONDS),
+        max_attempts=names.RETRY_MAX_ATTEMPTS,
+        backoff_rate=names.RETRY_BACKOFF_RATE,
+    )
+    return build, task
+
+
+def runs_on_fargate(path: str) -> sfn.Condition:
+    """``path`` (a component's runtime, chosen by Prepare or Validate) says "fargate"."""
+    return sfn.Condition.and_(sfn.Condition.is_present(path), sfn.Condition.string_equals(path, "fargate"))
+
+
 def _catch_all(state: sfn.TaskStateBase | sfn.Parallel | sfn.Map, failure: sfn.IChainable) -> None:
     state.add_catch(failure, errors=[sfn.Errors.ALL], result_path="$.error")
 
@@ -131,7 +181,14 @@ class BackupWorkflow(Construct):
 
     state_machine: sfn.StateMachine
 
-    def __init__(self, scope: Construct, construct_id: str, *, functions: BackupFunctions) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        functions: BackupFunctions,
+        fargate: FargatePath | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
         failure = failure_path(self, functions[names.BACKUP_FAILURE], "Backup")
         backup = {"backup.$": "$.backup"}
@@ -141,7 +198,8 @@ class BackupWorkflow(Construct):
             "Prepare",
             functions[names.BACKUP_PREPARE],
             None,  # the whole input: {"type"} and, from a scheduled start, {"backup_id"}
-            result_selector=backup,
+            # "runtime": where each dump runs (Lambda, or a Fargate task for a large PostgreSQL).
+            result_selector={**backup, "runtime.$": "$.runtime"},
             result_path="$",
         )
         # BACKUP_ENABLED=false is a deliberate refusal, not a failure (the CLI exits 0 for it too).
@@ -167,7 +225,24 @@ class BackupWorkflow(Construct):
                 errors=[sfn.Errors.ALL],
                 result_path="$.error",
             )
-            dump.branch(task)
+            if fargate is not None and component in names.FARGATE_COMPONENTS:
+                build, on_task = on_fargate(
+                    self,
+                    f"Dump{component.capitalize()}OnFargate",
+                    fargate,
+                    names.BACKUP_DUMP,
+                    {"component": component, **backup},
+                )
+                on_task.add_catch(
+                    sfn.Pass(self, f"Dump{component.capitalize()}OnFargateCaught"),
+                    errors=[sfn.Errors.ALL],
+                    result_path="$.error",
+                )
+                where = sfn.Choice(self, f"Dump{component.capitalize()}Where")
+                where.when(runs_on_fargate(f"$.runtime.{component}"), build.next(on_task)).otherwise(task)
+                dump.branch(where)
+            else:
+                dump.branch(task)
             dumps_ok.when(
                 sfn.Condition.is_present(f"$.components[{index}].error"),
                 sfn.Pass(
@@ -232,7 +307,14 @@ class RestoreWorkflow(Construct):
 
     state_machine: sfn.StateMachine
 
-    def __init__(self, scope: Construct, construct_id: str, *, functions: BackupFunctions) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        functions: BackupFunctions,
+        fargate: FargatePath | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
         failure = failure_path(self, functions[names.RESTORE_FAILURE], "Restore")
         restore = {"restore.$": "$.restore"}
@@ -244,12 +326,32 @@ class RestoreWorkflow(Construct):
             self,
             "StageComponents",
             items_path="$.validated.components",
-            item_selector={"component.$": "$$.Map.Item.Value", **restore},
+            item_selector={"component.$": "$$.Map.Item.Value", "runtime.$": "$.validated.runtime", **restore},
             # One at a time, in list order: PostgreSQL first, as Validate orders them.
             max_concurrency=1,
             result_path="$.staged",
         )
-        stage_components.item_processor(invoke(self, "StageComponent", functions[names.RESTORE_COMPONENT]))
+        stage = invoke(self, "StageComponent", functions[names.RESTORE_COMPONENT])
+        if fargate is None:
+            stage_components.item_processor(stage)
+        else:
+            build, on_task = on_fargate(
+                self,
+                "StageComponentOnFargate",
+                fargate,
+                names.RESTORE_COMPONENT,
+                {"component.$": "$.component", **restore},
+            )
+            where = sfn.Choice(self, "StageComponentWhere")
+            for component in sorted(names.FARGATE_COMPONENTS):
+                where.when(
+                    sfn.Condition.and_(
+                        sfn.Condition.string_equals("$.component", component),
+                        runs_on_fargate(f"$.runtime.{component}"),
+                    ),
+                    build.next(on_task),
+                )
+            stage_components.item_processor(where.otherwise(stage))
         on_components = {**restore, "components.$": "$.validated.components"}
         steps: list[sfn.TaskStateBase | sfn.Map] = [
             invoke(

@@ -7,10 +7,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.dependencies import dependencies
+from lambdas.dependencies import Dependencies, dependencies
 from lambdas.models import BackupRequest, PrepareOutput, parse
 from lambdas.observability import logger, metrics, tracer
+from questboard_backup import runtime
 from questboard_backup.backup import plan_backup, refuse_existing
+from questboard_backup.catalog import list_backups, newest_first
 from questboard_backup.errors import BackupDisabledError
 
 
@@ -32,9 +34,33 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             backup_id=request.backup_id,
         )
         refuse_existing(plan, [deps.storage()])
+        where = dump_runtimes(deps)
     except BaseException:
         deps.lock().release(token)
         raise
     logger.set_correlation_id(plan.backup_id)
-    logger.info("backup planned", extra={"tier": plan.tier})
-    return PrepareOutput.model_validate({"backup": {**plan.to_dict(), "lock_token": token}}).model_dump()
+    logger.info("backup planned", extra={"tier": plan.tier, "runtime": where})
+    return PrepareOutput.model_validate(
+        {"backup": {**plan.to_dict(), "lock_token": token}, "runtime": where}
+    ).model_dump()
+
+
+def dump_runtimes(deps: Dependencies) -> dict[str, str]:
+    """Where each component that may leave Lambda is dumped: projected from the database's size and
+    the last dump's throughput, unless the stack forces a runtime (or deployed no Fargate path)."""
+    settings = deps.settings
+    found: dict[str, str] = {}
+    for name in sorted(runtime.FARGATE_COMPONENTS):
+        component = deps.component(name) if settings.component_runtime == "auto" else None
+        seconds = None
+        if component is not None and hasattr(component, "database_bytes"):
+            history = runtime.last_dump(newest_first(list_backups(deps.storage())), name)
+            seconds = runtime.project_dump(component.database_bytes(), history)
+        forced = "lambda" if settings.component_runtime == "lambda" else settings.component_runtime
+        choice = runtime.choose(name, seconds, settings.dump_timeout_seconds, forced)
+        logger.info(
+            "dump runtime chosen",
+            extra={"component": name, "runtime": choice.runtime, "reason": choice.reason},
+        )
+        found[name] = choice.runtime
+    return found

@@ -17,6 +17,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
+from questboard_backup import runtime
 from questboard_backup.admin.service import AdminService, Schedule
 from questboard_backup.admin.tokens import TokenDocument
 from questboard_backup.aws.catalog_table import CatalogTable
@@ -69,6 +70,10 @@ class FunctionSettings(Settings):
     #: Restore drills (BACKUP_DRILL_*): the database on the database secret's server and the Redis db
     #: (db k of a backup goes to db N+k) they restore into; files beneath drill_files_root.
     drill_redis_db: int | None = None
+    #: BACKUP_COMPONENT_RUNTIME: "lambda" (no Fargate path deployed), "auto" (projected) or "fargate".
+    component_runtime: str = "lambda"
+    #: The dump function's time limit: Prepare sends a dump projected beyond it to Fargate.
+    dump_timeout_seconds: int = 900
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], source: str = ENVIRONMENT_ONLY) -> FunctionSettings:
@@ -99,6 +104,8 @@ class FunctionSettings(Settings):
                 environ, "BACKUP_API_URL_EXPIRY_SECONDS", MAX_URL_EXPIRY_SECONDS, 1, MAX_URL_EXPIRY_SECONDS
             ),
             **_drill_settings(environ),
+            component_runtime=_runtime_mode(environ),
+            dump_timeout_seconds=_seconds(environ, "DUMP_TIMEOUT_SECONDS", 900),
         )
 
 
@@ -121,6 +128,15 @@ def _drill_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     fields["drill_checks"] = tuple(check.strip() for check in parsed)
     fields["drill_redis_db"] = whole_setting(environ, "BACKUP_DRILL_REDIS_DB", 0, 0, 15) if raw_db else None
     return fields
+
+
+def _runtime_mode(environ: Mapping[str, str]) -> str:
+    mode = environ.get("BACKUP_COMPONENT_RUNTIME", "").strip() or "lambda"
+    if mode not in runtime.MODES:
+        raise ConfigurationError(
+            f"BACKUP_COMPONENT_RUNTIME must be one of {', '.join(runtime.MODES)}, not {mode!r}"
+        )
+    return mode
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from questboard_backup.address import ID_PATTERN
 from questboard_backup.errors import ConfigurationError
@@ -62,7 +62,14 @@ class BackupStep(_Strict):
 
 class ErrorInfo(_Strict):
     Error: str = "Unknown"
+    #: Null when the failed step gave none (a task's SendTaskFailure without a cause): the failure
+    #: path must still run and alert, so it reads as empty.
     Cause: str = ""
+
+    @field_validator("Cause", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: object) -> object:
+        return "" if value is None else value
 
 
 class FailureRequest(_Strict):
@@ -148,6 +155,8 @@ def parse(model: type[Model], event: Any) -> Model:
 
 class PrepareOutput(_Strict):
     backup: BackupState
+    #: Where each component's dump runs ("lambda" or "fargate"); the Dump branches choose on it.
+    runtime: dict[str, str] = {}
 
 
 class DumpOutput(_Strict):
@@ -203,6 +212,8 @@ class ValidateOutput(_Strict):
     components: list[str]
     #: The shared lock (the one backups take), held from Validate to Report or the failure path.
     lock_token: str
+    #: Where each component is staged ("lambda" or "fargate"); StageComponent chooses on it.
+    runtime: dict[str, str] = {}
 
 
 class SwapOutput(_Strict):

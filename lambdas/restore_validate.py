@@ -9,17 +9,18 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.dependencies import dependencies
+from lambdas.dependencies import Dependencies, dependencies
 from lambdas.models import RestoreStep, ValidateOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from lambdas.restore_support import drill_production, entry_for, options_for, targets_for
-from questboard_backup import drill
+from questboard_backup import drill, runtime
 from questboard_backup.errors import ConfigurationError
 from questboard_backup.manifest import ComponentEntry
 from questboard_backup.restore import (
     check_fits,
     check_targets,
     clear_leftovers,
+    estimate_seconds,
     load_checked_manifest,
     select_components,
 )
@@ -50,12 +51,40 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if state.drill:
             drill.guard(manifest, targets, drill_production(deps), options_for(state))
         check_targets(selected, targets)
-        check_fits(selected, deps.settings.restore_stage_timeout_seconds, "one staging invocation")
+        where = stage_runtimes(deps, selected)
+        # What stays on Lambda must fit in one staging invocation; a Fargate task has hours.
+        check_fits(
+            [c for c in selected if where.get(c.name) != runtime.FARGATE],
+            deps.settings.restore_stage_timeout_seconds,
+            "one staging invocation",
+        )
+        check_fits(
+            [c for c in selected if where.get(c.name) == runtime.FARGATE],
+            FARGATE_STAGE_SECONDS,
+            "one Fargate task",
+        )
         clear_leftovers(targets, options_for(state))
     except BaseException:
         lock.release(token)
         raise
-    return ValidateOutput(components=list(targets), lock_token=token).model_dump()
+    return ValidateOutput(components=list(targets), lock_token=token, runtime=where).model_dump()
+
+
+#: A Fargate staging task's budget (infra/fargate.py TASK_BUDGET_SECONDS: the restore state machine's
+#: 4 hours less 10 minutes).
+FARGATE_STAGE_SECONDS = 4 * 3600 - 600
+
+
+def stage_runtimes(deps: Dependencies, selected: list[ComponentEntry]) -> dict[str, str]:
+    """Where each selected component is staged: projected from the manifest (``estimate_seconds``)
+    against the staging function's limit, unless the stack forces a runtime."""
+    mode = deps.settings.component_runtime
+    found = {}
+    for component in selected:
+        seconds = estimate_seconds(component) if mode == "auto" else None
+        choice = runtime.choose(component.name, seconds, deps.settings.restore_stage_timeout_seconds, mode)
+        found[component.name] = choice.runtime
+    return found
 
 
 def refuse_one_process_restores(selected: list[ComponentEntry]) -> None:

@@ -261,17 +261,69 @@ def _functions_and_state_machines(template: dict[str, Any]) -> dict[str, str]:
                 Code={"ZipFile": archive.getvalue()},
                 Timeout=int(resource["Properties"]["Timeout"]),
             )["FunctionArn"]
+    network = _fargate_resources(template, refs, attrs)
     sfn = boto3.client("stepfunctions", region_name=REGION)
     machines = {}
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] != "AWS::StepFunctions::StateMachine":
             continue
         asl = concrete_definition(template, logical_id, refs, attrs)
+        text = json.dumps(asl)
+        for deployed, offline in network.items():  # the stack's subnets and group, as moto made them
+            text = text.replace(deployed, offline)
+        asl = json.loads(text)
         kind = "backup" if "Prepare" in asl["States"] else "restore"
         machines[kind] = sfn.create_state_machine(name=kind, definition=json.dumps(asl), roleArn=role)[
             "stateMachineArn"
         ]
     return machines
+
+
+def _fargate_resources(
+    template: dict[str, Any], refs: dict[str, str], attrs: dict[tuple[str, str], str]
+) -> dict[str, str]:
+    """The Fargate path's cluster and task definitions, registered in moto (whose Fargate tasks need a
+    real subnet and security group: made here); returns the stack's subnet and group ids -> moto's."""
+    resources = template["Resources"]
+    definitions = {k: r for k, r in resources.items() if r["Type"] == "AWS::ECS::TaskDefinition"}
+    if not definitions:
+        return {}
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="fargate", Description="offline", VpcId=vpc)["GroupId"]
+    ecs = boto3.client("ecs", region_name=REGION)
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::ECS::Cluster":
+            arn = ecs.create_cluster(clusterName=logical_id)["cluster"]["clusterArn"]
+            attrs[(logical_id, "Arn")] = arn
+            refs[logical_id] = logical_id
+    for resource in definitions.values():
+        properties = resource["Properties"]
+        (container,) = properties["ContainerDefinitions"]
+        handler = next(v["Value"] for v in container["Environment"] if v["Name"] == "QB_TASK_HANDLER")
+        ecs.register_task_definition(
+            family=properties["Family"],
+            # Not awsvpc: moto's awsvpc tasks fail making their network interface (this moto version).
+            networkMode="bridge",
+            cpu=str(properties["Cpu"]),
+            memory=str(properties["Memory"]),
+            # The task runs the real runner in this process (tests/fargate_tasks.py): the handler's
+            # name is all it needs of the container's environment.
+            containerDefinitions=[
+                {
+                    "name": container["Name"],
+                    "image": "offline",
+                    "memory": int(properties["Memory"]),  # moto sums the containers' memory
+                    "environment": [{"name": "QB_TASK_HANDLER", "value": handler}],
+                }
+            ],
+        )
+    return {
+        "subnet-0123456789abcdef0": subnet,
+        "subnet-0123456789abcdef1": subnet,
+        "sg-0123456789abcdef0": group,
+    }
 
 
 @dataclass

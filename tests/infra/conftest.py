@@ -59,6 +59,8 @@ DISABLED_CONTEXT = {
     "uploadsS3Uri": "s3://questboard-uploads/prod/uploads",
     "configParameterPaths": ["/questboard/prod"],
     "configSecretIds": ["questboard/prod/app"],
+    # Every component on Lambda: no Fargate path.
+    "componentRuntime": "lambda",
 }
 
 

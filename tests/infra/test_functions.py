@@ -114,8 +114,8 @@ def test_each_function_logs_to_its_own_group_kept_three_months(synth: Synthesize
         group_id = _function(synth, module)["LoggingConfig"]["LogGroup"]["Ref"]
         assert groups[group_id]["Properties"]["RetentionInDays"] == 90, module
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {90}
-    assert len(groups) == len(DOCUMENTED_MODULES) + 3, (
-        "one per function, state machine and the API's access log"
+    assert len(groups) == len(DOCUMENTED_MODULES) + 4, (
+        "one per function, state machine, the API's access log and the Fargate tasks"
     )
 
 

@@ -23,7 +23,10 @@ def _endpoints(synth: Synthesized) -> dict[str, dict[str, object]]:
 def test_every_api_the_functions_call_has_an_endpoint(synth: Synthesized) -> None:
     endpoints = _endpoints(synth)
     gateways = {"s3", "dynamodb"}  # the catalog table: Publish and the failure path write it
-    assert set(endpoints) == gateways | {"kms", "secretsmanager", "states", "monitoring", "logs", "sns"}
+    interfaces = {"kms", "secretsmanager", "states", "monitoring", "logs", "sns"}
+    # ECR's api and dkr: the Fargate path's image, pulled through the cache (its layers through S3).
+    assert set(endpoints) == gateways | interfaces | {"api", "dkr"}
+    assert "ecr.api" in json.dumps(endpoints["api"]["ServiceName"])
     for service in gateways:
         assert endpoints[service]["VpcEndpointType"] == "Gateway"
         assert endpoints[service]["RouteTableIds"] == ["rtb-0123456789abcdef0", "rtb-0123456789abcdef1"]

@@ -90,7 +90,9 @@ def test_only_cloudwatch_may_use_the_alerts_key_from_outside_iam(synth: Synthesi
 def test_only_the_functions_that_connect_to_sources_read_the_secrets(synth: Synthesized) -> None:
     # Restore: Validate checks every target, Stage/Swap/Verify work on them, the failure path undoes;
     # Report runs a drill's SQL checks and cleans the drill targets.
+    # Prepare reads the database's size to choose where the dump runs (Lambda or Fargate).
     readers = {
+        names.BACKUP_PREPARE,
         names.BACKUP_DUMP,
         names.RESTORE_VALIDATE,
         names.RESTORE_COMPONENT,

@@ -279,6 +279,12 @@ class PostgresComponent(StagedRestore):
         with self._admin_cursor() as cur, failing_as(f"cannot clear earlier restores of {self.database}"):
             return swap.clear_leftovers(cur, SwapNames(self.database, options.timestamp))
 
+    def database_bytes(self) -> int:
+        """The database's size on disk (``pg_database_size``): what a dump's duration is projected from."""
+        with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_database_size(current_database())")
+            return int(one(cur)[0])
+
     # Restore drills (questboard_backup/drill.py): this instance is the drill database.
 
     def drillable(self, options: RestoreOptions) -> bool:

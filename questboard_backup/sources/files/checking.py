@@ -8,11 +8,11 @@ import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from questboard_backup.errors import IntegrityError, RestoreVerificationError
-from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.sources.base import StreamOpener
+from questboard_backup.sources.tar_reading import next_member, open_archive
 
 NS = 10**9
 COUNTED = ("files", "dirs", "symlinks", "bytes")
@@ -67,8 +67,8 @@ def read_checked(
 ) -> Counts:
     """Read the stream to its authenticated end, checking every entry (and extracting it, if asked)."""
     checker = _ArchiveChecker(label, root_count)
-    with open_stream() as reader, _open_archive(label, reader) as tar:
-        while (member := _next_member(label, tar)) is not None:
+    with open_stream() as reader, open_archive(label, reader) as tar:
+        while (member := next_member(label, tar)) is not None:
             index, parts = checker.accept(member)
             if extractor is not None:
                 extractor.extract(tar, member, index, parts)
@@ -90,23 +90,6 @@ def mtime_ns(label: str, member: tarfile.TarInfo) -> int:
     if not -(2**63) < value < 2**63:
         raise IntegrityError(f"{label}: archive entry {member.name!r} refused: mtime {raw!r} out of range")
     return value
-
-
-def _open_archive(label: str, reader: BinaryIO) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=reader, mode="r|", bufsize=READ_SIZE)
-    except tarfile.TarError as error:
-        raise IntegrityError(f"{label}: not a readable archive ({error})") from None
-
-
-def _next_member(label: str, tar: tarfile.TarFile) -> tarfile.TarInfo | None:
-    try:
-        member = tar.next()
-    except tarfile.TarError as error:
-        raise IntegrityError(f"{label}: archive unreadable ({error})") from None
-    # TarFile keeps every member it has read; a streamed restore needs none of them.
-    tar.members.clear()  # type: ignore[attr-defined]
-    return member
 
 
 class _ArchiveChecker:

@@ -39,6 +39,7 @@ from questboard_backup.sources.base import Facts, PartOpener, RestoreOptions, St
 from questboard_backup.sources.s3uploads import swap
 from questboard_backup.sources.s3uploads.bucket import Bucket, source_error
 from questboard_backup.sources.s3uploads.swap import Place
+from questboard_backup.sources.tar_reading import next_member, open_archive
 from questboard_backup.storage.s3_errors import BOTO_ERRORS
 from questboard_backup.storage.s3_streams import S3Writer
 
@@ -254,8 +255,8 @@ class S3UploadsComponent(StagedRestore):
         """Read the archive to its authenticated end, uploading each member into staging as it comes."""
         counts = _Counts()
         previous: bytes | None = None
-        with open_stream() as reader, _open_archive(self.name, reader) as tar:
-            while (member := _next_member(self.name, tar)) is not None:
+        with open_stream() as reader, open_archive(self.name, reader) as tar:
+            while (member := next_member(self.name, tar)) is not None:
                 encoded, put_args = _checked(self.name, member, previous)
                 if len(place.prefix.encode()) + len(encoded) > KEY_LIMIT:
                     raise SourceError(
@@ -356,23 +357,6 @@ def _metadata(member: tarfile.TarInfo) -> tuple[dict[str, Any], str | None]:
             return {}, "user metadata is not a map of strings"
         put_args["Metadata"] = metadata
     return put_args, None
-
-
-def _open_archive(label: str, reader: BinaryIO) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=reader, mode="r|", bufsize=READ_SIZE)
-    except tarfile.TarError as error:
-        raise IntegrityError(f"{label}: not a readable archive ({error})") from None
-
-
-def _next_member(label: str, tar: tarfile.TarFile) -> tarfile.TarInfo | None:
-    try:
-        member = tar.next()
-    except tarfile.TarError as error:
-        raise IntegrityError(f"{label}: archive unreadable ({error})") from None
-    # TarFile keeps every member it has read; a streamed restore needs none of them.
-    tar.members.clear()  # type: ignore[attr-defined]
-    return member
 
 
 class _BodyReader:

@@ -16,11 +16,11 @@ import io
 import re
 import tarfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
 from questboard_backup.errors import IntegrityError
-from questboard_backup.pipeline import READ_SIZE
 from questboard_backup.sources.base import StreamOpener
+from questboard_backup.sources.tar_reading import next_member, open_archive
 
 PARAMETER_TYPES = ("String", "StringList", "SecureString")
 SECRET_KINDS = ("string", "binary")
@@ -128,8 +128,8 @@ def read(label: str, open_stream: StreamOpener, path_count: int, secret_count: i
     end authenticated (the opener raises IntegrityError otherwise)."""
     contents = Contents()
     names: set[tuple[int, str]] = set()
-    with open_stream() as reader, _open_archive(label, reader) as tar:
-        while (member := _next_member(label, tar)) is not None:
+    with open_stream() as reader, open_archive(label, reader) as tar:
+        while (member := next_member(label, tar)) is not None:
             data = _content(label, tar, member)
             head, _, rest = member.name.partition("/")
             if head == "parameters":
@@ -205,19 +205,3 @@ def _content(label: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes
 
 def _refuse(label: str, name: str, reason: str) -> NoReturn:
     raise IntegrityError(f"{label}: archive entry {name!r} refused: {reason}")
-
-
-def _open_archive(label: str, reader: BinaryIO) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=reader, mode="r|", bufsize=READ_SIZE)
-    except tarfile.TarError as error:
-        raise IntegrityError(f"{label}: not a readable archive ({error})") from None
-
-
-def _next_member(label: str, tar: tarfile.TarFile) -> tarfile.TarInfo | None:
-    try:
-        member = tar.next()
-    except tarfile.TarError as error:
-        raise IntegrityError(f"{label}: archive unreadable ({error})") from None
-    tar.members.clear()  # type: ignore[attr-defined]
-    return member

@@ -28,6 +28,10 @@ def _function(synth: Synthesized, module: str) -> dict[str, Any]:
 
 
 def _efs_statements(synth: Synthesized, module: str) -> list[dict[str, Any]]:
+    return [s for s in _role_statements(synth, module) if "elasticfilesystem" in str(s["Action"])]
+
+
+def _role_statements(synth: Synthesized, module: str) -> list[dict[str, Any]]:
     role = synth.stack.functions[module].role
     assert role is not None
     role_id = synth.logical_id(role)
@@ -36,7 +40,6 @@ def _efs_statements(synth: Synthesized, module: str) -> list[dict[str, Any]]:
         for policy in synth.of_type("AWS::IAM::Policy").values()
         if {"Ref": role_id} in policy["Properties"]["Roles"]
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-        if "elasticfilesystem" in str(statement["Action"])
     ]
 
 
@@ -104,16 +107,7 @@ def test_bad_file_system_settings_are_refused_by_name(context: dict[str, Any], p
 
 
 def _statements_on(synth: Synthesized, module: str, needle: str) -> list[dict[str, Any]]:
-    role = synth.stack.functions[module].role
-    assert role is not None
-    role_id = synth.logical_id(role)
-    return [
-        statement
-        for policy in synth.of_type("AWS::IAM::Policy").values()
-        if {"Ref": role_id} in policy["Properties"]["Roles"]
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-        if needle in str(statement["Resource"])
-    ]
+    return [s for s in _role_statements(synth, module) if needle in str(s["Resource"])]
 
 
 def _actions(statements: list[dict[str, Any]]) -> set[str]:

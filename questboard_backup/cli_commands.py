@@ -23,7 +23,7 @@ from questboard_backup.notify import notify_failure
 from questboard_backup.operations import backup_now, restore_now
 from questboard_backup.redaction import remember_secret
 from questboard_backup.restore import verify_backup
-from questboard_backup.settings import Settings
+from questboard_backup.settings import Settings, aws_source_fields
 from questboard_backup.sources import registry
 from questboard_backup.sources.registry import Endpoints
 from questboard_backup.space import human_size
@@ -227,6 +227,28 @@ def _restore_endpoints(settings: Settings, args: argparse.Namespace) -> Endpoint
     )
 
 
+def _aws_targets(args: argparse.Namespace) -> dict[str, Any]:
+    """``--to-uploads-s3-uri``, ``--to-config-ssm-paths``, ``--to-config-secret-ids``: other targets for
+    the AWS-native components, read by the settings' own rules (a bad one is refused by name)."""
+    given = {
+        "BACKUP_UPLOADS_S3_URI": args.to_uploads_s3_uri or "",
+        "BACKUP_CONFIG_SSM_PATHS": args.to_config_ssm_paths or "",
+        "BACKUP_CONFIG_SECRET_IDS": args.to_config_secret_ids or "",
+    }
+    try:
+        fields = aws_source_fields(given)
+    except ConfigurationError as error:
+        option = str(error).split(" ", 1)
+        names = {"BACKUP_UPLOADS_S3_URI": "--to-uploads-s3-uri", "BACKUP_CONFIG_SSM_PATHS": "--to-config-ssm-paths",
+                 "BACKUP_CONFIG_SECRET_IDS": "--to-config-secret-ids"}  # fmt: skip
+        raise ConfigurationError(
+            f"{names.get(option[0], option[0])} {option[1] if len(option) > 1 else ''}"
+        ) from None
+    mapping = {"uploads_s3_uri": fields["uploads_s3_uri"], "config_ssm_paths": fields["config_ssm_paths"],
+               "config_secret_ids": fields["config_secret_ids"]}  # fmt: skip
+    return {key: value for key, value in mapping.items() if value}
+
+
 def _password_from(variable: str | None, option: str) -> str | None:
     if not variable:
         return None
@@ -244,7 +266,9 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     wrapper = wiring.key_ring()
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     # Uploads in S3 and configuration in SSM / Secrets Manager go back where they came from.
-    endpoints = dataclasses.replace(_restore_endpoints(settings, args), **wiring.aws_sources())
+    endpoints = dataclasses.replace(
+        _restore_endpoints(settings, args), **{**wiring.aws_sources(), **_aws_targets(args)}
+    )
     targets = wiring.restore_targets(endpoints)
     entry = _resolve(wiring, args.backup, wrapper)
     files_root = Path(args.to_files_root).absolute() if args.to_files_root else None

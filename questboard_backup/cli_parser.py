@@ -128,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
         "when the Redis URL has no password)",
     )
     sub.add_argument("--to-files-root", help="re-create the backed-up files and config beneath this folder")
+    sub.add_argument(
+        "--to-uploads-s3-uri",
+        help="restore the S3 uploads (s3uploads) under this s3://bucket/prefix instead of BACKUP_UPLOADS_S3_URI",
+    )
+    sub.add_argument(
+        "--to-config-ssm-paths",
+        help="restore the SSM parameters (ssmconfig) under these comma-separated paths instead of the backed-up "
+        "ones, by position",
+    )
+    sub.add_argument(
+        "--to-config-secret-ids",
+        help="restore the Secrets Manager secrets (ssmconfig) into these comma-separated secrets instead, by position",
+    )
     sub.add_argument("--only", help="comma-separated subset: postgres,redis,files,config,s3uploads,ssmconfig")
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=cmd_restore)

@@ -20,12 +20,7 @@ PREFIX = "prod/uploads"
 
 
 def uploads(client: Any) -> dict[str, tuple[bytes, str, dict[str, str]]]:
-    found = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=UPLOADS_BUCKET, Prefix=f"{PREFIX}/"):
-        for item in page.get("Contents", []):
-            got = client.get_object(Bucket=UPLOADS_BUCKET, Key=item["Key"])
-            found[item["Key"]] = (got["Body"].read(), got["ContentType"], got["Metadata"])
-    return found
+    return uploads_under(client, PREFIX)
 
 
 @pytest.fixture
@@ -121,3 +116,65 @@ def test_the_workflow_refuses_to_restore_the_configuration_and_the_cli_restores_
     assert "s3cr3t-Pa55" not in out + err
     value = ssm.get_parameter(Name="/questboard/prod/db/password", WithDecryption=True)["Parameter"]["Value"]
     assert value == "s3cr3t-Pa55"
+
+
+def test_the_cli_restores_uploads_and_config_to_named_targets_and_refuses_a_bad_one(
+    aws_sourced: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = aws_sourced
+    s3 = boto3.client("s3", region_name=REGION)
+    before = uploads(s3)
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "SUCCEEDED", backup.get("cause")
+    boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="questboard/copy/app", SecretString="{}"
+    )
+    for name, setting in {
+        "BACKUP_S3_BUCKET": world.settings.s3_bucket,
+        "BACKUP_HOSTNAME": world.settings.hostname,
+        "BACKUP_KMS_KEY_ID": world.settings.kms_key_id,
+        "BACKUP_DIR": str(world.uploads.parent / "cli-backups"),
+        "BACKUP_UPLOADS_S3_URI": f"s3://{UPLOADS_BUCKET}/{PREFIX}",
+        "BACKUP_CONFIG_SSM_PATHS": "/questboard/prod",
+        "BACKUP_CONFIG_SECRET_IDS": "questboard/prod/app",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, setting)
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "BACKUP_FILES_PATHS",
+        "BACKUP_CONFIG_PATHS",
+        "BACKUP_ENCRYPTION_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    code = main(["restore", "latest", "--only", "s3uploads,ssmconfig",
+                 "--to-uploads-s3-uri", f"s3://{UPLOADS_BUCKET}/copy/uploads",
+                 "--to-config-ssm-paths", "/questboard/copy", "--to-config-secret-ids", "questboard/copy/app"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    copied = {
+        key.replace("copy/uploads/", f"{PREFIX}/", 1): value
+        for key, value in uploads_under(s3, "copy/uploads").items()
+    }
+    assert copied == before and uploads(s3) == before  # the originals untouched
+    ssm = boto3.client("ssm", region_name=REGION)
+    value = ssm.get_parameter(Name="/questboard/copy/db/password", WithDecryption=True)["Parameter"]["Value"]
+    assert value == "s3cr3t-Pa55" and "s3cr3t" not in out + err
+    secret = boto3.client("secretsmanager", region_name=REGION).get_secret_value(
+        SecretId="questboard/copy/app"
+    )
+    assert json.loads(secret["SecretString"]) == {"jwt_key": "k-123"}
+
+    code = main(["restore", "latest", "--only", "s3uploads", "--to-uploads-s3-uri", "s3://just-a-bucket"])
+    out, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--to-uploads-s3-uri" in err
+
+
+def uploads_under(client: Any, prefix: str) -> dict[str, tuple[bytes, str, dict[str, str]]]:
+    found = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=UPLOADS_BUCKET, Prefix=f"{prefix}/"):
+        for item in page.get("Contents", []):
+            got = client.get_object(Bucket=UPLOADS_BUCKET, Key=item["Key"])
+            found[item["Key"]] = (got["Body"].read(), got["ContentType"], got["Metadata"])
+    return found

@@ -29,6 +29,8 @@ class RoutedTasks:
     started: list[dict[str, str]] = field(default_factory=list)
     exit_codes: list[int] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
+    #: True: a task dies before it reports anything (killed, out of memory): the runner never runs.
+    die: bool = False
 
 
 def _camel(value: Any) -> Any:
@@ -79,6 +81,8 @@ def fargate_tasks_run_the_runner() -> Iterator[RoutedTasks]:
             for override in task.overrides.get("containerOverrides", []):
                 environment.update({v["name"]: v["value"] for v in override.get("environment", [])})
             routed.started.append(environment)
+            if routed.die:
+                continue
 
             def work(environ: dict[str, str] = environment) -> None:
                 client = boto3.client("stepfunctions", region_name=REGION)

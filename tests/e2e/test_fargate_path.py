@@ -90,3 +90,30 @@ def test_a_failing_task_takes_the_failure_path(world: World, routed: RoutedTasks
     assert world.objects(f"{HOSTNAME}/") == []  # staging removed, lock released, no set
     (alert,) = world.alerts()
     assert "failed" in alert["Subject"] and "SourceError" in alert["Subject"]
+
+
+def test_a_task_that_dies_without_reporting_takes_the_failure_path(world: World, routed: RoutedTasks) -> None:
+    import boto3
+
+    from infra.fargate import HEARTBEAT_SECONDS
+    from tests.offline import REGION
+
+    # The deployed heartbeat limit is 300 s; the same state machine with 2 s, so the test is quick.
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = world.machines["backup"]
+    asl = sfn.describe_state_machine(stateMachineArn=machine)["definition"]
+    assert f'"HeartbeatSeconds": {HEARTBEAT_SECONDS}' in asl
+    sfn.update_state_machine(
+        stateMachineArn=machine,
+        definition=asl.replace(f'"HeartbeatSeconds": {HEARTBEAT_SECONDS}', '"HeartbeatSeconds": 2'),
+    )
+    world.settings = replace(world.settings, component_runtime="fargate")
+    world.install()
+    routed.die = True
+    backup = world.run("backup", {"type": "full"})
+    assert backup["status"] == "FAILED"
+    assert handlers(routed) == ["backup_dump"] and routed.exit_codes == []
+    assert backup["error"].startswith("States.")  # the heartbeat's timeout
+    assert world.objects(f"{HOSTNAME}/") == []  # staging removed, lock released, no set
+    (alert,) = world.alerts()
+    assert "failed" in alert["Subject"]

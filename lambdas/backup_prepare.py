@@ -12,7 +12,7 @@ from lambdas.models import BackupRequest, PrepareOutput, parse
 from lambdas.observability import logger, metrics, tracer
 from questboard_backup import runtime
 from questboard_backup.backup import plan_backup, refuse_existing
-from questboard_backup.catalog import list_backups, newest_first
+from questboard_backup.catalog import pointed_manifest
 from questboard_backup.errors import BackupDisabledError
 
 
@@ -47,17 +47,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 def dump_runtimes(deps: Dependencies) -> dict[str, str]:
     """Where each component that may leave Lambda is dumped: projected from the database's size and
-    the last dump's throughput, unless the stack forces a runtime (or deployed no Fargate path)."""
-    settings = deps.settings
+    the newest set's dump throughput, unless the stack forces a runtime (or deployed no Fargate path)."""
+    mode = deps.settings.component_runtime
     found: dict[str, str] = {}
     for name in sorted(runtime.FARGATE_COMPONENTS):
-        component = deps.component(name) if settings.component_runtime == "auto" else None
         seconds = None
+        component = deps.component(name) if mode == "auto" else None
         if component is not None and hasattr(component, "database_bytes"):
-            history = runtime.last_dump(newest_first(list_backups(deps.storage())), name)
+            history = runtime.last_dump(pointed_manifest(deps.storage()), name)
             seconds = runtime.project_dump(component.database_bytes(), history)
-        forced = "lambda" if settings.component_runtime == "lambda" else settings.component_runtime
-        choice = runtime.choose(name, seconds, settings.dump_timeout_seconds, forced)
+        choice = runtime.choose(name, seconds, deps.settings.dump_timeout_seconds, mode)
         logger.info(
             "dump runtime chosen",
             extra={"component": name, "runtime": choice.runtime, "reason": choice.reason},

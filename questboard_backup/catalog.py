@@ -176,6 +176,16 @@ def write_latest_pointer(storage: Storage, manifest: Manifest) -> None:
     storage.write_bytes(LATEST_POINTER, json.dumps(body, indent=2).encode())
 
 
+def pointed_manifest(storage: Storage) -> Manifest | None:
+    """The manifest ``latest.json`` names, read (not authenticated), or None when there is no pointer
+    or it names nothing readable: a hint (where a dump runs), never what a restore trusts."""
+    try:
+        pointer = json.loads(storage.read_bytes(LATEST_POINTER))
+        return read_manifest(storage, f"{pointer['tier']}/{pointer['backup_id']}")
+    except (BackupError, ValueError, TypeError, KeyError):
+        return None
+
+
 def _strip_suffix(text: str) -> str:
     for suffix in _SUFFIXES:
         if text.endswith(suffix):

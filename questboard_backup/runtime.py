@@ -12,11 +12,11 @@ lets it decide. Only components with a Fargate handler (PostgreSQL) may leave La
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from questboard_backup.catalog import CatalogEntry
 from questboard_backup.errors import ConfigurationError
+from questboard_backup.manifest import Manifest
 
 LAMBDA = "lambda"
 FARGATE = "fargate"
@@ -63,16 +63,13 @@ def choose(component: str, seconds: float | None, budget_seconds: float, forced:
     return Projection(component, seconds, budget_seconds, LAMBDA, f"projected {projected:.0f} s fits")
 
 
-def last_dump(entries: Iterable[CatalogEntry], component: str) -> dict[str, float] | None:
-    """The raw bytes and seconds of the newest dump of ``component`` among ``entries`` (newest first).
-    Manifests are read, not authenticated: a forged one could only move a dump to Fargate or back,
-    and the dump itself is checked as always."""
-    for entry in entries:
-        if entry.manifest is None:
-            continue
-        for found in entry.manifest.components:
-            if found.name == component and found.seconds > 0:
-                return {"raw_bytes": float(found.total_raw_bytes), "seconds": float(found.seconds)}
+def last_dump(manifest: Manifest | None, component: str) -> dict[str, float] | None:
+    """The raw bytes and seconds of ``component``'s dump in ``manifest`` (the newest set's, read, not
+    authenticated: a forged one could only move a dump to Fargate or back, and the dump itself is
+    checked as always)."""
+    for found in manifest.components if manifest is not None else ():
+        if found.name == component and found.seconds > 0:
+            return {"raw_bytes": float(found.total_raw_bytes), "seconds": float(found.seconds)}
     return None
 
 

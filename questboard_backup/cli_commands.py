@@ -227,26 +227,23 @@ def _restore_endpoints(settings: Settings, args: argparse.Namespace) -> Endpoint
     )
 
 
+#: The restore options naming other targets for the AWS-native components, by the variable they stand for.
+_AWS_TARGET_OPTIONS = {
+    "BACKUP_UPLOADS_S3_URI": "--to-uploads-s3-uri",
+    "BACKUP_CONFIG_SSM_PATHS": "--to-config-ssm-paths",
+    "BACKUP_CONFIG_SECRET_IDS": "--to-config-secret-ids",
+}
+
+
 def _aws_targets(args: argparse.Namespace) -> dict[str, Any]:
     """``--to-uploads-s3-uri``, ``--to-config-ssm-paths``, ``--to-config-secret-ids``: other targets for
     the AWS-native components, read by the settings' own rules (a bad one is refused by name)."""
     given = {
-        "BACKUP_UPLOADS_S3_URI": args.to_uploads_s3_uri or "",
-        "BACKUP_CONFIG_SSM_PATHS": args.to_config_ssm_paths or "",
-        "BACKUP_CONFIG_SECRET_IDS": args.to_config_secret_ids or "",
+        variable: getattr(args, option.removeprefix("--").replace("-", "_")) or ""
+        for variable, option in _AWS_TARGET_OPTIONS.items()
     }
-    try:
-        fields = aws_source_fields(given)
-    except ConfigurationError as error:
-        option = str(error).split(" ", 1)
-        names = {"BACKUP_UPLOADS_S3_URI": "--to-uploads-s3-uri", "BACKUP_CONFIG_SSM_PATHS": "--to-config-ssm-paths",
-                 "BACKUP_CONFIG_SECRET_IDS": "--to-config-secret-ids"}  # fmt: skip
-        raise ConfigurationError(
-            f"{names.get(option[0], option[0])} {option[1] if len(option) > 1 else ''}"
-        ) from None
-    mapping = {"uploads_s3_uri": fields["uploads_s3_uri"], "config_ssm_paths": fields["config_ssm_paths"],
-               "config_secret_ids": fields["config_secret_ids"]}  # fmt: skip
-    return {key: value for key, value in mapping.items() if value}
+    fields = aws_source_fields(given, labels=_AWS_TARGET_OPTIONS)
+    return {key: value for key, value in fields.items() if value}
 
 
 def _password_from(variable: str | None, option: str) -> str | None:
@@ -317,11 +314,8 @@ def cmd_drill(settings: Settings, args: argparse.Namespace) -> int:
     wiring = Wiring(settings)
     wrapper = wiring.key_ring()
     drill_endpoints = _drill_endpoints(settings)
+    # Without a drill database or Redis URL their targets are not bound: not drilled.
     targets = wiring.restore_targets(drill_endpoints)
-    if not drill_endpoints.database_url:
-        targets.pop("postgres", None)
-    if not drill_endpoints.redis_url:
-        targets.pop("redis", None)
     production = wiring.restore_targets(wiring.endpoints())
     entry = _resolve(wiring, args.backup, wrapper)
     plan = DrillPlan(settings.drill_checks, settings.drill_rto_seconds)

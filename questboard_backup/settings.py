@@ -212,26 +212,31 @@ def alert_fields(environ: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def aws_source_fields(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Uploads in S3 and configuration in SSM Parameter Store / Secrets Manager."""
+def aws_source_fields(environ: Mapping[str, str], labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Uploads in S3 and configuration in SSM Parameter Store / Secrets Manager. ``labels`` names each
+    variable in messages (the CLI's ``--to-*`` options read the same values by the same rules)."""
+
+    def label(name: str) -> str:
+        return (labels or {}).get(name, name)
+
     uri = environ.get("BACKUP_UPLOADS_S3_URI", "").strip()
     if uri:
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         if not uri.startswith("s3://") or not _BUCKET.match(bucket) or not prefix.strip("/"):
             raise ConfigurationError(
-                f"BACKUP_UPLOADS_S3_URI must be s3://BUCKET/PREFIX (a prefix: restores stage beside it), not {uri[:100]!r}"
+                f"{label('BACKUP_UPLOADS_S3_URI')} must be s3://BUCKET/PREFIX (a prefix: restores stage beside it), not {uri[:100]!r}"
             )
     paths = tuple(p.strip() for p in environ.get("BACKUP_CONFIG_SSM_PATHS", "").split(",") if p.strip())
     for path in paths:
         if not _SSM_PATH.match(path):
             raise ConfigurationError(
-                f"BACKUP_CONFIG_SSM_PATHS must list parameter paths like /questboard/prod, not {path[:100]!r}"
+                f"{label('BACKUP_CONFIG_SSM_PATHS')} must list parameter paths like /questboard/prod, not {path[:100]!r}"
             )
     secrets = tuple(s.strip() for s in environ.get("BACKUP_CONFIG_SECRET_IDS", "").split(",") if s.strip())
     for secret in secrets:
         if not _SECRET_ID.match(secret):
             raise ConfigurationError(
-                f"BACKUP_CONFIG_SECRET_IDS must list secret names or ARNs, not {secret[:100]!r}"
+                f"{label('BACKUP_CONFIG_SECRET_IDS')} must list secret names or ARNs, not {secret[:100]!r}"
             )
     return {"uploads_s3_uri": uri, "config_ssm_paths": paths, "config_secret_ids": secrets}
 

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import Dependencies, dependencies
 from lambdas.models import FailureOutput, FailureRequest, RestoreState, parse
 from lambdas.observability import logger, metrics, tracer
-from lambdas.restore_support import configured_targets, entry_for, options_for, record_restore
+from lambdas.restore_support import configured_targets, entry_for, options_for, record_drill, record_restore
 from questboard_backup import drill
 from questboard_backup.errors import BackupError
 from questboard_backup.restore import load_checked_manifest, settle_all, undo_all
@@ -53,7 +53,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if request.validated is not None and request.validated.get("lock_token"):
         deps.lock().release(str(request.validated["lock_token"]))  # after the undo: it ran alone
     if drilling:
-        record_drill_failure(deps)
+        record_drill(False, 0.0)
     else:
         record_restore(False)
     cause = request.error.Cause + "".join(f"\n{line}" for line in undone)
@@ -71,13 +71,3 @@ def discard_drill(deps: Dependencies, state: RestoreState, targets: dict[str, Co
         logger.error("drill cleanup without the manifest", extra={"problem": str(error)})
         manifest = None
     return drill.discard_all(manifest, targets, options_for(state))
-
-
-def record_drill_failure(deps: Dependencies) -> None:
-    table = deps.catalog_table()
-    if table is None:
-        return
-    try:
-        table.record_drill(False, 0.0)
-    except BackupError as error:
-        logger.error("the status catalog did not record the drill", extra={"problem": str(error)})

@@ -14,10 +14,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.dependencies import Dependencies, dependencies
 from lambdas.models import ReportOutput, ReportRequest, RestoreState, parse
 from lambdas.observability import logger, metrics, tracer
-from lambdas.restore_support import configured_targets, entry_for, options_for, record_restore
+from lambdas.restore_support import configured_targets, entry_for, options_for, record_drill, record_restore
 from questboard_backup import drill
 from questboard_backup.address import parse_timestamp
-from questboard_backup.errors import BackupError
 from questboard_backup.restore import load_checked_manifest
 
 
@@ -38,7 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         record_restore(True)
         logger.info("restore complete", extra={"backup_id": state.backup_id})
     else:
-        record_drill(report)
+        emit_drill(report)
         if report.over_target:
             message = drill.over_target_message(report)
             deps.alert_failure("restore drill of", state.backup_id, "RtoTargetExceeded", message)
@@ -69,16 +68,10 @@ def finish_drill(deps: Dependencies, state: RestoreState, drilled: list[str]) ->
     return report
 
 
-def record_drill(report: drill.DrillReport) -> None:
+def emit_drill(report: drill.DrillReport) -> None:
     """The drill's metrics (EMF) and its outcome in the status catalog."""
     metrics.add_metric(
         name="restore_drill_last_success_timestamp", unit=MetricUnit.Seconds, value=time.time()
     )
     metrics.add_metric(name="restore_drill_duration_seconds", unit=MetricUnit.Seconds, value=report.seconds)
-    table = dependencies().catalog_table()
-    if table is None:
-        return
-    try:
-        table.record_drill(True, report.seconds)
-    except BackupError as error:
-        logger.error("the status catalog did not record the drill", extra={"problem": str(error)})
+    record_drill(True, report.seconds)

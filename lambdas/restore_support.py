@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lambdas.dependencies import Dependencies, dependencies
 from lambdas.models import RestoreState
 from lambdas.observability import logger
+from questboard_backup.aws.catalog_table import CatalogTable
 from questboard_backup.catalog import CatalogEntry, read_manifest
 from questboard_backup.drill import DrillTarget
 from questboard_backup.errors import BackupError, ConfigurationError
@@ -72,10 +73,19 @@ def options_for(state: RestoreState) -> RestoreOptions:
 
 def record_restore(ok: bool) -> None:
     """The restore's outcome in the status catalog (the admin API's metrics); never the run's outcome."""
+    _record("restore", lambda table: table.record_restore(ok))
+
+
+def record_drill(ok: bool, seconds: float) -> None:
+    """A drill's outcome (and measured RTO) in the status catalog; never the drill's outcome."""
+    _record("drill", lambda table: table.record_drill(ok, seconds))
+
+
+def _record(what: str, call: Callable[[CatalogTable], None]) -> None:
     table = dependencies().catalog_table()
     if table is None:
         return
     try:
-        table.record_restore(ok)
+        call(table)
     except BackupError as error:
-        logger.error("the status catalog did not record the restore", extra={"problem": str(error)})
+        logger.error(f"the status catalog did not record the {what}", extra={"problem": str(error)})

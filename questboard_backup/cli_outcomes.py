@@ -5,6 +5,7 @@ exit code or hide its error: a problem here is a warning."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from questboard_backup.host_metrics import MetricsState, export
@@ -34,24 +35,21 @@ def after_backup(settings: Settings, kind: str, started: datetime, run: BackupRu
 
 
 def after_restore(settings: Settings, ok: bool) -> None:
-    if not settings.backup_dir.is_dir():  # a recovery host restoring from S3 keeps no state
-        return
-    try:
-        MetricsState(settings.backup_dir).record_restore(ok, datetime.now(UTC))
-    except Exception as error:  # noqa: BLE001 - metrics never decide a run's outcome
-        logger.warning("restore metrics not recorded in %s: %s", settings.backup_dir, error)
-        return
-    export(settings.backup_dir, settings.hostname, settings.metrics_textfile, settings.pushgateway_url)
+    _after_run(settings, "restore", lambda state, now: state.record_restore(ok, now))
 
 
 def after_drill(settings: Settings, ok: bool, seconds: float) -> None:
     """A drill's outcome in the host's metrics: ``restore_drill_last_success_timestamp``,
     ``restore_drill_duration_seconds`` (the measured RTO) and ``restore_drill_failure_total``."""
-    if not settings.backup_dir.is_dir():
+    _after_run(settings, "drill", lambda state, now: state.record_drill(ok, now, seconds))
+
+
+def _after_run(settings: Settings, what: str, record: Callable[[MetricsState, datetime], None]) -> None:
+    if not settings.backup_dir.is_dir():  # a recovery host restoring from S3 keeps no state
         return
     try:
-        MetricsState(settings.backup_dir).record_drill(ok, datetime.now(UTC), seconds)
+        record(MetricsState(settings.backup_dir), datetime.now(UTC))
     except Exception as error:  # noqa: BLE001 - metrics never decide a run's outcome
-        logger.warning("drill metrics not recorded in %s: %s", settings.backup_dir, error)
+        logger.warning("%s metrics not recorded in %s: %s", what, settings.backup_dir, error)
         return
     export(settings.backup_dir, settings.hostname, settings.metrics_textfile, settings.pushgateway_url)

@@ -87,19 +87,19 @@ class MetricsState:
                 failures[kind] = int(failures.get(kind, 0)) + 1
 
     def record_restore(self, ok: bool, at: datetime) -> None:
-        with self._locked() as state:
-            if ok:
-                state["restore_last_success"] = at.timestamp()
-            else:
-                state["restore_failures"] = int(state.get("restore_failures", 0)) + 1
+        self._record_run("restore", ok, at)
 
     def record_drill(self, ok: bool, at: datetime, seconds: float) -> None:
+        self._record_run("drill", ok, at, {"drill_duration_seconds": seconds})
+
+    def _record_run(self, kind: str, ok: bool, at: datetime, also: dict[str, float] | None = None) -> None:
+        """``{kind}_last_success`` (and ``also``) on success, one more ``{kind}_failures`` otherwise."""
         with self._locked() as state:
             if ok:
-                state["drill_last_success"] = at.timestamp()
-                state["drill_duration_seconds"] = seconds
+                state[f"{kind}_last_success"] = at.timestamp()
+                state.update(also or {})
             else:
-                state["drill_failures"] = int(state.get("drill_failures", 0)) + 1
+                state[f"{kind}_failures"] = int(state.get(f"{kind}_failures", 0)) + 1
 
     def metrics(self, hostname: str) -> BackupMetrics:
         state = json.loads(self.path.read_text()) if self.path.exists() else {}

@@ -176,39 +176,36 @@ class CatalogTable:
 
     def record_drill(self, ok: bool, seconds: float, at: datetime | None = None) -> None:
         """A verified drill's time and measured RTO, or one more on the drill failure counter (ADD)."""
-        moment = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if ok:
-            self._call(
-                "update_item",
-                Key=self._key(SUMMARY),
-                UpdateExpression="SET drill_last_success = :at, drill_duration_seconds = :seconds",
-                ExpressionAttributeValues=_item({":at": moment, ":seconds": Decimal(str(round(seconds, 3)))}),
-            )
-        else:
-            self._call(
-                "update_item",
-                Key=self._key(SUMMARY),
-                UpdateExpression="ADD drill_failures :one",
-                ExpressionAttributeValues=_item({":one": 1}),
-            )
+        self._record_run("drill", ok, at, {"drill_duration_seconds": Decimal(str(round(seconds, 3)))})
 
     def record_restore(self, ok: bool, at: datetime | None = None) -> None:
         """The last successful restore's time, or one more on the restore failure counter (ADD)."""
-        moment = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if ok:
+        self._record_run("restore", ok, at)
+
+    def _record_run(
+        self, kind: str, ok: bool, at: datetime | None, also: dict[str, Any] | None = None
+    ) -> None:
+        """``{kind}_last_success`` (and ``also``) set on success, ``{kind}_failures`` added to otherwise."""
+        if not ok:
             self._call(
                 "update_item",
                 Key=self._key(SUMMARY),
-                UpdateExpression="SET restore_last_success = :at",
-                ExpressionAttributeValues=_item({":at": moment}),
-            )
-        else:
-            self._call(
-                "update_item",
-                Key=self._key(SUMMARY),
-                UpdateExpression="ADD restore_failures :one",
+                UpdateExpression="ADD #failures :one",
+                ExpressionAttributeNames={"#failures": f"{kind}_failures"},
                 ExpressionAttributeValues=_item({":one": 1}),
             )
+            return
+        fields = {
+            f"{kind}_last_success": (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **(also or {}),
+        }
+        self._call(
+            "update_item",
+            Key=self._key(SUMMARY),
+            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
+            ExpressionAttributeNames={f"#f{i}": name for i, name in enumerate(fields)},
+            ExpressionAttributeValues=_item({f":v{i}": value for i, value in enumerate(fields.values())}),
+        )
 
     def _set_items(self) -> Iterator[dict[str, Any]]:
         start: dict[str, Any] | None = None

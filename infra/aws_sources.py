@@ -25,8 +25,7 @@ def grant_aws_sources(function: lambda_.Function | iam.Role, access: str, config
         # A backup reads beneath the prefix; a restore also stages and keeps copies beside it.
         pattern = f"{base}/*" if access == "read" else f"{base}*"
         listing = ["s3:ListBucket"] + (["s3:ListBucketMultipartUploads"] if access == "write" else [])
-        _add(
-            function,
+        function.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=listing,
                 resources=[stack.format_arn(service="s3", region="", account="", resource=bucket)],
@@ -37,8 +36,7 @@ def grant_aws_sources(function: lambda_.Function | iam.Role, access: str, config
         objects = ["s3:GetObject"]
         if access == "write":
             objects += ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-        _add(
-            function,
+        function.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=objects,
                 resources=[
@@ -57,8 +55,7 @@ def grant_aws_sources(function: lambda_.Function | iam.Role, access: str, config
                 stack.format_arn(service="ssm", resource="parameter", resource_name=name),
                 stack.format_arn(service="ssm", resource="parameter", resource_name=f"{name}/*"),
             ]
-        _add(
-            function,
+        function.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["ssm:GetParametersByPath", "ssm:GetParameter"], resources=parameters
             ),
@@ -68,10 +65,11 @@ def grant_aws_sources(function: lambda_.Function | iam.Role, access: str, config
             for path in config.config_parameter_paths
         ]
         # DescribeParameters (each parameter's type, key, tier) has no resource-level permissions.
-        _add(function, iam.PolicyStatement(actions=["ssm:DescribeParameters"], resources=["*"]))
+        function.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=["ssm:DescribeParameters"], resources=["*"])
+        )
     if config.config_secret_ids:
-        _add(
-            function,
+        function.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                 resources=[
@@ -107,10 +105,3 @@ def _suppress(function: lambda_.Function | iam.Role, wildcards: list[str]) -> No
         ],
         apply_to_children=True,
     )
-
-
-def _add(grantee: lambda_.Function | iam.Role, statement: iam.PolicyStatement) -> None:
-    if isinstance(grantee, iam.Role):
-        grantee.add_to_principal_policy(statement)
-    else:
-        grantee.add_to_role_policy(statement)

@@ -307,9 +307,7 @@ def _efs_fields(value: Any) -> dict[str, Any]:
         )
     paths = {}
     for key in ("filesPaths", "configPaths"):
-        raw = value(key)
-        empty = raw in ([], "", None) or (isinstance(raw, str) and raw.strip() == "[]")
-        listed = [] if empty else _json_list(raw, key)
+        listed = _optional_list(value(key), key)
         for path in listed:
             if not isinstance(path, str) or not path.startswith(mount + "/") or "/../" in path + "/":
                 raise ContextError(
@@ -337,9 +335,7 @@ def _aws_source_fields(value: Any) -> dict[str, Any]:
             raise ContextError(f"context 'uploadsS3Uri' must be s3://BUCKET/PREFIX, not {uri!r}")
     found: dict[str, tuple[str, ...]] = {}
     for key, pattern in (("configParameterPaths", _SSM_PATH), ("configSecretIds", _SECRET_NAME)):
-        raw = value(key)
-        empty = raw in ([], "", None) or (isinstance(raw, str) and raw.strip() == "[]")
-        listed = [] if empty else _json_list(raw, key)
+        listed = _optional_list(value(key), key)
         for item in listed:
             if not isinstance(item, str) or not pattern.match(item):
                 raise ContextError(f"context {key!r} lists {item!r}, which is not valid")
@@ -377,6 +373,13 @@ def _drill_checks(raw: Any) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(check, str) and check.strip() for check in raw):
         raise ContextError("context 'drillChecks' must be a list of SQL queries, each answering true")
     return tuple(check.strip() for check in raw)
+
+
+def _optional_list(raw: Any, key: str) -> list[Any]:
+    """A list that may be empty (``[]``, "", ``-c key='[]'``): else read as ``_json_list`` reads it."""
+    if raw in ([], "", None) or (isinstance(raw, str) and raw.strip() == "[]"):
+        return []
+    return _json_list(raw, key)
 
 
 def _json_list(raw: Any, key: str) -> list[Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import psycopg2  # noqa: E402
 
-from bench.run import build_database  # noqa: E402
+from bench.run import CLI, build_database, cli_environment, settle_server, vacuum  # noqa: E402
 from tests.servers import PostgresServer  # noqa: E402
 
 #: The drill restores, verifies, checks and drops: at most this much slower than a bare pg_restore.
@@ -74,33 +73,19 @@ def measure(pg: PostgresServer, gigabytes: float, rounds: int, work: Path) -> di
     print(f"building a {gigabytes} GB database ...", flush=True)
     size = build_database(pg.url(name), gigabytes)
     url = pg.url(name)
-    vacuum = psycopg2.connect(url)
-    vacuum.autocommit = True
-    vacuum.cursor().execute("VACUUM ANALYZE")
-    vacuum.close()
+    vacuum(url)
     checks = work / "checks.sql"
     checks.write_text("SELECT count(*) > 0 FROM submissions\n")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "REDIS_URL": "",
-        "BACKUP_FILES_PATHS": "",
-        "BACKUP_CONFIG_PATHS": "",
-        "BACKUP_DIR": str(work / "backups"),
-        "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
-        "BACKUP_HOSTNAME": "bench",
-        "BACKUP_S3_BUCKET": "",
-        "BACKUP_DRILL_DATABASE": f"{name}_drill",
-        "BACKUP_DRILL_CHECKS_FILE": str(checks),
-    }
-    cli = str(REPO / ".venv" / "bin" / "questboard-backup")
+    env = cli_environment(
+        url, work / "backups", BACKUP_DRILL_DATABASE=f"{name}_drill", BACKUP_DRILL_CHECKS_FILE=str(checks)
+    )
+    cli = CLI
     subprocess.run([cli, "full"], env=env, check=True, capture_output=True)
     raw_dir = work / "raw"
     subprocess.run(["pg_dump", "-Fd", "-Z0", "-j2", "-f", str(raw_dir), "-d", url], check=True)
 
     def settle() -> None:
-        admin.cursor().execute("CHECKPOINT")
-        os.sync()
+        settle_server(admin)
 
     raw: list[float] = []
     rto: list[float] = []

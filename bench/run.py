@@ -145,6 +145,43 @@ def pipeline_cpu(raw_dir: Path) -> float:
     return time.process_time() - start
 
 
+#: The CLI every benchmark runs.
+CLI = str(REPO / ".venv" / "bin" / "questboard-backup")
+
+
+def vacuum(url: str) -> None:
+    """A database in service has been vacuumed: hint bits set, statistics known. Without this the first
+    reader (whichever tool goes first) pays for setting them."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    conn.cursor().execute("VACUUM ANALYZE")
+    conn.close()
+
+
+def settle_server(admin: Any) -> None:
+    """The server's dirty buffers, then the page cache, written back: a building or restoring step
+    leaves gigabytes of them, which a checkpoint spread over minutes (and the kernel) would otherwise
+    write during the next steps."""
+    admin.cursor().execute("CHECKPOINT")
+    os.sync()
+
+
+def cli_environment(url: str, backup_dir: Path, **extra: str) -> dict[str, str]:
+    """The CLI's settings for a PostgreSQL-only backup of ``url`` to ``backup_dir``, with a fresh key."""
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": "",
+        "BACKUP_FILES_PATHS": "",
+        "BACKUP_CONFIG_PATHS": "",
+        "BACKUP_DIR": str(backup_dir),
+        "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
+        "BACKUP_HOSTNAME": "bench",
+        "BACKUP_S3_BUCKET": "",
+        **extra,
+    }
+
+
 def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> dict[str, Any]:
     """Every timing ``rounds`` times, the tool and its raw counterpart back to back; medians of the
     timings and of each round's ratio (peak RSS: the largest). One timing on this machine varies by
@@ -156,33 +193,14 @@ def run_size(pg: PostgresServer, gigabytes: float, work: Path, rounds: int) -> d
     print(f"building a {gigabytes} GB database ...", flush=True)
     size = build_database(pg.url(name), gigabytes)
     url = pg.url(name)
-    # A database in service has been vacuumed: hint bits set, statistics known. Without this the first
-    # reader (whichever tool goes first) pays for setting them.
-    admin_db = psycopg2.connect(url)
-    admin_db.autocommit = True
-    admin_db.cursor().execute("VACUUM ANALYZE")
-    admin_db.close()
+    vacuum(url)
 
     def settle() -> None:
-        """The server's dirty buffers, then the page cache, written back: a building or restoring step
-        leaves gigabytes of them, which a checkpoint spread over minutes (and the kernel) would otherwise
-        write during the next steps."""
-        admin.cursor().execute("CHECKPOINT")
-        os.sync()
+        settle_server(admin)
 
     print(f"  database size {size / 1e9:.2f} GB", flush=True)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "REDIS_URL": "",
-        "BACKUP_FILES_PATHS": "",
-        "BACKUP_CONFIG_PATHS": "",
-        "BACKUP_DIR": str(work / "backups"),
-        "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
-        "BACKUP_HOSTNAME": "bench",
-        "BACKUP_S3_BUCKET": "",
-    }
-    cli = str(REPO / ".venv" / "bin" / "questboard-backup")
+    env = cli_environment(url, work / "backups")
+    cli = CLI
     samples: dict[str, list[float]] = {}
 
     def sample(what: str, seconds: float, rss: float, cpu: float, keep_rss: bool = True) -> None:

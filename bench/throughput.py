@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 import psycopg2  # noqa: E402
 
-from bench.run import build_database, busy_core_seconds  # noqa: E402
+from bench.run import CLI, build_database, busy_core_seconds, cli_environment, settle_server, vacuum  # noqa: E402
 from tests.servers import PostgresServer  # noqa: E402
 
 MB = 1_000_000
@@ -140,27 +139,14 @@ def measure(
     url = pg.url("bench_tp")
     print(f"building a {gigabytes} GB database ...", flush=True)
     size = build_database(url, gigabytes)
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    conn.cursor().execute("VACUUM ANALYZE")  # as a database in service: hint bits set, statistics known
-    conn.close()
+    vacuum(url)
     print(f"  database size {size / GB:.2f} GB", flush=True)
 
     def settle() -> None:
-        admin.cursor().execute("CHECKPOINT")
-        os.sync()
+        settle_server(admin)
 
-    cli = str(REPO / ".venv" / "bin" / "questboard-backup")
-    base = {
-        **os.environ,
-        "REDIS_URL": "",
-        "BACKUP_FILES_PATHS": "",
-        "BACKUP_CONFIG_PATHS": "",
-        "BACKUP_DIR": str(work / "backups"),
-        "BACKUP_ENCRYPTION_KEY": secrets.token_urlsafe(24),
-        "BACKUP_HOSTNAME": "bench",
-        "BACKUP_S3_BUCKET": "",
-    }
+    cli = CLI
+    base = cli_environment("", work / "backups")
 
     def dump_and_restore(config: Config, database: str) -> tuple[Sample, Sample]:
         env = {**base, "DATABASE_URL": pg.url(database), "BACKUP_PG_JOBS": str(config.jobs)}

@@ -23,6 +23,28 @@ def uploads(client: Any) -> dict[str, tuple[bytes, str, dict[str, str]]]:
     return uploads_under(client, PREFIX)
 
 
+def operator_cli(world: World, monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
+    """The CLI as an operator's machine runs it: the bucket, the host and the key, no database, Redis
+    or local files, and ``settings`` (the AWS sources it restores)."""
+    for name, setting in {
+        "BACKUP_S3_BUCKET": world.settings.s3_bucket,
+        "BACKUP_HOSTNAME": world.settings.hostname,
+        "BACKUP_KMS_KEY_ID": world.settings.kms_key_id,
+        "BACKUP_DIR": str(world.uploads.parent / "cli-backups"),
+        "AWS_DEFAULT_REGION": REGION,
+        **settings,
+    }.items():
+        monkeypatch.setenv(name, setting)
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "BACKUP_FILES_PATHS",
+        "BACKUP_CONFIG_PATHS",
+        "BACKUP_ENCRYPTION_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def aws_sourced(world: World) -> World:
     s3 = boto3.client("s3", region_name=REGION)
@@ -92,24 +114,12 @@ def test_the_workflow_refuses_to_restore_the_configuration_and_the_cli_restores_
     assert value == "changed"  # refused before anything was touched
 
     # The CLI, on an operator's machine, with the bucket, the host and the key.
-    for name, setting in {
-        "BACKUP_S3_BUCKET": world.settings.s3_bucket,
-        "BACKUP_HOSTNAME": world.settings.hostname,
-        "BACKUP_KMS_KEY_ID": world.settings.kms_key_id,
-        "BACKUP_DIR": str(world.uploads.parent / "cli-backups"),
-        "BACKUP_CONFIG_SSM_PATHS": "/questboard/prod",
-        "BACKUP_CONFIG_SECRET_IDS": "questboard/prod/app",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, setting)
-    for name in (
-        "DATABASE_URL",
-        "REDIS_URL",
-        "BACKUP_FILES_PATHS",
-        "BACKUP_CONFIG_PATHS",
-        "BACKUP_ENCRYPTION_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    operator_cli(
+        world,
+        monkeypatch,
+        BACKUP_CONFIG_SSM_PATHS="/questboard/prod",
+        BACKUP_CONFIG_SECRET_IDS="questboard/prod/app",
+    )
     code = main(["restore", "latest", "--only", "ssmconfig"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -129,25 +139,13 @@ def test_the_cli_restores_uploads_and_config_to_named_targets_and_refuses_a_bad_
     boto3.client("secretsmanager", region_name=REGION).create_secret(
         Name="questboard/copy/app", SecretString="{}"
     )
-    for name, setting in {
-        "BACKUP_S3_BUCKET": world.settings.s3_bucket,
-        "BACKUP_HOSTNAME": world.settings.hostname,
-        "BACKUP_KMS_KEY_ID": world.settings.kms_key_id,
-        "BACKUP_DIR": str(world.uploads.parent / "cli-backups"),
-        "BACKUP_UPLOADS_S3_URI": f"s3://{UPLOADS_BUCKET}/{PREFIX}",
-        "BACKUP_CONFIG_SSM_PATHS": "/questboard/prod",
-        "BACKUP_CONFIG_SECRET_IDS": "questboard/prod/app",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, setting)
-    for name in (
-        "DATABASE_URL",
-        "REDIS_URL",
-        "BACKUP_FILES_PATHS",
-        "BACKUP_CONFIG_PATHS",
-        "BACKUP_ENCRYPTION_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    operator_cli(
+        world,
+        monkeypatch,
+        BACKUP_UPLOADS_S3_URI=f"s3://{UPLOADS_BUCKET}/{PREFIX}",
+        BACKUP_CONFIG_SSM_PATHS="/questboard/prod",
+        BACKUP_CONFIG_SECRET_IDS="questboard/prod/app",
+    )
     code = main(["restore", "latest", "--only", "s3uploads,ssmconfig",
                  "--to-uploads-s3-uri", f"s3://{UPLOADS_BUCKET}/copy/uploads",
                  "--to-config-ssm-paths", "/questboard/copy", "--to-config-secret-ids", "questboard/copy/app"])  # fmt: skip
